@@ -1,0 +1,16 @@
+"""minitune: MI-TUNE (ICLR 2025) taught and reproduced in a Shapes world that is judged exactly."""
+
+from __future__ import annotations
+
+import torch
+
+__version__ = "0.1.0"
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """'auto' picks the current accelerator (CUDA, MPS, ...) when there is one, else the CPU."""
+    if str(device) != "auto":
+        return torch.device(device)
+    if torch.accelerator.is_available():
+        return torch.accelerator.current_accelerator()
+    return torch.device("cpu")

@@ -1,0 +1,26 @@
+"""Figures: image grids (also as PNG files without matplotlib), curves and heat maps."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+from .toy.world import to_uint8
+
+
+def image_grid(images, cols: int, gap: int = 1) -> np.ndarray:
+    """Tile images (uint8 [B, H, W, 3] or model tensors) into one uint8 image, grey gaps between."""
+    images = to_uint8(images)
+    b, h, w, _ = images.shape
+    rows = -(-b // cols)
+    grid = np.full((rows * (h + gap) - gap, cols * (w + gap) - gap, 3), 64, np.uint8)
+    for i, im in enumerate(images):
+        r, c = divmod(i, cols)
+        grid[r * (h + gap) : r * (h + gap) + h, c * (w + gap) : c * (w + gap) + w] = im
+    return grid
+
+
+def save_grid(path, images, cols: int, scale: int = 4) -> None:
+    """Write an image grid as a PNG, upscaled without smoothing so pixels stay crisp."""
+    grid = image_grid(images, cols)
+    Image.fromarray(grid).resize((grid.shape[1] * scale, grid.shape[0] * scale), Image.NEAREST).save(path)

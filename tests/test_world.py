@@ -1,0 +1,87 @@
+import numpy as np
+import pytest
+import torch
+
+from minitune.toy import world
+
+
+@pytest.fixture(scope="module")
+def scenes():
+    prompts = world.sample_prompts("train", 1200, seed=1) + world.sample_prompts("test", 1200, seed=2)
+    images = np.stack([world.render(p, i) for i, p in enumerate(prompts)])
+    return prompts, images
+
+
+def test_oracle_is_exact_on_renders(scenes):
+    prompts, images = scenes
+    assert {world.parse(p).category for p in prompts} == set(world.CATEGORIES)
+    ev = world.evaluate(images, prompts)
+    assert len(ev.records) == 2400
+    assert ev.strict == 1.0 and ev.soft == 1.0 and ev.well_formed == 1.0
+    assert all(v["strict"] == 1.0 for v in ev.per_category().values())
+
+
+def test_oracle_is_robust_to_pixel_noise(scenes):
+    prompts, images = scenes
+    x = world.to_tensor(images)
+    noisy = x + 0.1 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
+    ev = world.evaluate(noisy, prompts)
+    assert ev.strict >= 0.99 and ev.well_formed >= 0.99
+
+
+def test_render_is_seeded():
+    a = world.render("two red circles above a blue square", 7)
+    assert np.array_equal(a, world.render("two red circles above a blue square", 7))
+    assert not np.array_equal(a, world.render("two red circles above a blue square", 8))
+
+
+def test_split_holds_out_combinations_not_words():
+    train, test = world.prompts("train"), world.prompts("test")
+    train_keys = {world.parse(p).key for p in train}
+    test_keys = {world.parse(p).key for p in test}
+    assert not train_keys & test_keys
+    assert {w for p in test for w in p.split()} <= {w for p in train for w in p.split()}
+    for c in world.CATEGORIES:
+        assert world.prompts("test", c) and world.prompts("train", c)
+    ev = world.eval_prompts()
+    assert len(ev) >= 200 and set(ev) <= set(test)
+    # an equivalent phrasing lands in the same split
+    assert world.parse("a red circle left of a blue square").key == world.parse("a blue square right of a red circle").key
+
+
+@pytest.mark.parametrize(
+    "prompt, drawn, mode",
+    [
+        ("a red circle and a blue square", "one red circle", "missing object"),
+        ("a red circle and a blue square", "a blue circle and a red square", "wrong colour"),
+        ("a red circle and a red square", "a red circle and a red triangle", "wrong shape"),
+        ("a red circle and a blue square", "two red circles left of a blue square", "extra object"),
+        ("a red circle left of a blue square", "a red circle right of a blue square", "wrong relation"),
+        ("three green triangles", "two green triangles", "wrong count"),
+    ],
+)
+def test_failure_modes(prompt, drawn, mode):
+    rec = world.evaluate(world.render(drawn, 3)[None], [prompt]).records[0]
+    assert rec["strict"] == 0.0 and 0.0 <= rec["soft"] < 1.0
+    assert mode in rec["failures"]
+
+
+def test_facts_and_soft_score():
+    rec = world.evaluate(world.render("a red circle right of a blue square", 0)[None], ["a red circle left of a blue square"]).records[0]
+    assert [ok for _, ok in rec["facts"]] == [True, True, False, True]
+    assert rec["soft"] == 0.75
+
+
+def test_bad_input_is_one_clear_sentence():
+    with pytest.raises(ValueError, match="Empty prompt"):
+        world.parse("  ")
+    with pytest.raises(ValueError, match="purple"):
+        world.parse("a purple circle and a red square")
+    with pytest.raises(ValueError, match="grammar"):
+        world.parse("circle red a")
+    with pytest.raises(ValueError, match="32×32"):
+        world.evaluate(np.zeros((2, 64, 64, 3), np.uint8), ["one red circle"] * 2)
+    with pytest.raises(ValueError, match="shape"):
+        world.evaluate(torch.zeros(2, 32, 32), ["one red circle"] * 2)
+    with pytest.raises(ValueError, match="one prompt per image"):
+        world.evaluate(np.zeros((2, 32, 32, 3), np.uint8), ["one red circle"] * 3)
