@@ -41,19 +41,29 @@ def cmd_toy_train(args):
     print(f"pipeline saved to {final}")
 
 
+def cmd_toy_ship(args):
+    from .toy.train import ship
+
+    print(f"shipped {ship(args.run_dir, args.step, args.dest)}")
+
+
 def cmd_toy_eval(args):
-    from .evaluate import alignment_table, failure_table, generate
+    from .evaluate import alignment_table, failure_table
     from .plotting import save_grid
+    from .sampling import sample_with_mi
     from .toy import world
 
     pipe = _pipe(args)
     prompts = _prompts(args)
     t0 = time.time()
-    images = generate(pipe, prompts, args.n_per_prompt, args.guidance_scale, args.steps, args.seed, args.batch_size)
-    ev = world.evaluate(images, [p for p in prompts for _ in range(args.n_per_prompt)])
+    cands = sample_with_mi(pipe, prompts, args.n_per_prompt, guidance_scale=args.guidance_scale,
+                           num_inference_steps=args.steps, seed=args.seed, batch_size=args.batch_size)
+    images = cands.images
+    ev = world.evaluate(images, cands.prompts)
     report = (
         f"Model: {args.model}; {len(prompts)} prompts × {args.n_per_prompt} images; CFG {args.guidance_scale}, "
-        f"{args.steps} DDPM steps, seed {args.seed}; {time.time() - t0:.0f} s.\n\n"
+        f"{args.steps} DDPM steps, seed {args.seed}; {time.time() - t0:.0f} s; mean trajectory MI "
+        f"{cands.mi.mean():.1f} nats.\n\n"
         f"Alignment (exact oracle):\n\n{alignment_table(ev)}\n\n"
         f"Failure modes (% of images; an image can show several):\n\n{failure_table(ev)}\n"
     )
@@ -79,6 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--checkpoint-every", type=int, default=250)
     p.set_defaults(func=cmd_toy_train)
+
+    p = sub.add_parser("toy-ship", help="copy a trained base model (with config and curve) into the package")
+    p.add_argument("--run-dir", default="runs/base")
+    p.add_argument("--step", type=int, help="which saved step (default: the last)")
+    p.add_argument("--dest", help="destination folder (default: the package's weights folder)")
+    p.set_defaults(func=cmd_toy_ship)
 
     p = sub.add_parser("toy-eval", help="sample a Shapes model on held-out prompts and print the oracle's tables")
     p.add_argument("--model", default="toy", help="'toy' (the shipped base model) or a saved pipeline folder")

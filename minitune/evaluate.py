@@ -1,40 +1,13 @@
-"""Sample a pipeline on prompts and judge the images: alignment tables with confidence intervals.
+"""Judge sampled images: alignment tables with bootstrap confidence intervals.
 
-In the Shapes world the judge is the exact oracle (:func:`minitune.toy.world.evaluate`). Every
-image has its own seed, derived from ``(seed, prompt, index)``, so an image does not depend on
-which other prompts were sampled with it or on the batch size.
+In the Shapes world the judge is the exact oracle (:func:`minitune.toy.world.evaluate`); images
+come from :func:`minitune.sampling.sample_with_mi`, one seed per image.
 """
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
-import torch
-from tqdm.auto import tqdm
-
 from .toy import world
-
-
-def image_seed(seed: int, prompt: str, index: int) -> int:
-    """The seed of the `index`-th image of `prompt` (stable across runs and batchings)."""
-    return int(hashlib.sha1(f"{seed}:{prompt}:{index}".encode()).hexdigest()[:12], 16)
-
-
-def generate(pipe, prompts: list[str], n_per_prompt: int = 4, guidance_scale: float = 4.0,
-             num_inference_steps: int = 25, seed: int = 0, batch_size: int = 64, progress: bool = True) -> torch.Tensor:
-    """Images [len(prompts) * n_per_prompt, 3, H, W] in [-1, 1], prompt-major order."""
-    if not prompts:
-        raise ValueError("No prompts to sample: give at least one prompt.")
-    jobs = [(p, k) for p in prompts for k in range(n_per_prompt)]
-    device = pipe._execution_device
-    out = []
-    for i in tqdm(range(0, len(jobs), batch_size), desc="sampling", disable=not progress):
-        chunk = jobs[i : i + batch_size]
-        gens = [torch.Generator(device).manual_seed(image_seed(seed, p, k)) for p, k in chunk]
-        out.append(pipe([p for p, _ in chunk], guidance_scale=guidance_scale, num_inference_steps=num_inference_steps,
-                        generator=gens, output_type="pt").images.cpu())
-    return torch.cat(out)
 
 
 def bootstrap_ci(values, n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:

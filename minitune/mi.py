@@ -12,11 +12,12 @@ The two identities this module estimates (Kong et al. 2023; Franzese et al. 2024
 
 The first holds for each x; the second only on average over x ~ p(x|y) (for optimal denoisers
 ε − ε̂_c is orthogonal to anything computed from z_t, which turns the first integrand into the
-second), but its integrand is never negative and has less variance, which is why MI-TUNE uses it.
+second), but its integrand is never negative and usually has less variance, which is why MI-TUNE
+uses it.
 
 Everything here talks to the model through an **ε-pair predictor**: any callable
-``eps_pair(z_t, t) -> (eps_c, eps_u)`` with z_t [n, ...] and t a LongTensor [n] of timesteps that
-index ``alphas_cumprod``; the prompt is bound inside the callable. A UNet adapter and the
+``eps_pair(z_t, t) -> (eps_c, eps_u)`` with z_t [n, ...] and t a tensor [n] of integer timesteps
+that index ``alphas_cumprod``; the prompt is bound inside the callable. A UNet adapter and the
 closed-form Gaussian of :mod:`minitune.toy.gaussian` are both ε-pair predictors. When an estimator
 stacks m noise draws of B images into one call, row j·B + b is image b (m stacked copies of the
 batch); a predictor whose prompts are bound for B images tiles them with :func:`tile_batch`.
@@ -33,8 +34,9 @@ From a sum over timesteps to the integral over log SNR, two weightings:
 * **quadrature weights** (scheduler-agnostic): ½|Δλ| by the trapezoidal rule on the visited
   timesteps — each step owns half of the log-SNR gap to each neighbour — and the MI is the SUM
   of w_i ‖ε̂_c − ε̂_u‖². Nothing is rescaled; only the integral beyond the first and last visited
-  λ is missing (for DDPM's linear schedule λ runs from about +9.2 to −10.1, and the integrand
-  decays like e^{−|λ|} at both ends, so the tails are ~1e-4 of the total).
+  λ is missing (for DDPM's linear schedule λ runs from +9.2 to −10.1 and the integrand decays like
+  e^{−|λ|} at both ends; on the Gaussian test case the sum over all 1000 steps is within 0.1 % of
+  the integral, over 50 steps within 5 %).
 """
 
 from __future__ import annotations
@@ -52,7 +54,8 @@ def alphas_cumprod_of(scheduler_or_tensor) -> torch.Tensor:
         )
     table = torch.as_tensor(table).detach().to("cpu", torch.float64)
     if table.ndim != 1 or table.numel() < 2 or not bool(((table > 0) & (table < 1)).all()):
-        raise ValueError(f"alphas_cumprod must be a 1-D table of values in (0, 1), got shape {tuple(table.shape)}; pass scheduler.alphas_cumprod.")
+        raise ValueError(f"alphas_cumprod must be a 1-D table of values in (0, 1), got shape {tuple(table.shape)}; "
+                         "pass scheduler.alphas_cumprod.")
     return table
 
 
@@ -67,7 +70,8 @@ def _as_timesteps(timesteps, T: int) -> torch.Tensor:
     t = torch.as_tensor(timesteps).detach().cpu().reshape(-1)
     t = t.round().long() if t.is_floating_point() else t.long()
     if t.numel() == 0 or t.min() < 0 or t.max() >= T:
-        raise ValueError(f"timesteps must be non-empty and lie in 0..{T - 1} (the scheduler's training range), got {t.tolist()[:8]}.")
+        raise ValueError(f"timesteps must be non-empty and lie in 0..{T - 1} (the scheduler's training range), "
+                         f"got {t.tolist()[:8]}.")
     return t
 
 
@@ -93,7 +97,8 @@ def quadrature_weights(alphas_cumprod, timesteps) -> torch.Tensor:
     t = _as_timesteps(timesteps, len(ab))
     dt = t.diff()
     if t.numel() < 2 or not (bool((dt > 0).all()) or bool((dt < 0).all())):
-        raise ValueError("quadrature_weights needs at least two strictly increasing or decreasing timesteps, e.g. scheduler.timesteps.")
+        raise ValueError("quadrature_weights needs at least two strictly increasing or decreasing timesteps, "
+                         "e.g. scheduler.timesteps.")
     gaps = log_snr(ab[t]).diff().abs()
     zero = gaps.new_zeros(1)
     return (torch.cat([zero, gaps]) + torch.cat([gaps, zero])) / 4
@@ -103,7 +108,8 @@ def tile_batch(cond: torch.Tensor, n: int) -> torch.Tensor:
     """Tile per-image conditioning [B, ...] to n = m·B rows in the estimators' layout (row j·B + b is
     image b), e.g. inside an ε-pair predictor called on m stacked noise draws of B images."""
     if n % cond.shape[0]:
-        raise ValueError(f"cannot tile conditioning for {cond.shape[0]} images to {n} rows; the batch must be a multiple of the number of images.")
+        raise ValueError(f"cannot tile conditioning for {cond.shape[0]} images to {n} rows; "
+                         "the batch must be a multiple of the number of images.")
     return cond.repeat(n // cond.shape[0], *([1] * (cond.ndim - 1)))
 
 
@@ -125,7 +131,8 @@ class TrajectoryMI:
         if mode == "mean":
             kept = int((weights != 0).sum())
             if kept == 0:
-                raise ValueError("every step is at or below the truncation, so the mean is empty; lower truncation or sample more steps.")
+                raise ValueError("every step is at or below the truncation, so the mean is empty; "
+                                 "lower truncation or sample more steps.")
             weights = weights / kept
         self.weights, self.keep_curve = weights, keep_curve
         self.total = self.curve = None
@@ -154,12 +161,23 @@ def _draw(sampler, shape, generator, device, dtype) -> torch.Tensor:
     generators, one per row of shape[0] (so a row's draws do not depend on the rest of the batch).
     Draws happen on the generator's device and are then moved, as diffusers does."""
     if generator is None:
-        raise ValueError("generator is None; pass generator=torch.Generator().manual_seed(0) (or a list, one per image) so every draw is reproducible.")
+        raise ValueError("generator is None; pass generator=torch.Generator().manual_seed(0) "
+                         "(or a list, one per image) so every draw is reproducible.")
     if not isinstance(generator, (list, tuple)):
         return sampler(shape, generator=generator, device=generator.device, dtype=dtype).to(device)
     if len(generator) != shape[0]:
-        raise ValueError(f"got {len(generator)} generators for a batch of {shape[0]}; pass one generator per image or a single one.")
-    return torch.cat([sampler((1, *shape[1:]), generator=g, device=g.device, dtype=dtype) for g in generator]).to(device)
+        raise ValueError(f"got {len(generator)} generators for a batch of {shape[0]}; "
+                         "pass one generator per image or a single one.")
+    rows = [sampler((1, *shape[1:]), generator=g, device=g.device, dtype=dtype) for g in generator]
+    return torch.cat(rows).to(device)
+
+
+def _check_x0(x0) -> None:
+    if not isinstance(x0, torch.Tensor) or x0.ndim < 2:
+        raise ValueError("x0 must be a batch tensor [B, ...] of images or latents; "
+                         "add a batch dimension with x0[None].")
+    if not bool(torch.isfinite(x0).all()):
+        raise ValueError("x0 contains NaN or inf; check how the images or latents were produced.")
 
 
 def _integrand(eps_pair, x0, alphas_cumprod, t, generator, form, batch_size, sum_dims) -> torch.Tensor:
@@ -167,7 +185,8 @@ def _integrand(eps_pair, x0, alphas_cumprod, t, generator, form, batch_size, sum
 
     Draw j of every image sits in rows j·B..j·B+B−1 of a network call; ``batch_size`` bounds the rows
     per call (whole draws of the batch, at least one). Noise is drawn draw by draw, so the values do
-    not depend on ``batch_size``. The integrand is summed over ``sum_dims`` of the element-wise terms.
+    not depend on ``batch_size``. The element-wise terms are summed over ``sum_dims`` (None: all
+    non-batch dimensions).
 
     pointwise: ‖ε − ε̂_u‖² − ‖ε − ε̂_c‖², computed as the equal ⟨ε̂_c − ε̂_u, 2ε − ε̂_c − ε̂_u⟩
                (a difference of squares without subtracting two large, nearly equal sums);
@@ -175,11 +194,8 @@ def _integrand(eps_pair, x0, alphas_cumprod, t, generator, form, batch_size, sum
     """
     if form not in ("pointwise", "orthogonal"):
         raise ValueError(f'form must be "pointwise" or "orthogonal", got {form!r}.')
-    if not isinstance(x0, torch.Tensor) or x0.ndim < 2:
-        raise ValueError("x0 must be a batch tensor [B, ...] of images or latents; add a batch dimension with x0[None].")
-    if not bool(torch.isfinite(x0).all()):
-        raise ValueError("x0 contains NaN or inf; check how the images or latents were produced.")
     n, B = t.shape
+    sum_dims = tuple(range(1, x0.ndim)) if sum_dims is None else sum_dims
     per_call = n if batch_size is None else max(1, batch_size // B)
     scale = (-1,) + (1,) * (x0.ndim - 1)
     signal, noise = alphas_cumprod.sqrt(), (1 - alphas_cumprod).sqrt()
@@ -191,7 +207,8 @@ def _integrand(eps_pair, x0, alphas_cumprod, t, generator, form, batch_size, sum
         eps_c, eps_u = eps_pair(z, tj.to(x0.device))
         if eps_c.shape != z.shape or eps_u.shape != z.shape:
             raise ValueError(
-                f"eps_pair returned shapes {tuple(eps_c.shape)} and {tuple(eps_u.shape)} for z_t of shape {tuple(z.shape)}; "
+                f"eps_pair returned shapes {tuple(eps_c.shape)} and {tuple(eps_u.shape)} "
+                f"for z_t of shape {tuple(z.shape)}; "
                 "it must return (eps_c, eps_u) shaped like z_t, with its prompts bound for the same images as x0."
             )
         acc = torch.promote_types(eps_c.dtype, torch.float32)
@@ -201,47 +218,147 @@ def _integrand(eps_pair, x0, alphas_cumprod, t, generator, form, batch_size, sum
         out.append(terms.sum(sum_dims))
     f = torch.cat(out).view(n, B, *out[0].shape[1:])
     if not bool(torch.isfinite(f).all()):
-        raise ValueError("the denoiser returned NaN or inf for some noised inputs; check the model's dtype (fp16 overflow) and its inputs.")
+        raise ValueError("the denoiser returned NaN or inf for some noised inputs; "
+                         "check the model's dtype (fp16 overflow) and its inputs.")
     return f
 
 
-def _proposal(alphas_cumprod, grid, kind):
-    lam = log_snr(alphas_cumprod[grid])
-    w = quadrature_weights(alphas_cumprod, grid)
-    shapes = {
-        "uniform": torch.ones_like(lam) ,
-        "loguniform": w,
-        "logistic1": w / torch.cosh(lam / 2) ** 2,
-        "logistic2": w / torch.cosh(lam / 4) ** 2,
-        "logistic3": w / torch.cosh(lam / 6) ** 2,
-        "sech": w / torch.cosh(lam / 2),
-    }
-    q = shapes[kind]
-    return w, q / q.sum()
+def renoise_mi(eps_pair, x0, alphas_cumprod, *, n_samples: int = 64, generator, form: str = "pointwise",
+               proposal: str = "importance", t_min: int = 1, batch_size: int | None = None):
+    """MI of any image (or latent) x0 [B, ...] with the prompt bound in ``eps_pair``: (estimate, stderr), both [B].
 
+    Monte Carlo over noise levels. The target is the trapezoidal sum Σ_t w_t E_ε f(t) over the grid
+    t = t_min..T−1 with w_t = ½|Δλ| (:func:`quadrature_weights`), which approximates the integral
+    over log SNR (on the Gaussian test case, DDPM's linear schedule, the sum is 0.1–0.2 % below the
+    integral, most of it the high-SNR end below t_min = 1). Each draw picks t ~ q(t),
+    noises z_t = √ᾱ_t x0 + √(1−ᾱ_t) ε with fresh ε, and contributes g = (w_t / q(t)) f(t), an unbiased
+    draw of the target:
 
-def renoise_mi(eps_pair, x0, alphas_cumprod, *, n_samples=64, generator, form="pointwise", proposal="importance",
-               t_min=1, batch_size=None, _per_stratum=2):
+    * ``form="pointwise"``: f = ‖ε − ε̂_u‖² − ‖ε − ε̂_c‖², estimating log p(x0|y) − log p(x0);
+    * ``form="orthogonal"``: f = ‖ε̂_c − ε̂_u‖² (never negative, less noise; equals the point-wise value
+      only on average over x0 ~ p(x|y)).
+
+    Proposals: ``"uniform"`` is uniform over t. ``"importance"`` is a logistic density in λ with
+    location 0 and scale 2, q ∝ |Δλ_t| sech²(λ_t/4): it has the bell shape of the typical integrand,
+    its e^{−|λ|/2} tails are heavier than the integrand's e^{−|λ|}, so w/q stays bounded, and being
+    defined in λ it does not depend on the noise schedule. On the Gaussian case
+    (benchmarks/renoise_variance.py) it beat uniform-in-t, uniform-in-λ and logistic scales 1 and 3
+    for the point-wise form, with 1.2–2.2× less variance than uniform-in-t under DDPM's linear
+    schedule (about the same under the cosine schedule, where uniform in t already is a sech
+    density in λ), and was within ~10 % (in std) of the best for the orthogonal form.
+
+    Draws are stratified: the proposal's probability mass is cut into n_samples // 2 equal strata
+    with two independent draws each (three in the last one when n_samples is odd); the estimate is the
+    mean of the stratum means and the standard error comes from the within-stratum variances, which
+    keeps it unbiased (hence n_samples ≥ 2). Most of the remaining variance is the ε noise at a fixed
+    t, which no choice of t removes: in 4 dimensions one draw has a relative std of ~1.3 (15 % at 64
+    draws), in 64 dimensions ~0.55 (7 %); it shrinks as the information spreads over more elements.
+
+    ``n_samples`` is the number of ε-pair evaluations per image. ``generator``: one torch.Generator,
+    or a list with one per image (then an image's estimate does not depend on the rest of the batch).
+    The draws do not depend on ``form`` or ``batch_size`` (rows per network call, whole draws of the
+    batch), so the two forms can be compared on identical noise by reseeding.
+    """
     ab = alphas_cumprod_of(alphas_cumprod)
-    T = len(ab)
     if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 2:
-        raise ValueError(f"n_samples must be an integer ≥ 2 (two draws per stratum give the standard error), got {n_samples!r}.")
-    if not 0 <= t_min < T - 1:
-        raise ValueError(f"t_min must lie in 0..{T - 2} so that at least two timesteps remain, got {t_min}.")
-    grid = torch.arange(t_min, T)
-    kind = {"importance": "logistic2"}.get(proposal, proposal)
-    w, q = _proposal(ab, grid, kind)
-    B = x0.shape[0]
-    H = n_samples // _per_stratum
-    stratum = (torch.arange(n_samples) // _per_stratum).clamp(max=H - 1)
-    u = (stratum[:, None] + _draw(torch.rand, (B, n_samples), generator, "cpu", torch.float64).T) / H
-    idx = torch.searchsorted(q.cumsum(0), u).clamp(max=len(grid) - 1)
-    f = _integrand(eps_pair, x0, ab, grid[idx], generator, form, batch_size, tuple(range(1, x0.ndim)))
+        raise ValueError("n_samples must be an integer ≥ 2 (two draws per stratum give the standard error), "
+                         f"got {n_samples!r}.")
+    if not 0 <= t_min < len(ab) - 1:
+        raise ValueError(f"t_min must lie in 0..{len(ab) - 2} so that at least two timesteps remain, got {t_min}.")
+    if proposal not in ("importance", "uniform"):
+        raise ValueError(f'proposal must be "importance" or "uniform", got {proposal!r}.')
+    _check_x0(x0)
+    grid = torch.arange(t_min, len(ab))
+    w = quadrature_weights(ab, grid)
+    q = w / torch.cosh(log_snr(ab[grid]) / 4) ** 2 if proposal == "importance" else torch.ones_like(w)
+    q = q / q.sum()
+    B, H = x0.shape[0], n_samples // 2
+    stratum = (torch.arange(n_samples) // 2).clamp(max=H - 1)
+    u = (stratum[:, None] + _draw(torch.rand, (B, n_samples), generator, "cpu", torch.float32).T.double()) / H
+    idx = torch.searchsorted(q.cumsum(0), u.contiguous()).clamp(max=len(grid) - 1)  # inverse CDF, [n, B]
+    f = _integrand(eps_pair, x0, ab, grid[idx], generator, form, batch_size, None)
     g = (w / q)[idx].to(f) * f
-    counts = torch.bincount(stratum, minlength=H).to(g)[:, None]
-    mean_h = g.new_zeros(H, B).index_add_(0, stratum.to(g.device), g) / counts
-    if _per_stratum == 1:
-        d = (g[0::2][: H // 2] - g[1::2][: H // 2]).square().sum(0)
-        return mean_h.mean(0), d.sqrt() / H
-    var_h = g.new_zeros(H, B).index_add_(0, stratum.to(g.device), (g - mean_h[stratum]).square()) / (counts - 1)
-    return mean_h.mean(0), (var_h / counts).sum(0).sqrt() / H
+    stratum, count = stratum.to(g.device), torch.bincount(stratum, minlength=H).to(g)[:, None]
+    mean = g.new_zeros(H, B).index_add_(0, stratum, g) / count
+    var = g.new_zeros(H, B).index_add_(0, stratum, (g - mean[stratum]).square()) / (count - 1)
+    return mean.mean(0), (var / count).sum(0).sqrt() / H
+
+
+def _curve(eps_pair, x0, alphas_cumprod, timesteps, n_noise, generator, form, batch_size, sum_dims):
+    """Integrand at each given timestep averaged over n_noise draws: [B, len(timesteps), ...]."""
+    ab = alphas_cumprod_of(alphas_cumprod)
+    t = _as_timesteps(timesteps, len(ab))
+    if isinstance(n_noise, bool) or not isinstance(n_noise, int) or n_noise < 1:
+        raise ValueError(f"n_noise must be a positive integer, got {n_noise!r}.")
+    _check_x0(x0)
+    rows = t.repeat_interleave(n_noise)[:, None].expand(-1, x0.shape[0])
+    f = _integrand(eps_pair, x0, ab, rows, generator, form, batch_size, sum_dims)
+    return f.view(len(t), n_noise, *f.shape[1:]).mean(1).movedim(1, 0)
+
+
+def mi_curve(eps_pair, x0, alphas_cumprod, timesteps, *, n_noise: int = 1, generator, form: str = "pointwise",
+             batch_size: int | None = None) -> torch.Tensor:
+    """The MI integrand against noise level: [B, len(timesteps)], averaged over ``n_noise`` ε draws.
+
+    Plot it against ``log_snr(alphas_cumprod[timesteps])`` to see at which noise levels the prompt
+    matters; ``(quadrature_weights(ab, timesteps) * curve).sum(-1)`` turns it back into an MI estimate.
+    """
+    return _curve(eps_pair, x0, alphas_cumprod, timesteps, n_noise, generator, form, batch_size, None)
+
+
+def mi_pixel_map(eps_pair, x0, alphas_cumprod, timesteps, *, n_noise: int = 1, generator, form: str = "pointwise",
+                 batch_size: int | None = None) -> torch.Tensor:
+    """Where in the image the prompt carries information: the integrand per pixel, [B, len(timesteps), H, W].
+
+    x0 must be [B, C, H, W] (or [B, C, *spatial]); the element-wise terms are summed over channels
+    only, so summing the map over pixels gives :func:`mi_curve`. Weight it with
+    :func:`quadrature_weights` and sum over timesteps for one MI map per image.
+    """
+    if not isinstance(x0, torch.Tensor) or x0.ndim < 3:
+        raise ValueError("mi_pixel_map needs images or latents shaped [B, C, H, W]; use mi_curve for flat vectors.")
+    return _curve(eps_pair, x0, alphas_cumprod, timesteps, n_noise, generator, form, batch_size, (1,))
+
+
+def word_attribution(mi_fn, prompt: str, replacement: str | None = None) -> list[tuple[str, float]]:
+    """How much MI each word of ``prompt`` carries: [(word, MI(prompt) − MI(prompt without that word))].
+
+    ``mi_fn(prompts) -> tensor [n]`` computes the MI of ONE fixed image under each prompt (e.g.
+    ``renoise_mi`` with a predictor built for that list, reseeding the generator so every variant
+    sees the same noise); it is called once with the full prompt followed by one variant per word.
+    ``replacement`` substitutes a word instead of dropping it (e.g. "thing" for a noun).
+    """
+    words = prompt.split()
+    if not words:
+        raise ValueError("the prompt has no words to attribute; pass a non-empty prompt.")
+    swap = [] if replacement is None else [replacement]
+    variants = [prompt] + [" ".join(words[:i] + swap + words[i + 1 :]) for i in range(len(words))]
+    values = torch.as_tensor(mi_fn(variants)).detach().double().cpu().reshape(-1)
+    if len(values) != len(variants):
+        raise ValueError(f"mi_fn returned {len(values)} values for {len(variants)} prompts; "
+                         "it must return one MI per prompt.")
+    return [(word, float(values[0] - values[i + 1])) for i, word in enumerate(words)]
+
+
+def prompt_swap_test(mi_fn, true_prompts: list[str], edited_prompts: list[str]) -> dict:
+    """Does the model's density know what the prompt says? Compare MI under true and edited prompts.
+
+    ``mi_fn(prompts) -> tensor [n]`` gives the MI of image i under prompts[i] for n fixed images (e.g.
+    ground-truth renders); ``edited_prompts[i]`` changes one fact of ``true_prompts[i]`` (colours or
+    shapes swapped, relation flipped). If the model has learnt that fact, the true prompt wins on most
+    images; at chance (½) the MI cannot select for it. Returns the per-image values, their means and
+    medians, and ``true_wins``, the fraction of images whose true prompt has the strictly higher MI.
+    """
+    if not true_prompts or len(true_prompts) != len(edited_prompts):
+        raise ValueError("need equally many true and edited prompts, "
+                         f"at least one, got {len(true_prompts)} and {len(edited_prompts)}.")
+    as_values = lambda prompts: torch.as_tensor(mi_fn(list(prompts))).detach().double().cpu().reshape(-1)
+    true, edited = as_values(true_prompts), as_values(edited_prompts)
+    if len(true) != len(true_prompts) or len(edited) != len(true_prompts):
+        raise ValueError(f"mi_fn returned {len(true)} and {len(edited)} values for {len(true_prompts)} prompts; "
+                         "it must return one MI per prompt.")
+    return {
+        "true": true, "edited": edited,
+        "true_mean": float(true.mean()), "true_median": float(true.quantile(0.5)),
+        "edited_mean": float(edited.mean()), "edited_median": float(edited.quantile(0.5)),
+        "true_wins": float((true > edited).double().mean()),
+    }

@@ -24,3 +24,26 @@ def save_grid(path, images, cols: int, scale: int = 4) -> None:
     """Write an image grid as a PNG, upscaled without smoothing so pixels stay crisp."""
     grid = image_grid(images, cols)
     Image.fromarray(grid).resize((grid.shape[1] * scale, grid.shape[0] * scale), Image.NEAREST).save(path)
+
+
+def plot_training_curve(loss_csv, path=None, smooth: int = 25):
+    """Plot a training log (step, loss, ...) with a moving average; save to `path` if given."""
+    import matplotlib
+
+    if path is not None:
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    data = np.genfromtxt(loss_csv, delimiter=",", names=True)
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(data["step"], data["loss"], lw=0.5, alpha=0.4, label="loss")
+    if len(data) >= smooth:
+        ma = np.convolve(data["loss"], np.ones(smooth) / smooth, mode="valid")
+        ax.plot(data["step"][smooth - 1 :], ma, label=f"moving average ({smooth})")
+    ax.set(xlabel="step", ylabel="ε-prediction MSE", yscale="log", title="Shapes base model training")
+    ax.legend()
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+    return fig

@@ -139,3 +139,30 @@ def _save_ema(pipe: ShapesPipeline, params, ema, folder: Path):
             shutil.rmtree(folder)
         os.replace(tmp, folder)
         torch._foreach_copy_(params, backup)
+
+
+def ship(run_dir: str | os.PathLike, step: int | None = None, dest: str | os.PathLike | None = None) -> Path:
+    """Copy a trained pipeline with its config, loss log and training curve into the package."""
+    from ..plotting import plot_training_curve
+    from .pipeline import WEIGHTS_DIR
+
+    run = Path(run_dir)
+    cfg = json.loads((run / "config.json").read_text()) if (run / "config.json").exists() else None
+    if cfg is None:
+        raise FileNotFoundError(f"{run} is not a training run folder (no config.json); train one with `minitune toy-train`.")
+    step = step or cfg["steps"]
+    src = run / f"pipeline-{step}"
+    if not src.is_dir():
+        raise FileNotFoundError(f"{run} has no pipeline saved at step {step}; saved steps are every {cfg['checkpoint_every']}.")
+    dest = Path(dest) if dest is not None else WEIGHTS_DIR
+    tmp = dest.with_name(dest.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src, tmp)
+    (tmp / "train_config.json").write_text(json.dumps({**cfg}, indent=2))
+    rows = list(csv.reader((run / "loss.csv").open()))[: step + 1]
+    with (tmp / "loss.csv").open("w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    plot_training_curve(tmp / "loss.csv", tmp / "training_curve.png")
+    shutil.rmtree(dest, ignore_errors=True)
+    os.replace(tmp, dest)
+    return dest

@@ -179,6 +179,36 @@ def parse(text: str) -> Prompt:
     )
 
 
+_OPPOSITE = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
+
+
+def edits(prompt: str) -> dict[str, str]:
+    """Near-miss versions of a prompt: colours swapped between the objects, shapes swapped,
+    relation flipped, the second object's shape changed, count changed — whichever the prompt admits. Used by the
+    prompt-swap test: does the model's density prefer the true prompt for an aligned image?"""
+    p = parse(prompt)
+    out = {}
+    if p.category == "count":
+        out["count changed"] = make_prompt("count", p.first, count=p.count % 3 + 1)
+        return out
+    a, b = p.first, p.second
+    if a.color != b.color:
+        out["colours swapped"] = make_prompt(p.category, Obj(b.color, a.shape), Obj(a.color, b.shape), p.relation, p.count)
+    if a.shape != b.shape:
+        out["shapes swapped"] = make_prompt(p.category, Obj(a.color, b.shape), Obj(b.color, a.shape), p.relation, p.count)
+    if p.relation:
+        out["relation flipped"] = make_prompt(p.category, a, b, _OPPOSITE[p.relation], p.count)
+    spare = [s for s in SHAPES if s not in (a.shape, b.shape)]
+    if spare:
+        out["shape changed"] = make_prompt(p.category, a, Obj(b.color, spare[0]), p.relation, p.count)
+    kept, keys = {}, {p.key}
+    for kind, text in out.items():  # drop edits that describe the same scene as the prompt or an earlier edit
+        if parse(text).key not in keys:
+            kept[kind] = text
+            keys.add(parse(text).key)
+    return kept
+
+
 def _all_scenes():
     objs = [Obj(c, s) for c in PALETTE for s in SHAPES]
     for a, b in itertools.permutations(objs, 2):

@@ -1,0 +1,167 @@
+"""One small adapter per pipeline family, so the MI code never looks inside a pipeline.
+
+An adapter encodes prompts once (conditional and unconditional embeddings, plus SDXL's pooled
+text and size/crop "time ids"), and turns them into an **ε-pair predictor**
+``eps_pair(z_t, t) -> (ε̂_c, ε̂_u)`` that runs the UNet ONCE on the doubled batch
+``[z_t, z_t]`` — the same forward pass classifier-free guidance makes anyway.
+
+Supported: the Shapes-world :class:`~minitune.toy.pipeline.ShapesPipeline` (pixel space),
+``StableDiffusionPipeline`` and ``StableDiffusionXLPipeline`` (latent space, through their VAE).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class Conditioning:
+    """Per-prompt conditional and unconditional inputs to the UNet (batch dimension first)."""
+
+    cond: torch.Tensor
+    uncond: torch.Tensor
+    added_cond: dict = field(default_factory=dict)  # SDXL: text_embeds and time_ids
+    added_uncond: dict = field(default_factory=dict)
+
+    def take(self, index: torch.Tensor) -> "Conditioning":
+        """Rows `index` of every tensor, e.g. ``torch.arange(P).repeat_interleave(N)`` for N candidates each."""
+        pick = lambda d: {k: v[index.to(v.device)] for k, v in d.items()}  # noqa: E731
+        return Conditioning(self.cond[index.to(self.cond.device)], self.uncond[index.to(self.uncond.device)],
+                            pick(self.added_cond), pick(self.added_uncond))
+
+    def __len__(self) -> int:
+        return len(self.cond)
+
+
+class Denoiser:
+    """Base adapter: holds the pipeline's UNet and scheduler; subclasses encode prompts."""
+
+    def __init__(self, pipe):
+        self.pipe = pipe
+        self.unet = pipe.unet
+        self.scheduler = pipe.scheduler
+
+    @property
+    def device(self) -> torch.device:
+        return self.pipe._execution_device
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        c, s = self.unet.config.in_channels, self.unet.config.sample_size
+        s = (s, s) if isinstance(s, int) else tuple(s)
+        return (c, *s)
+
+    def encode(self, prompts: list[str]) -> Conditioning:
+        raise NotImplementedError
+
+    def eps_pair(self, cond: Conditioning):
+        """The ε-pair predictor for these B prompts: one UNet forward on the doubled batch per call.
+
+        It accepts B latents, or m·B stacked in the estimators' layout (row j·B + b belongs to
+        prompt b), as :func:`minitune.mi.renoise_mi` passes them.
+        """
+        unet, B = self.unet, len(cond)
+        kind = self.scheduler.config.get("prediction_type", "epsilon")
+        if kind not in ("epsilon", "v_prediction"):
+            raise ValueError(f"The scheduler predicts {kind!r}; MI estimation needs an ε- or v-prediction model.")
+        alpha_bar = getattr(self.scheduler, "alphas_cumprod", None)
+
+        def inputs(m):
+            c = cond if m == 1 else cond.take(torch.arange(B).repeat(m))
+            added = {k: torch.cat([c.added_cond[k], c.added_uncond[k]]) for k in c.added_cond} or None
+            return torch.cat([c.cond, c.uncond]), added
+
+        cache = {1: inputs(1)}
+
+        @torch.no_grad()
+        def predict(z: torch.Tensor, t: torch.Tensor):
+            if len(z) % B:
+                raise ValueError(f"Got {len(z)} latents for {B} prompts; pass B latents or a multiple of B stacked draws.")
+            m = len(z) // B
+            if m not in cache:
+                cache[m] = inputs(m)
+            hidden, added = cache[m]
+            t = torch.as_tensor(t, device=z.device)
+            t = t.expand(len(z)) if t.ndim == 0 else t
+            tt, zz = torch.cat([t, t]), torch.cat([z, z])
+            out = unet(zz.to(unet.dtype), tt, encoder_hidden_states=hidden, added_cond_kwargs=added).sample.to(z.dtype)
+            if kind == "v_prediction":  # ε = √ᾱ v + √(1−ᾱ) z
+                a = alpha_bar.to(z.device, z.dtype)[tt].view(-1, *[1] * (z.ndim - 1))
+                out = a.sqrt() * out + (1 - a).sqrt() * zz
+            return out.chunk(2)
+
+        return predict
+
+    def to_latents(self, images: torch.Tensor, generator=None) -> torch.Tensor:
+        """Images in [-1, 1] -> the space the UNet denoises (identity in pixel space)."""
+        return images
+
+    def to_images(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latents -> images in [-1, 1]."""
+        return latents.clamp(-1, 1)
+
+
+class ToyDenoiser(Denoiser):
+    """The Shapes-world pipeline: pixel space, the empty prompt as unconditional input."""
+
+    @torch.no_grad()
+    def encode(self, prompts):
+        cond = self.pipe.encode_prompt(prompts, self.device)
+        uncond = self.pipe.encode_prompt([""], self.device).expand_as(cond)
+        return Conditioning(cond.to(self.unet.dtype), uncond.to(self.unet.dtype))
+
+
+class _LatentDenoiser(Denoiser):
+    """Stable Diffusion family: the UNet works on VAE latents scaled by `scaling_factor`."""
+
+    @torch.no_grad()
+    def to_latents(self, images, generator=None):
+        vae = self.pipe.vae
+        dist = vae.encode(images.to(self.device, vae.dtype)).latent_dist
+        return dist.sample(generator) * vae.config.scaling_factor
+
+    @torch.no_grad()
+    def to_images(self, latents):
+        vae = self.pipe.vae
+        return vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor).sample.clamp(-1, 1)
+
+
+class StableDiffusionDenoiser(_LatentDenoiser):
+    @torch.no_grad()
+    def encode(self, prompts):
+        c, u = self.pipe.encode_prompt(prompts, self.device, 1, True)  # unconditional: the empty prompt
+        return Conditioning(c, u)
+
+
+class StableDiffusionXLDenoiser(_LatentDenoiser):
+    """SDXL: two text encoders, pooled text embeddings and size/crop ids as added conditioning."""
+
+    @torch.no_grad()
+    def encode(self, prompts):
+        p = self.pipe
+        c, u, pooled_c, pooled_u = p.encode_prompt(prompts, device=self.device, num_images_per_prompt=1,
+                                                   do_classifier_free_guidance=True)
+        size = (p.default_sample_size * p.vae_scale_factor,) * 2
+        proj = p.text_encoder_2.config.projection_dim if p.text_encoder_2 is not None else int(pooled_c.shape[-1])
+        ids = p._get_add_time_ids(size, (0, 0), size, dtype=c.dtype, text_encoder_projection_dim=proj)
+        ids = ids.to(self.device).expand(len(prompts), -1)
+        return Conditioning(c, u, {"text_embeds": pooled_c, "time_ids": ids}, {"text_embeds": pooled_u, "time_ids": ids})
+
+
+def denoiser_for(pipe) -> Denoiser:
+    """Pick the adapter for a pipeline; unsupported pipelines get a clear error."""
+    from .toy.pipeline import ShapesPipeline
+
+    if isinstance(pipe, ShapesPipeline):
+        return ToyDenoiser(pipe)
+    name = type(pipe).__name__
+    if getattr(pipe, "text_encoder_2", None) is not None or name.startswith("StableDiffusionXL"):
+        return StableDiffusionXLDenoiser(pipe)
+    if name.startswith("StableDiffusion") and hasattr(pipe, "vae"):
+        return StableDiffusionDenoiser(pipe)
+    raise ValueError(
+        f"Unsupported pipeline {name}: minitune measures MI with ShapesPipeline, StableDiffusionPipeline or "
+        f"StableDiffusionXLPipeline (UNet ε-prediction models with a DDPM-family scheduler)."
+    )
