@@ -16,10 +16,13 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 test: setup
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=15
 
 experiment: setup
 	$(BIN)/minitune toy-eval --output-dir $(OUT)/base-eval
+
+book: setup
+	$(BIN)/jb build . -W -n --keep-going
 
 clean:
 	rm -rf $(VENV) _build $(OUT)

@@ -47,3 +47,20 @@ def plot_training_curve(loss_csv, path=None, smooth: int = 25):
         fig.savefig(path, dpi=120)
         plt.close(fig)
     return fig
+
+
+def show_grid(images, titles=None, cols: int = 8, size: float = 1.4, fontsize: int = 6):
+    """A matplotlib figure of images with optional titles (e.g. prompt and the oracle's verdict)."""
+    import matplotlib.pyplot as plt
+
+    images = to_uint8(images)
+    rows = -(-len(images) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * size, rows * (size + 0.25)), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < len(images):
+            ax.imshow(images[i], interpolation="nearest")
+            if titles is not None:
+                ax.set_title(titles[i], fontsize=fontsize)
+    fig.tight_layout()
+    return fig

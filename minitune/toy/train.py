@@ -71,6 +71,8 @@ def train(output_dir: str | os.PathLike, cfg: TrainConfig | None = None, progres
 
     `until` stops after that many steps (with a checkpoint), e.g. to train in chunks; running
     again with the same config resumes and ends with exactly the weights of an uninterrupted run.
+    Running again with a larger `steps` trains on from the last checkpoint (the learning-rate
+    schedule is then that of the longer run, a warm restart).
     """
     cfg = cfg or TrainConfig()
     out = Path(output_dir)
@@ -85,8 +87,10 @@ def train(output_dir: str | os.PathLike, cfg: TrainConfig | None = None, progres
     start, ckpt = 0, out / "last.pt"
     if ckpt.exists():
         state = torch.load(ckpt, weights_only=False)
-        if state["config"] != asdict(cfg):
-            raise ValueError(f"The checkpoint in {out} was made with another config; use a new output folder or the same options.")
+        same = {k: v for k, v in state["config"].items() if k != "steps"} == {k: v for k, v in asdict(cfg).items() if k != "steps"}
+        if not same or cfg.steps < state["step"]:
+            raise ValueError(f"The checkpoint in {out} was made with another config; use a new output folder or the same "
+                             f"options (only --steps may grow, to train on).")
         unet.load_state_dict(state["unet"])
         text_encoder.load_state_dict(state["text_encoder"])
         opt.load_state_dict(state["opt"])
