@@ -80,3 +80,13 @@ def test_training_resumes_exactly(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
     with pytest.raises(ValueError, match="another config"):
         train(tmp_path / "a", TrainConfig(**{**cfg.__dict__, "lr": 0.5}), progress=False)
+
+
+def test_training_on_with_more_steps(tmp_path):
+    cfg = TrainConfig(steps=2, batch_size=2, checkpoint_every=2, width=32, channels=[16, 16, 16])
+    train(tmp_path, cfg, progress=False)
+    longer = train(tmp_path, TrainConfig(**{**cfg.__dict__, "steps": 3}), progress=False)
+    assert longer.name == "pipeline-3"
+    assert [r[0] for r in csv.reader(open(tmp_path / "loss.csv"))] == ["step", "1", "2", "3"]
+    with pytest.raises(ValueError, match="only --steps may grow"):
+        train(tmp_path, TrainConfig(**{**cfg.__dict__, "steps": 1}), progress=False)
