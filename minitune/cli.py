@@ -17,19 +17,22 @@ def _pipe(args):
 
 
 def _prompts(args):
+    """The prompts of a command, checked before any model is loaded."""
     from .toy import world
 
-    if args.prompt:
-        return args.prompt
+    if not (args.prompt or args.prompt_file):
+        return world.eval_prompts(args.per_category, seed=args.seed)
+    prompts = args.prompt
     if args.prompt_file:
         path = Path(args.prompt_file)
         if not path.is_file():
             raise FileNotFoundError(f"Prompt file {path} does not exist; give a text file with one prompt per line.")
-        lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-        if not lines:
+        prompts = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        if not prompts:
             raise ValueError(f"Prompt file {path} is empty; put one prompt per line.")
-        return lines
-    return world.eval_prompts(args.per_category, seed=args.seed)
+    for p in prompts:
+        world.parse(p)
+    return prompts
 
 
 def cmd_toy_train(args):
@@ -53,8 +56,8 @@ def cmd_toy_eval(args):
     from .sampling import sample_with_mi
     from .toy import world
 
-    pipe = _pipe(args)
     prompts = _prompts(args)
+    pipe = _pipe(args)
     t0 = time.time()
     cands = sample_with_mi(pipe, prompts, args.n_per_prompt, guidance_scale=args.guidance_scale,
                            num_inference_steps=args.steps, seed=args.seed, batch_size=args.batch_size)
@@ -77,6 +80,45 @@ def cmd_toy_eval(args):
         print(f"wrote {out}/report.md, records.json and grid.png")
 
 
+def cmd_mi(args):
+    from .plotting import save_grid
+    from .sampling import sample_with_mi
+    from .toy import world
+
+    prompts = _prompts(args)
+    pipe = _pipe(args)
+    cands = sample_with_mi(pipe, prompts, args.n_per_prompt, guidance_scale=args.guidance_scale,
+                           num_inference_steps=args.steps, seed=args.seed, batch_size=args.batch_size)
+    ev = world.evaluate(cands.images, cands.prompts)
+    order = []
+    for p in range(len(prompts)):
+        rows = sorted(range(p * args.n_per_prompt, (p + 1) * args.n_per_prompt), key=lambda r: -float(cands.mi[r]))
+        order += rows
+        print(f"\n{prompts[p]}")
+        print("  rank  MI (nats)  strict  soft  seed")
+        for rank, r in enumerate(rows):
+            rec = ev.records[r]
+            print(f"  {rank:4d}  {cands.mi[r]:9.2f}  {rec['strict']:6.0f}  {rec['soft']:4.2f}  {cands.seeds[r]}")
+    if args.output_dir:
+        out = Path(args.output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        save_grid(out / "ranked.png", cands.images[order], cols=args.n_per_prompt)
+        print(f"\nwrote {out / 'ranked.png'} (one row per prompt, highest MI first)")
+
+
+def _sampling_args(p, per_category=70):
+    p.add_argument("--model", default="toy", help="'toy' (the shipped base model) or a saved pipeline folder")
+    p.add_argument("--prompt", action="append", help="a prompt (repeatable); default: held-out test prompts")
+    p.add_argument("--prompt-file", help="a text file with one prompt per line")
+    p.add_argument("--per-category", type=int, default=per_category, help=f"test prompts per category (default {per_category})")
+    p.add_argument("--n-per-prompt", type=int, default=4)
+    p.add_argument("--guidance-scale", type=float, default=4.0)
+    p.add_argument("--steps", type=int, default=25)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="minitune", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -97,18 +139,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_toy_ship)
 
     p = sub.add_parser("toy-eval", help="sample a Shapes model on held-out prompts and print the oracle's tables")
-    p.add_argument("--model", default="toy", help="'toy' (the shipped base model) or a saved pipeline folder")
-    p.add_argument("--prompt", action="append", help="a prompt (repeatable); default: the held-out test prompts")
-    p.add_argument("--prompt-file", help="a text file with one prompt per line")
-    p.add_argument("--per-category", type=int, default=70, help="test prompts per category (default 70)")
-    p.add_argument("--n-per-prompt", type=int, default=4)
-    p.add_argument("--guidance-scale", type=float, default=4.0)
-    p.add_argument("--steps", type=int, default=25)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto")
+    _sampling_args(p)
     p.add_argument("--output-dir", help="also write report.md, records.json and grid.png here")
     p.set_defaults(func=cmd_toy_eval)
+
+    p = sub.add_parser("mi", help="sample N candidates per prompt and rank them by trajectory MI (with the oracle's verdict)")
+    _sampling_args(p, per_category=1)
+    p.add_argument("--output-dir", help="also write ranked.png here")
+    p.set_defaults(func=cmd_mi)
     return parser
 
 

@@ -1,0 +1,32 @@
+import pytest
+
+from minitune.cli import main
+
+
+def test_help_lists_subcommands(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    for cmd in ("toy-train", "toy-ship", "toy-eval", "mi"):
+        assert cmd in out
+
+
+def test_bad_input_is_one_sentence_and_exit_2(capsys, tmp_path):
+    assert main(["mi", "--prompt", "a purple circle and a red square", "--steps", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "purple" in err and "Traceback" not in err
+    (tmp_path / "empty.txt").write_text("\n")
+    assert main(["toy-eval", "--prompt-file", str(tmp_path / "empty.txt")]) == 2
+    assert "is empty" in capsys.readouterr().err
+    assert main(["toy-eval", "--model", str(tmp_path / "nowhere")]) == 2
+    assert "model_index.json" in capsys.readouterr().err.splitlines()[-1]
+
+
+def test_mi_ranks_candidates(capsys, tmp_path):
+    assert main(["mi", "--prompt", "one red circle", "--n-per-prompt", "3", "--steps", "5", "--output-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "one red circle" in out and (tmp_path / "ranked.png").is_file()
+    ranks = [line.split() for line in out.splitlines() if line.strip()[:1].isdigit()]
+    mis = [float(r[1]) for r in ranks]
+    assert len(mis) == 3 and mis == sorted(mis, reverse=True)
