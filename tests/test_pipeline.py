@@ -4,17 +4,10 @@ import pytest
 import torch
 
 from minitune.toy import world
-from minitune.toy.pipeline import ShapesPipeline, build_components, load_pipeline
+from minitune.toy.pipeline import ShapesPipeline, load_pipeline
 from minitune.toy.train import TrainConfig, train
 
-PROMPTS = ["a red circle and a blue square", "three green triangles"]
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    pipe = ShapesPipeline(**build_components(seed=0, width=32, channels=(16, 16, 16)))
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+from conftest import PROMPTS
 
 
 def _sample(pipe, seed=0, **kw):
@@ -22,40 +15,40 @@ def _sample(pipe, seed=0, **kw):
     return pipe(PROMPTS, num_inference_steps=4, generator=gens, output_type="pt", **kw).images
 
 
-def test_call_shapes_and_output_types(tiny):
-    assert _sample(tiny).shape == (2, 3, 32, 32)
-    out = tiny(PROMPTS[0], num_images_per_prompt=3, num_inference_steps=2, output_type="np").images
+def test_call_shapes_and_output_types(toy):
+    assert _sample(toy).shape == (2, 3, 32, 32)
+    out = toy(PROMPTS[0], num_images_per_prompt=3, num_inference_steps=2, output_type="np").images
     assert out.shape == (3, 32, 32, 3) and out.dtype.name == "uint8"
-    pil = tiny(PROMPTS[0], num_inference_steps=2, generator=torch.Generator().manual_seed(0)).images
+    pil = toy(PROMPTS[0], num_inference_steps=2, generator=torch.Generator().manual_seed(0)).images
     assert pil[0].size == (32, 32)
 
 
-def test_same_seed_bit_identical_and_independent_of_batch(tiny):
-    a, b = _sample(tiny), _sample(tiny)
+def test_same_seed_bit_identical_and_independent_of_batch(toy):
+    a, b = _sample(toy), _sample(toy)
     assert torch.equal(a, b)
-    assert not torch.equal(a, _sample(tiny, seed=5))
-    alone = tiny(PROMPTS[1], num_inference_steps=4, generator=[torch.Generator().manual_seed(1)], output_type="pt").images
+    assert not torch.equal(a, _sample(toy, seed=5))
+    alone = toy(PROMPTS[1], num_inference_steps=4, generator=[torch.Generator().manual_seed(1)], output_type="pt").images
     assert torch.allclose(alone[0], a[1], atol=1e-5)
 
 
-def test_save_and_load_round_trip(tiny, tmp_path):
-    tiny.save_pretrained(tmp_path)
+def test_save_and_load_round_trip(toy, tmp_path):
+    toy.save_pretrained(tmp_path)
     again = ShapesPipeline.from_pretrained(tmp_path)
     again.set_progress_bar_config(disable=True)
-    assert torch.equal(again.tokenize(PROMPTS), tiny.tokenize(PROMPTS))
-    assert torch.equal(_sample(again), _sample(tiny))
-    assert torch.equal(load_pipeline(tmp_path).tokenize([""]), tiny.tokenize([""]))
+    assert torch.equal(again.tokenize(PROMPTS), toy.tokenize(PROMPTS))
+    assert torch.equal(_sample(again), _sample(toy))
+    assert torch.equal(load_pipeline(tmp_path).tokenize([""]), toy.tokenize([""]))
 
 
-def test_guidance_scale_changes_the_sample(tiny):
-    assert not torch.equal(_sample(tiny, guidance_scale=1.0), _sample(tiny, guidance_scale=4.0))
+def test_guidance_scale_changes_the_sample(toy):
+    assert not torch.equal(_sample(toy, guidance_scale=1.0), _sample(toy, guidance_scale=4.0))
 
 
-def test_bad_input(tiny, tmp_path):
+def test_bad_input(toy, tmp_path):
     with pytest.raises(ValueError, match="unknown|does not know"):
-        tiny("a purple circle and a red square", num_inference_steps=1)
+        toy("a purple circle and a red square", num_inference_steps=1)
     with pytest.raises(ValueError, match="No prompt"):
-        tiny([], num_inference_steps=1)
+        toy([], num_inference_steps=1)
     with pytest.raises(FileNotFoundError, match="model_index.json"):
         load_pipeline(tmp_path / "nowhere")
 

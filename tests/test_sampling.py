@@ -5,16 +5,8 @@ from minitune import mi
 from minitune.denoisers import denoiser_for
 from minitune.sampling import candidate_seed, sample_with_mi
 from minitune.tiny import tiny_sd_pipeline, tiny_sdxl_pipeline
-from minitune.toy.pipeline import ShapesPipeline, build_components
 
-PROMPTS = ["a red circle and a blue square", "three green triangles"]
-
-
-@pytest.fixture(scope="module")
-def toy():
-    pipe = ShapesPipeline(**build_components(seed=0, width=32, channels=(16, 16, 16)))
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+from conftest import PROMPTS
 
 
 @pytest.fixture(scope="module", params=["toy", "sd", "sdxl"])
