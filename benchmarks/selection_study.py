@@ -39,7 +39,7 @@ from minitune.toy import world
 from minitune.toy.pipeline import load_pipeline
 
 
-def renoise_scores(pipe, cands, n_samples, seed, batch_size=256):
+def renoise_scores(pipe, cands, n_samples, seed, chunk=64):
     """Point-wise and orthogonal re-noising MI, and the contrast against edited prompts, per candidate."""
     den = denoiser_for(pipe)
     ab = M.alphas_cumprod_of(den.scheduler)
@@ -50,9 +50,8 @@ def renoise_scores(pipe, cands, n_samples, seed, batch_size=256):
     conds = den.encode(texts)
     out = {"pointwise": [], "orthogonal": [], "contrast": []}
     n = len(cands.prompts)
-    step = max(1, batch_size // (2 * n_samples)) * 4
-    for s in tqdm(range(0, n, step), desc="re-noising"):
-        rows = range(s, min(n, s + step))
+    for s in tqdm(range(0, n, chunk), desc="re-noising"):
+        rows = range(s, min(n, s + chunk))
         x0 = cands.latents[s : s + len(rows)]
 
         def run(prompts, form):

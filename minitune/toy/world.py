@@ -58,7 +58,7 @@ VOCAB = sorted(
     {"a", "and"} | set(PALETTE) | set(SHAPES) | {s + "s" for s in SHAPES} | set(NUMBERS)
     | {w for r in RELATIONS for w in r.split()}
 )
-_FLIP = {"right of": "left of", "below": "above"}
+_OPPOSITE = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
 _SHAPE_FILL = {"square": 1.0, "circle": 0.8, "triangle": 0.59}  # measured on rasterised shapes
 
 
@@ -104,8 +104,8 @@ class Prompt:
             return f"count:{self.count}:{a}"
         if rel is None:
             return f"{self.category}:" + "+".join(sorted([str(a), str(b)]))
-        if self.category == "spatial" and rel in _FLIP:
-            a, b, rel = b, a, _FLIP[rel]
+        if self.category == "spatial" and rel in ("right of", "below"):
+            a, b, rel = b, a, _OPPOSITE[rel]
         return f"{self.category}:{a}:{rel}:{b}:{self.count}"
 
 
@@ -178,8 +178,6 @@ def parse(text: str) -> Prompt:
         f"above a blue square' (two different objects)."
     )
 
-
-_OPPOSITE = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
 
 
 def edits(prompt: str) -> dict[str, str]:
