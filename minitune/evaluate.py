@@ -1,13 +1,27 @@
-"""Judge sampled images: alignment tables with bootstrap confidence intervals.
+"""Judge a model: alignment with bootstrap confidence intervals, well-formedness, diversity, MI.
 
-In the Shapes world the judge is the exact oracle (:func:`minitune.toy.world.evaluate`); images
-come from :func:`minitune.sampling.sample_with_mi`, one seed per image.
+In the Shapes world the judge is the exact oracle (:func:`minitune.toy.world.evaluate`). Other
+judges plug in as *scorers*: a callable ``(images, prompts) -> {name: per-image values}`` (e.g.
+a CLIP score for real models). Images come from :func:`minitune.sampling.sample_with_mi` with one
+seed per (prompt, candidate), so two models evaluated with the same seed start from the same
+noise and their per-prompt scores can be compared pairwise.
+
+Confidence intervals resample prompts (the images of one prompt are not independent).
 """
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
 import numpy as np
+import torch
+
 from .toy import world
+
+Scorer = Callable[[torch.Tensor, list], dict]
 
 
 def bootstrap_ci(values, n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
@@ -17,6 +31,150 @@ def bootstrap_ci(values, n_boot: int = 2000, seed: int = 0, level: float = 0.95)
     means = v[rng.integers(len(v), size=(n_boot, len(v)))].mean(1)
     a = (1 - level) / 2
     return float(np.quantile(means, a)), float(np.quantile(means, 1 - a))
+
+
+def oracle_scorer(images, prompts) -> dict:
+    """The Shapes world's exact judge: strict, soft and well-formed per image."""
+    ev = world.evaluate(images, list(prompts))
+    return {k: np.array([r[k] for r in ev.records], float) for k in ("strict", "soft", "well_formed")}
+
+
+def diversity(images: torch.Tensor) -> float:
+    """Mean pairwise RMS pixel distance (images in [-1, 1] mapped to [0, 1]) among a group of images."""
+    x = ((images.float().clamp(-1, 1) + 1) / 2).flatten(1)
+    n = len(x)
+    if n < 2:
+        return float("nan")
+    d = torch.cdist(x, x) / x.shape[1] ** 0.5
+    return float(d.sum() / (n * (n - 1)))
+
+
+def _category(prompt: str) -> str:
+    try:
+        return world.parse(prompt).category
+    except ValueError:
+        return "other"
+
+
+@dataclass
+class EvalResult:
+    """Per-image records (prompt, seed, category, mi and every scorer's values) and per-prompt diversity."""
+
+    records: list[dict]
+    diversity: dict[str, float] = field(default_factory=dict)  # prompt -> diversity of its images
+    settings: dict = field(default_factory=dict)
+
+    @property
+    def metrics(self) -> list[str]:
+        fixed = {"prompt", "seed", "category", "mi"}
+        return [k for k in self.records[0] if k not in fixed] if self.records else []
+
+    def per_prompt(self, metric: str, category: str = "all") -> dict[str, float]:
+        """Mean of `metric` over each prompt's images (the unit the bootstrap resamples)."""
+        groups: dict[str, list[float]] = {}
+        for r in self.records:
+            if category in ("all", r["category"]):
+                groups.setdefault(r["prompt"], []).append(r[metric])
+        return {p: float(np.mean(v)) for p, v in groups.items()}
+
+    def categories(self) -> list[str]:
+        present = {r["category"] for r in self.records}
+        return [c for c in (*world.CATEGORIES, "other") if c in present] + ["all"]
+
+    def summary(self) -> dict:
+        """{category: {metric: mean, metric + "_ci": (lo, hi), "n_images", "diversity", "mi"}}."""
+        out = {}
+        for c in self.categories():
+            rs = [r for r in self.records if c in ("all", r["category"])]
+            row = {"n_images": len(rs), "mi": float(np.mean([r["mi"] for r in rs]))}
+            for m in self.metrics:
+                per = list(self.per_prompt(m, c).values())
+                row[m] = float(np.mean([r[m] for r in rs]))
+                row[m + "_ci"] = bootstrap_ci(per)
+            div = [self.diversity[p] for p in {r["prompt"] for r in rs} if p in self.diversity]
+            div = [d for d in div if not np.isnan(d)]
+            row["diversity"] = float(np.mean(div)) if div else float("nan")
+            out[c] = row
+        return out
+
+    def to_json(self) -> dict:
+        return {"settings": self.settings, "summary": self.summary(), "records": self.records,
+                "diversity": self.diversity}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "EvalResult":
+        return cls(data["records"], data.get("diversity", {}), data.get("settings", {}))
+
+    def save(self, path) -> None:
+        Path(path).write_text(json.dumps(self.to_json(), indent=1))
+
+    @classmethod
+    def load(cls, path) -> "EvalResult":
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"No evaluation at {path}; run `minitune evaluate` first.")
+        return cls.from_json(json.loads(path.read_text()))
+
+
+def evaluate_pipeline(pipe, prompts: list[str], n_per_prompt: int = 4, *, guidance_scale: float = 4.0,
+                      num_inference_steps: int = 25, seed: int = 0, batch_size: int = 64,
+                      scorers: dict[str, Scorer] | None = None, progress: bool = True):
+    """Sample `n_per_prompt` images per prompt and score them; returns ``(EvalResult, Candidates)``.
+
+    scorers: name -> scorer; by default the Shapes oracle for the Shapes pipeline, none otherwise
+    (diversity and mean MI are always reported). Metric names of several scorers must not clash.
+    """
+    from .sampling import sample_with_mi
+    from .toy.pipeline import ShapesPipeline
+
+    if scorers is None:
+        scorers = {"oracle": oracle_scorer} if isinstance(pipe, ShapesPipeline) else {}
+    cands = sample_with_mi(pipe, prompts, n_per_prompt, guidance_scale=guidance_scale,
+                           num_inference_steps=num_inference_steps, seed=seed, batch_size=batch_size,
+                           progress=progress)
+    records = [{"prompt": p, "seed": s, "category": _category(p), "mi": float(m)}
+               for p, s, m in zip(cands.prompts, cands.seeds, cands.mi)]
+    for name, scorer in scorers.items():
+        for metric, values in scorer(cands.images, cands.prompts).items():
+            if metric in records[0]:
+                raise ValueError(f"Scorer {name!r} returns a metric {metric!r} that another scorer already gave; rename it.")
+            for r, v in zip(records, np.asarray(values, float)):
+                r[metric] = float(v)
+    div = {p: diversity(g) for p, g in zip(prompts, cands.images.split(n_per_prompt))}
+    settings = {"n_prompts": len(prompts), "n_per_prompt": n_per_prompt, "guidance_scale": guidance_scale,
+                "num_inference_steps": num_inference_steps, "seed": seed}
+    return EvalResult(records, div, settings), cands
+
+
+def _paired_delta(a: EvalResult, b: EvalResult, metric: str, category: str) -> tuple[float, tuple[float, float]]:
+    pa, pb = a.per_prompt(metric, category), b.per_prompt(metric, category)
+    if pa.keys() != pb.keys():
+        raise ValueError("The two evaluations used different prompts; compare models on the same prompts and seeds.")
+    d = [pb[p] - pa[p] for p in pa]
+    return float(np.mean(d)), bootstrap_ci(d)
+
+
+def comparison_table(results: dict[str, EvalResult], metric: str = "strict", baseline: str | None = None) -> str:
+    """Markdown: one row per model, `metric` in % (95 % CI) per category, and the paired change vs `baseline`."""
+    if not results:
+        raise ValueError("No evaluations to compare.")
+    baseline = baseline or next(iter(results))
+    base = results[baseline]
+    cats = base.categories()
+    head = f"| model | " + " | ".join(cats) + f" | Δ all vs {baseline} (95 % CI) | well-formed % | diversity | MI |"
+    lines = [head, "|---|" + "---:|" * (len(cats) + 4)]
+    for name, res in results.items():
+        s = res.summary()
+        cells = [f"{100 * s[c][metric]:.1f} ({100 * s[c][metric + '_ci'][0]:.1f}–{100 * s[c][metric + '_ci'][1]:.1f})"
+                 if c in s else "–" for c in cats]
+        if name == baseline:
+            delta = "–"
+        else:
+            d, (lo, hi) = _paired_delta(base, res, metric, "all")
+            delta = f"{100 * d:+.1f} ({100 * lo:+.1f} to {100 * hi:+.1f})"
+        wf = f"{100 * s['all']['well_formed']:.1f}" if "well_formed" in s["all"] else "–"
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {delta} | {wf} | {s['all']['diversity']:.3f} | {s['all']['mi']:.1f} |")
+    return "\n".join(lines)
 
 
 def alignment_table(ev: world.Evaluation) -> str:
