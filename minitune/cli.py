@@ -106,6 +106,89 @@ def cmd_mi(args):
         print(f"\nwrote {out / 'ranked.png'} (one row per prompt, highest MI first)")
 
 
+def cmd_evaluate(args):
+    from .evaluate import comparison_table, evaluate_pipeline
+    from .plotting import save_grid
+
+    prompts = _prompts(args)
+    pipe = _pipe(args)
+    if args.lora:
+        pipe.load_lora_weights(args.lora)
+    res, cands = evaluate_pipeline(pipe, prompts, args.n_per_prompt, guidance_scale=args.guidance_scale,
+                                   num_inference_steps=args.steps, seed=args.seed, batch_size=args.batch_size)
+    name = "base" if not args.lora else Path(args.lora).name
+    table = comparison_table({name: res}, "strict")
+    print(table)
+    if args.output_dir:
+        out = Path(args.output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        res.save(out / "eval.json")
+        save_grid(out / "grid.png", cands.images[: 8 * args.n_per_prompt], cols=args.n_per_prompt * 2)
+        print(f"wrote {out}/eval.json and grid.png")
+
+
+def cmd_experiment(args):
+    from dataclasses import replace
+
+    from .experiment import PRESETS, run_experiment
+
+    cfg = PRESETS[args.preset]
+    overrides = {k: v for k, v in (("selectors", args.selectors and tuple(args.selectors)), ("rounds", args.rounds),
+                                   ("renoise_samples", args.renoise_samples)) if v is not None}
+    t0 = time.time()
+    run_experiment(args.output_dir, replace(cfg, **overrides), model=None if args.model == "toy" else args.model,
+                   device=args.device)
+    print((Path(args.output_dir) / "results.md").read_text())
+    print(f"wrote {args.output_dir}/results.json, results.md and figures/ in {time.time() - t0:.0f} s")
+
+
+def cmd_build(args):
+    from .selection import build, load_records, read_prompts, train_prompts
+    from .toy import world
+
+    prompts = read_prompts(args.prompts) if args.prompts else train_prompts(args.n_prompts, seed=args.seed)
+    for p in prompts:
+        world.parse(p)
+    selectors = [args.selector] + (["random", "oracle"] if args.controls else [])
+    paths = build(_pipe(args), prompts, args.output_dir, args.candidates, args.top_k, selectors=selectors,
+                  guidance_scale=args.cfg, num_inference_steps=args.steps, seed=args.seed, batch_size=args.batch_size,
+                  renoise_samples=args.renoise_samples, keep_latents=args.keep_latents, model=args.model)
+    print(f"{len(prompts)} prompts × {args.candidates} candidates, top-{args.top_k} per prompt; CFG {args.cfg}, "
+          f"{args.steps} DDPM steps, seed {args.seed}\n")
+    print("| folder | images | mean MI (nats) | strict % | soft % |\n|---|---:|---:|---:|---:|")
+    for path in paths.values():
+        _, records = load_records(path)
+        mean = {key: sum(r[key] for r in records) / len(records) for key in ("mi", "strict", "soft")}
+        print(f"| {path} | {len(records)} | {mean['mi']:.1f} | {100 * mean['strict']:.1f} | {100 * mean['soft']:.1f} |")
+
+
+def cmd_finetune(args):
+    from accelerate import PartialState
+
+    from .finetune import FinetuneConfig, finetune, load_finetune_set
+
+    cfg = FinetuneConfig(rank=args.rank, alpha=args.alpha if args.alpha is not None else args.rank, dora=args.dora,
+                         steps=args.steps, batch_size=args.batch_size, lr=args.lr, prompt_dropout=args.prompt_dropout,
+                         seed=args.seed, validate_every=args.validate_every, checkpoint_every=args.checkpoint_every,
+                         sample_prompts=args.sample_prompts, init_adapter=args.init_adapter)
+    data = load_finetune_set(args.data_dir)  # a bad set is reported before the model loads
+    out = finetune(_pipe(args), data, args.output_dir, cfg, device=args.device)
+    if PartialState().is_main_process:  # once, also under `accelerate launch`
+        last = (out / "loss.csv").read_text().splitlines()[-1].split(",")
+        print(f"LoRA adapter saved to {out} (step {last[0]}, loss {last[1]}); "
+              f"load it with pipe.load_lora_weights({str(out)!r})")
+
+
+def cmd_sweep(args):
+    from .sweep import parse_param, run_sweep
+
+    params = dict(parse_param(text) for text in args.param)
+    table = run_sweep(args.notebook, params, args.output_dir, metric=args.metric, x=args.x, kernel_name=args.kernel)
+    out = Path(args.output_dir)
+    print((out / "sweep.md").read_text())
+    print(f"wrote {out}/sweep.md, sweep.csv and sweep.png ({len(table)} rows); executed notebooks in {out}/<run>/")
+
+
 def _sampling_args(p, per_category=70):
     p.add_argument("--model", default="toy", help="'toy' (the shipped base model) or a saved pipeline folder")
     p.add_argument("--prompt", action="append", help="a prompt (repeatable); default: held-out test prompts")
@@ -147,6 +230,71 @@ def build_parser() -> argparse.ArgumentParser:
     _sampling_args(p, per_category=1)
     p.add_argument("--output-dir", help="also write ranked.png here")
     p.set_defaults(func=cmd_mi)
+    p = sub.add_parser("evaluate", help="judge a model (optionally with a LoRA adapter) on held-out prompts")
+    _sampling_args(p)
+    p.add_argument("--lora", help="a LoRA folder to load with pipe.load_lora_weights")
+    p.add_argument("--output-dir", help="also write eval.json and grid.png here")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("experiment", help="the whole MI-TUNE experiment: pool, MI/random/oracle sets, LoRA, evaluation")
+    p.add_argument("--preset", choices=["tiny", "full"], default="full")
+    p.add_argument("--output-dir", default="outputs/experiment")
+    p.add_argument("--model", default="toy", help="'toy' (the shipped base model) or a saved Shapes pipeline folder")
+    p.add_argument("--selectors", nargs="+", choices=["mi", "mi_renoise"], help="MI signals, one fine-tuned arm each")
+    p.add_argument("--rounds", type=int, help="self-training rounds")
+    p.add_argument("--renoise-samples", type=int, help="re-noising MI samples per candidate (needed by mi_renoise)")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_experiment)
+
+    p = sub.add_parser("build", help="build the MI-filtered fine-tuning set: N candidates per prompt, top-k by MI (resumable)")
+    p.add_argument("--model", default="toy", help="'toy' (the shipped base model) or a saved Shapes pipeline folder")
+    p.add_argument("--prompts", "--prompt-file", dest="prompts",
+                   help="a text file with one prompt per line (default: Shapes-world training prompts)")
+    p.add_argument("--n-prompts", type=int, default=64, help="training prompts to draw when no --prompts file is given")
+    p.add_argument("--candidates", type=int, default=16, help="N, candidates sampled per prompt")
+    p.add_argument("--top-k", type=int, default=1, help="k, candidates kept per prompt")
+    p.add_argument("--cfg", "--guidance-scale", dest="cfg", type=float, default=4.0)
+    p.add_argument("--steps", type=int, default=25)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--renoise-samples", type=int, default=0,
+                   help="re-noising MI samples per candidate (0: off; the mi_renoise selector needs at least 2)")
+    p.add_argument("--selector", choices=["mi", "mi_renoise", "random", "oracle"], default="mi")
+    p.add_argument("--controls", action="store_true", help="also write the random-k and oracle top-k sets of the same pool")
+    p.add_argument("--keep-latents", action="store_true", help="also store latents and prompt embeddings (safetensors)")
+    p.add_argument("--output-dir", default="runs/build", help="gets pool/ and one folder per selected set")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_build)
+
+    p = sub.add_parser("finetune", help="train a LoRA adapter on a fine-tuning set (resumable; diffusers LoRA format)")
+    p.add_argument("--data-dir", required=True, help="the set: PNG images and metadata.jsonl (as `minitune build` writes)")
+    p.add_argument("--output-dir", required=True, help="gets pytorch_lora_weights.safetensors, checkpoints, loss.csv, samples/")
+    p.add_argument("--model", default="toy", help="'toy' (the shipped base model) or a saved Shapes pipeline folder")
+    p.add_argument("--rank", type=int, default=32)
+    p.add_argument("--alpha", type=float, help="LoRA alpha (default: the rank)")
+    p.add_argument("--dora", action="store_true", help="train a DoRA (weight-decomposed) adapter")
+    p.add_argument("--steps", type=int, default=500)
+    p.add_argument("--batch-size", type=int, default=32, help="global batch, split over accelerate processes")
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--prompt-dropout", type=float, default=0.0, help="fraction of prompts replaced by the empty prompt")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--validate-every", type=int, default=100, help="held-out loss and a sample grid every N steps")
+    p.add_argument("--checkpoint-every", type=int, default=250)
+    p.add_argument("--sample-prompts", type=int, default=4, help="prompts in each validation sample grid (0: no grids)")
+    p.add_argument("--init-adapter", help="continue from this adapter folder (e.g. the previous self-training round)")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser("sweep", help="run a notebook over a parameter grid (papermill) and tabulate and plot its results.json")
+    p.add_argument("notebook", help="the notebook; it writes results.json into its output_dir parameter")
+    p.add_argument("--param", action="append", default=[], metavar="NAME=V1,V2,...",
+                   help="values of one notebook parameter (repeatable: the grid is the product); lists in brackets, "
+                        "e.g. guidance_scales=[1.0],[3.0],[6.0]")
+    p.add_argument("--output-dir", required=True, help="gets one folder per run, sweep.md, sweep.csv and sweep.png")
+    p.add_argument("--metric", help="the results column to plot (default: strict, else the first numeric column)")
+    p.add_argument("--x", help="the column on the x axis (default: the first swept parameter)")
+    p.add_argument("--kernel", help="Jupyter kernel name (default: the notebook's)")
+    p.set_defaults(func=cmd_sweep)
     return parser
 
 

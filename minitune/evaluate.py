@@ -201,3 +201,74 @@ def failure_table(ev: world.Evaluation) -> str:
     for c, r in rates.items():
         lines.append(f"| {c} | " + " | ".join(f"{100 * r[m]:.1f}" for m in world.FAILURE_MODES) + " |")
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- selection signals
+
+
+def _grouped(name: str, values) -> np.ndarray:
+    a = np.asarray(values, float)
+    if a.ndim != 2 or a.shape[1] < 1:
+        raise ValueError(f"{name} must be a [prompts, candidates] array, got shape {a.shape}; "
+                         "reshape per-candidate values with Candidates.grouped or .reshape(P, N).")
+    return a
+
+
+def within_prompt_spearman(x, y) -> float:
+    """Spearman's ρ between x and y across the candidates of each prompt ([P, N] each), averaged over
+    prompts. Ties get average ranks; prompts where x or y is constant are left out (nan if none is left)."""
+    from scipy.stats import rankdata
+
+    x, y = _grouped("x", x), _grouped("y", y)
+    if x.shape != y.shape:
+        raise ValueError(f"x and y must have the same [prompts, candidates] shape, got {x.shape} and {y.shape}.")
+    rx, ry = rankdata(x, axis=1), rankdata(y, axis=1)
+    rx, ry = rx - rx.mean(1, keepdims=True), ry - ry.mean(1, keepdims=True)
+    norm = np.sqrt((rx**2).sum(1) * (ry**2).sum(1))
+    ok = norm > 0
+    return float(np.mean((rx * ry).sum(1)[ok] / norm[ok])) if ok.any() else float("nan")
+
+
+def best_of_n(values, key, ns) -> np.ndarray:
+    """For each n in `ns`: per prompt, `values` of the candidate with the highest `key` among the
+    prompt's first n candidates (the first one on ties); returns [len(ns), P].
+
+    Candidate k of a prompt has the same seed whatever N is (:func:`~minitune.sampling.candidate_seed`),
+    so the first n of N candidates are exactly what sampling n would give. A random key gives a random
+    pick, the no-selection reference."""
+    values, key = _grouped("values", values), _grouped("key", key)
+    if values.shape != key.shape:
+        raise ValueError(f"values and key must have the same shape, got {values.shape} and {key.shape}.")
+    rows = np.arange(len(values))
+    out = []
+    for n in ns:
+        if not 1 <= n <= values.shape[1]:
+            raise ValueError(f"n must lie in 1..{values.shape[1]} (the candidates per prompt), got {n}.")
+        out.append(values[rows, key[:, :n].argmax(1)])
+    return np.stack(out)
+
+
+def selection_table(signals: dict, strict, soft, area=None) -> str:
+    """Markdown: how well each selection signal ([P, N], higher = keep) picks candidates, by the oracle.
+
+    Columns: strict score of the signal's top-1 per prompt in % (95 % CI over prompts), its ratio to the
+    expected score of a random pick (the mean over all candidates), soft score of the top-1, strict score
+    of the bottom-1, and the within-prompt Spearman ρ with the soft score and, if given, the coloured area.
+    """
+    strict, soft = _grouped("strict", strict), _grouped("soft", soft)
+    chance = float(strict.mean())
+    head = "| signal | top-1 strict % (95 % CI) | ×random | top-1 soft % | bottom-1 strict % | ρ(soft) |"
+    lines = [head + (" ρ(area) |" if area is not None else ""), "|---|" + "---:|" * (5 + (area is not None))]
+    for name, key in signals.items():
+        key = _grouped(name, key)
+        top = best_of_n(strict, key, [key.shape[1]])[0]
+        lo, hi = bootstrap_ci(top)
+        ratio = f"{top.mean() / chance:.2f}" if chance > 0 else "–"
+        cells = [f"{100 * top.mean():.1f} ({100 * lo:.1f}–{100 * hi:.1f})", ratio,
+                 f"{100 * best_of_n(soft, key, [key.shape[1]])[0].mean():.1f}",
+                 f"{100 * best_of_n(strict, -key, [key.shape[1]])[0].mean():.1f}",
+                 f"{within_prompt_spearman(key, soft):+.2f}"]
+        if area is not None:
+            cells.append(f"{within_prompt_spearman(key, area):+.2f}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

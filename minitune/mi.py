@@ -362,3 +362,34 @@ def prompt_swap_test(mi_fn, true_prompts: list[str], edited_prompts: list[str]) 
         "edited_mean": float(edited.mean()), "edited_median": float(edited.quantile(0.5)),
         "true_wins": float((true > edited).double().mean()),
     }
+
+
+def renoise_mi_fn(denoiser, x0, *, n_samples: int = 32, seed: int = 0, form: str = "pointwise",
+                  batch_size: int | None = 256):
+    """An ``mi_fn`` for :func:`word_attribution` and :func:`prompt_swap_test`: prompts -> re-noising MI [n].
+
+    ``denoiser``: a :mod:`minitune.denoisers` adapter (anything with ``encode(prompts)``,
+    ``eps_pair(conditioning)`` and ``scheduler``). ``x0`` [B, ...] in the space the denoiser works in:
+    with one image, it is scored under every prompt of a call; with B images, a call needs B prompts
+    and scores image b under prompt b. Image b is always re-noised with the generator seeded
+    ``seed + b`` (the single image with ``seed``), so every prompt sees the same noise and
+    differences between prompts are not Monte Carlo noise between draws. Values are cached per list
+    of prompts, so repeating the true prompts (as :func:`prompt_swap_test` does per edit) costs nothing.
+    """
+    _check_x0(x0)
+    cache = {}
+
+    def mi_fn(prompts) -> torch.Tensor:
+        prompts = tuple(prompts)
+        if x0.shape[0] not in (1, len(prompts)):
+            raise ValueError(f"got {len(prompts)} prompts for {x0.shape[0]} images; "
+                             "pass one prompt per image, or a single image to score under every prompt.")
+        if prompts not in cache:
+            x = x0.expand(len(prompts), *x0.shape[1:])
+            gens = [torch.Generator().manual_seed(seed + (b if x0.shape[0] > 1 else 0)) for b in range(len(prompts))]
+            pair = denoiser.eps_pair(denoiser.encode(list(prompts)))
+            cache[prompts] = renoise_mi(pair, x, denoiser.scheduler, n_samples=n_samples, generator=gens, form=form,
+                                        batch_size=batch_size)[0].detach().cpu()
+        return cache[prompts]
+
+    return mi_fn

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import textwrap
+
 import numpy as np
 from PIL import Image
 
@@ -62,5 +64,90 @@ def show_grid(images, titles=None, cols: int = 8, size: float = 1.4, fontsize: i
             ax.imshow(images[i], interpolation="nearest")
             if titles is not None:
                 ax.set_title(titles[i], fontsize=fontsize)
+    fig.tight_layout()
+    return fig
+
+
+def plot_category_bars(summaries: dict, metric: str = "strict", path=None):
+    """Grouped bars: `metric` (%) per category for each model, with the 95 % CI as error bars.
+
+    summaries: model name -> :meth:`minitune.evaluate.EvalResult.summary`.
+    """
+    import matplotlib
+
+    if path is not None:
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(summaries)
+    cats = [c for c in next(iter(summaries.values())) if all(c in s for s in summaries.values())]
+    width = 0.8 / len(names)
+    fig, ax = plt.subplots(figsize=(1.3 * len(cats) + 2, 3.5))
+    for i, name in enumerate(names):
+        s = summaries[name]
+        y = np.array([100 * s[c][metric] for c in cats])
+        ci = np.array([[100 * s[c][metric + "_ci"][0] for c in cats], [100 * s[c][metric + "_ci"][1] for c in cats]])
+        ax.bar(np.arange(len(cats)) + (i - (len(names) - 1) / 2) * width, y, width, label=name,
+               yerr=np.abs(ci - y), capsize=2)
+    ax.set_xticks(np.arange(len(cats)), cats)
+    ax.set(ylabel=f"{metric} alignment %", ylim=(0, 100))
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+    return fig
+
+
+def plot_model_grid(images: dict, path=None, n: int = 10, titles=None):
+    """One row per model, the same `n` prompts and seeds in the columns (images spread evenly)."""
+    import matplotlib
+
+    if path is not None:
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    first = to_uint8(next(iter(images.values())))
+    cols = np.linspace(0, len(first) - 1, min(n, len(first))).round().astype(int)
+    fig, axes = plt.subplots(len(images), len(cols), figsize=(1.1 * len(cols) + 1.2, 1.15 * len(images)), squeeze=False)
+    for row, (name, ims) in zip(axes, images.items()):
+        ims = to_uint8(ims)
+        for ax, c in zip(row, cols):
+            ax.imshow(ims[c], interpolation="nearest")
+            ax.set_xticks([]), ax.set_yticks([])
+            if titles is not None and name == next(iter(images)):
+                ax.set_title(textwrap.fill(titles[c], 18), fontsize=5)
+        row[0].set_ylabel(name, fontsize=7, rotation=0, ha="right", va="center")
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+    return fig
+
+
+def show_maps(maps, images=None, row_titles=None, col_titles=None, size: float = 1.3, fontsize: int = 7,
+              cmap: str = "magma"):
+    """Heat maps [B, K, H, W] as a figure, one row per image and one column per map (e.g.
+    :func:`minitune.mi.mi_pixel_map` at K noise levels); with ``images`` each row starts with its image.
+    Every map has its own colour scale, so the figure shows where, not how much."""
+    import matplotlib.pyplot as plt
+
+    maps = np.asarray(maps.detach().float().cpu() if hasattr(maps, "detach") else maps, float)
+    if maps.ndim != 4:
+        raise ValueError(f"maps must be [B, K, H, W], got shape {maps.shape}; add the missing dimensions with [None].")
+    lead = images is not None
+    b, k = maps.shape[:2]
+    fig, axes = plt.subplots(b, k + lead, figsize=((k + lead) * size, b * (size + 0.2)), squeeze=False)
+    for r in range(b):
+        if lead:
+            axes[r, 0].imshow(to_uint8(images[r : r + 1])[0], interpolation="nearest")
+        for c in range(k):
+            axes[r, c + lead].imshow(maps[r, c], cmap=cmap, interpolation="nearest")
+        if row_titles is not None:
+            axes[r, 0].set_ylabel(row_titles[r], fontsize=fontsize)
+    for c, title in enumerate(col_titles or []):
+        axes[0, c + lead].set_title(title, fontsize=fontsize)
+    for ax in axes.flat:
+        ax.set_xticks([]), ax.set_yticks([])
     fig.tight_layout()
     return fig

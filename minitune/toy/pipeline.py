@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 from diffusers import DDPMScheduler, DiffusionPipeline, ImagePipelineOutput, UNet2DConditionModel
+from diffusers.loaders import StableDiffusionLoraLoaderMixin
 from diffusers.utils.torch_utils import randn_tensor
 from tokenizers import Tokenizer
 from tokenizers.models import WordLevel
@@ -68,8 +69,12 @@ def build_components(seed: int = 0, width: int = 64, channels=(32, 64, 64)) -> d
     return {"unet": unet, "text_encoder": text_encoder, "tokenizer": tokenizer, "scheduler": scheduler}
 
 
-class ShapesPipeline(DiffusionPipeline):
-    """Text-to-image for the Shapes world; call it like ``StableDiffusionPipeline``."""
+class ShapesPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
+    """Text-to-image for the Shapes world; call it like ``StableDiffusionPipeline``.
+
+    LoRA adapters load, fuse and unload as in Stable Diffusion (``load_lora_weights``,
+    ``fuse_lora``, ``unload_lora_weights``), on the UNet and the text encoder.
+    """
 
     model_cpu_offload_seq = "text_encoder->unet"
 
@@ -78,11 +83,14 @@ class ShapesPipeline(DiffusionPipeline):
         self.register_modules(unet=unet, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler)
 
     def tokenize(self, prompts: list[str]) -> torch.Tensor:
-        """Token ids [B, MAX_LENGTH]; '' is the unconditional prompt, others must parse."""
-        for p in prompts:
-            if p != "":
-                world.parse(p)
+        """Token ids [B, MAX_LENGTH]; '' is the unconditional prompt. Every word must be in the world's
+        vocabulary (an unknown word would silently become <unk>), but word sequences need not parse:
+        the MI diagnostics score prompts with a word dropped. ``__call__`` checks the grammar."""
         norm = [" ".join(p.lower().replace(",", " ").split()) for p in prompts]
+        unknown = sorted({w for p in norm for w in p.split() if w not in world.VOCAB})
+        if unknown:
+            raise ValueError(f"The Shapes world does not know the words {', '.join(unknown)} "
+                             f"(known words: {' '.join(world.VOCAB)}).")
         return self.tokenizer(norm, padding="max_length", max_length=MAX_LENGTH, truncation=True, return_tensors="pt").input_ids
 
     def encode_prompt(self, prompts: list[str], device=None) -> torch.Tensor:
@@ -106,6 +114,9 @@ class ShapesPipeline(DiffusionPipeline):
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         if not prompts:
             raise ValueError("No prompt given: pass a prompt string or a non-empty list of prompts.")
+        for p in prompts:
+            if p != "":  # '' samples unconditionally
+                world.parse(p)
         if output_type not in ("pil", "np", "pt"):
             raise ValueError(f"Unknown output_type {output_type!r}: use 'pil', 'np' or 'pt'.")
         device, dtype = self._execution_device, self.unet.dtype

@@ -1,0 +1,95 @@
+"""Dataset building against the raw UNet work inside it, side by side in one run.
+
+    python benchmarks/build_throughput.py [--prompts 4] [--candidates 16] [--steps 25] [--cfg 4] [--repeats 2]
+
+The build (:func:`minitune.selection.build` on the shipped model: candidate pool with MI, oracle
+scores, PNG files and records, then the MI top-k set) is timed while a forward hook records the
+input shapes of every UNet call it makes. The raw side replays exactly those calls: the same
+number of doubled-batch forwards on random inputs, with no text encoder, scheduler, oracle or I/O.
+Prints images/s of both and raw time / build time (goal >= 0.9: everything around the network
+costs at most a tenth). Runs alternate so that drifts in machine load hit both sides alike; on the
+CPU the ratio of process CPU time is printed too, which other jobs sharing the machine do not skew.
+"""
+
+import argparse
+import tempfile
+import time
+
+import torch
+
+from minitune import resolve_device
+from minitune.selection import build, train_prompts
+from minitune.toy.pipeline import load_pipeline
+
+
+def timed(device, fn, *args, **kwargs) -> tuple[float, float]:
+    """Wall-clock and process CPU seconds of one call (waiting for the accelerator, if any)."""
+    if device.type != "cpu":
+        torch.accelerator.synchronize()
+    wall, cpu = time.perf_counter(), time.process_time()
+    fn(*args, **kwargs)
+    if device.type != "cpu":
+        torch.accelerator.synchronize()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+@torch.no_grad()
+def replay(unet, inputs):
+    """The recorded UNet calls on pre-drawn random inputs."""
+    for sample, t, hidden in inputs:
+        unet(sample, t, encoder_hidden_states=hidden)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--prompts", type=int, default=4)
+    ap.add_argument("--candidates", type=int, default=16)
+    ap.add_argument("--top-k", type=int, default=1)
+    ap.add_argument("--steps", type=int, default=25)
+    ap.add_argument("--cfg", type=float, default=4.0)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--device", default="auto")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    pipe = load_pipeline(device=device)
+    prompts = train_prompts(args.prompts)
+    kw = dict(guidance_scale=args.cfg, num_inference_steps=args.steps, batch_size=args.batch_size, progress=False)
+
+    def timed_build(n_prompts=len(prompts), steps=args.steps):
+        with tempfile.TemporaryDirectory() as d:
+            return timed(device, build, pipe, prompts[:n_prompts], d, args.candidates, args.top_k,
+                         **{**kw, "num_inference_steps": steps})
+
+    calls = []
+    hook = pipe.unet.register_forward_pre_hook(
+        lambda module, a, k: calls.append((a[0].shape, k["encoder_hidden_states"].shape)), with_kwargs=True)
+    timed_build(1, 2)  # warm-up
+    calls.clear()
+    t_build = [timed_build()]
+    hook.remove()
+    gen = torch.Generator(device).manual_seed(0)
+    inputs = [(torch.randn(s, generator=gen, device=device), torch.randint(1, 1000, (s[0],), generator=gen, device=device),
+               torch.randn(h, generator=gen, device=device)) for s, h in calls]
+    t_raw = []
+    for r in range(args.repeats):
+        t_raw.append(timed(device, replay, pipe.unet, inputs))
+        if r + 1 < args.repeats:
+            t_build.append(timed_build())
+    images = len(prompts) * args.candidates
+    (b, b_cpu), (u, u_cpu) = (tuple(min(v) for v in zip(*t)) for t in (t_build, t_raw))
+    batches = sorted({s[0] for s, _ in calls})
+    print(f"{len(prompts)} prompts × {args.candidates} candidates = {images} images, CFG {args.cfg}, {args.steps} DDPM steps, "
+          f"batch {args.batch_size}, top-{args.top_k} set; {args.threads} threads on {device}; best of {args.repeats}")
+    print(f"UNet forwards in the build: {len(calls)} (doubled batches of {', '.join(map(str, batches))})")
+    print(f"raw UNet forwards : {u:7.2f} s, {images / u:6.1f} images/s")
+    print(f"dataset building  : {b:7.2f} s, {images / b:6.1f} images/s")
+    print(f"ratio             : {u / b:.3f} (raw time / build time, goal >= 0.9)")
+    if device.type == "cpu":
+        print(f"CPU time          : raw {u_cpu:.2f} s, build {b_cpu:.2f} s, ratio {u_cpu / b_cpu:.3f}")
+
+
+if __name__ == "__main__":
+    main()

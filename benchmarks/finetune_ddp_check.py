@@ -1,0 +1,83 @@
+"""Data-parallel fine-tuning gives the single-process result: two CPU processes against one.
+
+    python benchmarks/finetune_ddp_check.py [--steps 8] [--batch-size 16] [--images 24]
+
+Writes a fine-tuning set of rendered Shapes scenes, then fine-tunes the shipped toy model on it
+twice with the same global batch: once with one process, once with
+``accelerate launch --num_processes 2 --cpu`` (each process trains on half of every batch and
+DDP averages the gradients). Prints the largest difference of the final LoRA weights and of the
+logged losses; they should agree to float rounding (goal: max weight difference < 1e-4).
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from minitune.toy import world
+
+
+def write_set(folder: Path, n: int) -> None:
+    folder.mkdir(parents=True)
+    prompts = world.sample_prompts("train", n, seed=0)
+    with (folder / "metadata.jsonl").open("w") as f:
+        for i, (p, a) in enumerate(zip(prompts, world.to_uint8(world.render_batch(prompts, range(n))))):
+            Image.fromarray(a).save(folder / f"{i:04d}.png")
+            f.write(json.dumps({"file_name": f"{i:04d}.png", "text": p, "mi": 0.0, "seed": i, "rank": 0}) + "\n")
+
+
+def worker(args):
+    from minitune.finetune import finetune
+    from minitune.toy.pipeline import load_pipeline
+
+    finetune(load_pipeline(), args.data, args.out, rank=8, alpha=8, steps=args.steps, batch_size=args.batch_size,
+             lr=1e-3, prompt_dropout=0.1, validate_every=0, sample_prompts=0, device="cpu", progress=False)
+
+
+def launch(processes: int, args, out: Path) -> float:
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(processes), "--num_machines", "1",
+           "--cpu", "--mixed_precision", "no", "--dynamo_backend", "no", __file__, "--worker", "--data", str(args.data),
+           "--out", str(out), "--steps", str(args.steps), "--batch-size", str(args.batch_size)]
+    env = {**os.environ, "OMP_NUM_THREADS": str(max(1, args.threads // processes))}
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, env=env)
+    return time.perf_counter() - t0
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=8)
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--images", type=int, default=24)
+    ap.add_argument("--threads", type=int, default=2, help="CPU threads in all (split over the processes)")
+    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--data", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        return worker(args)
+    with tempfile.TemporaryDirectory() as d:
+        args.data = Path(d) / "set"
+        write_set(args.data, args.images)
+        times = {n: launch(n, args, Path(d) / f"procs{n}") for n in (1, 2)}
+        one, two = (torch.load(Path(d) / f"procs{n}" / "state.pt", weights_only=False)["lora"] for n in (1, 2))
+        logs = [(Path(d) / f"procs{n}" / "loss.csv").read_text().split()[1:] for n in (1, 2)]
+    losses = [[float(row.split(",")[1]) for row in log] for log in logs]
+    diff = max((one[k] - two[k]).abs().max().item() for k in one)
+    scale = max(v.abs().max().item() for v in one.values())
+    loss_diff = max(abs(a - b) for a, b in zip(*losses))
+    print(f"toy model, rank-8 LoRA, {args.steps} steps, global batch {args.batch_size}, {args.images} images")
+    print(f"wall time: 1 process {times[1]:.1f} s, 2 processes {times[2]:.1f} s (each including start-up)")
+    print(f"final LoRA weights: max |1 proc - 2 procs| = {diff:.2e} (largest weight {scale:.2e}; goal < 1e-4)")
+    print(f"logged losses: max difference {loss_diff:.2e} over {len(losses[0])} steps")
+
+
+if __name__ == "__main__":
+    main()

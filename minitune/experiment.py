@@ -1,0 +1,183 @@
+"""The whole MI-TUNE experiment in the Shapes world, with its honest controls.
+
+    base model ─► candidate pool (N per training prompt, MI recorded) ─► three sets of k per prompt:
+                  MI top-k · random-k (no filtering) · oracle top-k (perfect reward, upper bound)
+              ─► a LoRA adapter fine-tuned on each set (optionally several self-training rounds)
+              ─► every model judged on the held-out test prompts, same seeds, plus a CFG sweep of the base
+
+Every stage writes into one output folder and is skipped when its result is already there, so a
+killed run continues where it stopped. ``results.json`` holds the settings, timings and every
+evaluation's summary; ``results.md`` the tables; ``figures/`` a per-category bar chart and a
+before/after grid on the same seeds.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from . import resolve_device
+from .evaluate import EvalResult, comparison_table, evaluate_pipeline
+from .toy import world
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    n_prompts: int = 100  # training-split prompts in the candidate pool
+    candidates: int = 16  # N
+    top_k: int = 2  # k
+    # MI signals that rank candidates, one fine-tuned arm each: "mi" (the paper's trajectory MI, the
+    # reference) and "mi_renoise" (re-noising orthogonal MI of the final image, renoise_samples > 0)
+    selectors: tuple[str, ...] = ("mi", "mi_renoise")
+    renoise_samples: int = 4
+    guidance_scale: float = 4.0
+    steps: int = 25
+    rounds: int = 1  # self-training rounds: generate → filter → fine-tune from the previous adapter
+    rank: int = 8
+    alpha: float = 8.0
+    finetune_steps: int = 300
+    finetune_batch: int = 32
+    lr: float = 1e-3
+    eval_per_category: int = 40  # held-out test prompts per category
+    eval_images: int = 4  # images per test prompt
+    cfg_sweep: tuple[float, ...] = (2.0, 7.0)  # extra CFG scales for the base model
+    seed: int = 0
+    batch_size: int = 64
+
+
+PRESETS = {
+    "tiny": ExperimentConfig(n_prompts=4, candidates=3, top_k=1, steps=3, renoise_samples=2, finetune_steps=3, finetune_batch=2,
+                             eval_per_category=1, eval_images=2, cfg_sweep=(2.0,)),
+    "full": ExperimentConfig(),
+}
+
+CONTROLS = ("random", "oracle")
+LORA_FILE = "pytorch_lora_weights.safetensors"
+ARM_NAMES = {"mi": "MI-TUNE (paper MI)", "mi_renoise": "MI-TUNE (re-noise MI)", "random": "random-k", "oracle": "oracle top-k"}
+
+
+def _write_json(path: Path, data) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    tmp.replace(path)
+
+
+def run_experiment(output_dir, cfg: ExperimentConfig = PRESETS["full"], *, model=None, device: str = "auto",
+                   progress: bool = True) -> dict:
+    """Run (or continue) the experiment in `output_dir`; returns the content of ``results.json``."""
+    from .finetune import finetune
+    from .selection import build_pool, pool_complete, select, train_prompts
+    from .toy.pipeline import load_pipeline
+
+    if not cfg.selectors or set(cfg.selectors) - {"mi", "mi_renoise"}:
+        raise ValueError(f'selectors must be one or both of "mi" and "mi_renoise", got {cfg.selectors}.')
+    if "mi_renoise" in cfg.selectors and cfg.renoise_samples < 2:
+        raise ValueError("The mi_renoise selector needs renoise_samples ≥ 2 (re-noising MI per candidate).")
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    settings = {"config": asdict(cfg), "model": str(model or "toy")}
+    cfg_file = out / "config.json"
+    if cfg_file.exists() and json.loads(cfg_file.read_text()) != json.loads(json.dumps(settings)):
+        raise ValueError(f"{out} holds an experiment with other settings; use a new output folder or the same settings.")
+    _write_json(cfg_file, settings)
+    device = resolve_device(device)
+
+    def pipeline(adapter=None):
+        pipe = load_pipeline(model, device=device)
+        pipe.set_progress_bar_config(disable=True)
+        if adapter is not None:
+            pipe.load_lora_weights(str(adapter))
+        return pipe
+
+    timings: dict[str, float] = {}
+
+    def timed(key, fn, *args, **kwargs):
+        t0 = time.time()
+        fn(*args, **kwargs)
+        timings[key] = time.time() - t0
+
+    prompts = train_prompts(cfg.n_prompts, seed=cfg.seed)
+    arms = (*cfg.selectors, *CONTROLS)
+    adapters: dict[str, Path | None] = dict.fromkeys(arms)
+    pool_args = dict(guidance_scale=cfg.guidance_scale, num_inference_steps=cfg.steps, batch_size=cfg.batch_size,
+                     renoise_samples=cfg.renoise_samples, progress=progress)
+    for r in tqdm(range(1, cfg.rounds + 1), desc="rounds", disable=not progress or cfg.rounds == 1):
+        rdir = out / f"round{r}"
+        # round 1: one pool from the base model for every arm; later rounds: each arm samples its own model
+        pools = dict.fromkeys(arms, rdir / "pool") if r == 1 else {a: rdir / a / "pool" for a in arms}
+        for arm in dict.fromkeys(arms if r > 1 else arms[:1]):
+            if not pool_complete(pools[arm]):
+                timed(f"round{r}/pool/{arm if r > 1 else 'shared'}", build_pool, pipeline(adapters[arm]), prompts,
+                      pools[arm], cfg.candidates, seed=cfg.seed + r - 1, **pool_args)
+        for arm in arms:
+            set_dir, lora_dir = rdir / arm / "set", rdir / arm / "lora"
+            if not (set_dir / "manifest.json").exists():
+                select(pools[arm], set_dir, cfg.top_k, by=arm, seed=cfg.seed)
+            if not (lora_dir / LORA_FILE).exists():
+                timed(f"round{r}/finetune/{arm}", finetune, pipeline(), set_dir, lora_dir, rank=cfg.rank,
+                      alpha=cfg.alpha, steps=cfg.finetune_steps, batch_size=cfg.finetune_batch, lr=cfg.lr,
+                      seed=cfg.seed, init_adapter=adapters[arm] and str(adapters[arm]), sample_prompts=0,
+                      progress=progress)
+            adapters[arm] = lora_dir
+
+    test_prompts = world.eval_prompts(cfg.eval_per_category, seed=cfg.seed)
+    models = {"base": (None, cfg.guidance_scale), **{ARM_NAMES[a]: (adapters[a], cfg.guidance_scale) for a in arms}}
+    models.update({f"base, CFG {g:g}": (None, g) for g in cfg.cfg_sweep})
+    results: dict[str, EvalResult] = {}
+    (out / "eval").mkdir(exist_ok=True)
+    for name, (adapter, g) in tqdm(models.items(), desc="evaluate", disable=not progress):
+        path = out / "eval" / f"{_slug(name)}.json"
+        if path.exists():
+            results[name] = EvalResult.load(path)
+            continue
+        t0 = time.time()
+        res, cands = evaluate_pipeline(pipeline(adapter), test_prompts, cfg.eval_images, guidance_scale=g,
+                                       num_inference_steps=cfg.steps, seed=cfg.seed + 1000,
+                                       batch_size=cfg.batch_size, progress=progress)
+        timings[f"evaluate/{name}"] = time.time() - t0
+        np.save(out / "eval" / f"{_slug(name)}.preview.npy", world.to_uint8(cands.images[:: cfg.eval_images]))
+        res.save(path)
+        results[name] = res
+
+    return _report(out, cfg, results, timings)
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
+
+
+def _report(out: Path, cfg: ExperimentConfig, results: dict[str, EvalResult], timings: dict) -> dict:
+    from .plotting import plot_category_bars, plot_model_grid
+
+    main = {k: v for k, v in results.items() if "CFG" not in k}
+    summaries = {k: v.summary() for k, v in results.items()}
+    old = json.loads((out / "results.json").read_text()) if (out / "results.json").exists() else {}
+    timings = {**old.get("timings", {}), **timings}
+    strict = {k: s["all"]["strict"] for k, s in summaries.items()}
+    gap = strict[ARM_NAMES["oracle"]] - strict["base"]
+    closed = {ARM_NAMES[a]: (strict[ARM_NAMES[a]] - strict["base"]) / gap if gap > 0 else float("nan")
+              for a in cfg.selectors}
+    data = {"config": asdict(cfg), "timings": timings, "summaries": summaries, "closed_fraction": closed}
+    _write_json(out / "results.json", data)
+    md = (f"# MI-TUNE in the Shapes world\n\n{len(results['base'].per_prompt('strict'))} held-out test prompts × "
+          f"{cfg.eval_images} images, CFG {cfg.guidance_scale:g}, {cfg.steps} steps; pool of {cfg.n_prompts} training "
+          f"prompts × {cfg.candidates} candidates, top {cfg.top_k}; LoRA rank {cfg.rank}, {cfg.finetune_steps} steps, "
+          f"{cfg.rounds} round(s).\n\n## Strict alignment % (95 % CI over prompts)\n\n"
+          f"{comparison_table(main, 'strict', 'base')}\n\n## Soft alignment %\n\n{comparison_table(main, 'soft', 'base')}\n\n"
+          f"## CFG sweep of the base model (strict %)\n\n"
+          f"{comparison_table({k: v for k, v in results.items() if k == 'base' or 'CFG' in k}, 'strict', 'base')}\n\n"
+          + "".join(f"{k} closes {100 * v:.0f} % of the strict-alignment distance from the base to oracle top-k.\n"
+                    for k, v in closed.items()))
+    (out / "results.md").write_text(md)
+    figs = out / "figures"
+    figs.mkdir(exist_ok=True)
+    plot_category_bars({k: s for k, s in summaries.items() if k in main}, "strict", figs / "categories.png")
+    previews = {k: np.load(out / "eval" / f"{_slug(k)}.preview.npy") for k in main}
+    test_prompts = list(dict.fromkeys(r["prompt"] for r in results["base"].records))
+    plot_model_grid(previews, figs / "before_after.png", n=10, titles=test_prompts)
+    return data

@@ -1,0 +1,440 @@
+"""LoRA fine-tuning on an MI-filtered set (MI-TUNE step 3, ``minitune finetune``).
+
+A LoRA adapter (peft) on the UNet's attention projections ``to_q``, ``to_k``, ``to_v`` and
+``to_out.0`` is trained with the plain diffusion loss on the images of a fine-tuning set; the text
+encoder (and the VAE) stay frozen. The set is a Hugging Face ``imagefolder``: PNG files plus a
+``metadata.jsonl`` whose lines carry at least ``file_name`` and ``text``.
+
+Everything random is a pure function of ``(seed, step)``: which images a step sees (an epoch-wise
+shuffle), their timesteps, noise and prompt dropout. Each process of a data-parallel run
+(``accelerate launch``) draws the whole global batch and trains on its own slice, so one process
+and several give the same updates up to float rounding, and a run resumed from its checkpoint
+continues exactly as if it had never stopped.
+
+The adapter is saved the diffusers way: ``pipe.load_lora_weights(output_dir)`` loads it into a
+fresh Shapes, Stable Diffusion or SDXL pipeline.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+ADAPTER = "minitune"
+WEIGHTS_NAME = "pytorch_lora_weights.safetensors"
+TARGET_MODULES = ["to_q", "to_k", "to_v", "to_out.0"]
+VAL_DRAWS = 4  # (timestep, noise) draws per held-out image, fixed for the whole run
+# Options that may change when a run is resumed; all others must match the saved run.
+RESUMABLE = {"steps", "validate_every", "checkpoint_every", "sample_prompts", "sample_steps", "guidance_scale"}
+
+
+@dataclass
+class FinetuneConfig:
+    """Options of a fine-tuning run; the LoRA defaults are the paper's (rank 32 on the attention projections)."""
+
+    rank: int = 32
+    alpha: float = 32.0
+    dora: bool = False
+    steps: int = 500
+    batch_size: int = 32  # global batch, split evenly over the processes
+    lr: float = 1e-4
+    weight_decay: float = 1e-2
+    max_grad_norm: float = 1.0
+    prompt_dropout: float = 0.0  # fraction of prompts replaced by the unconditional prompt
+    seed: int = 0
+    val_fraction: float = 0.1  # images held out for the validation loss (none if the set is too small)
+    validate_every: int = 100  # validation loss and a sample grid; 0: only at the start and the end
+    checkpoint_every: int = 250
+    sample_prompts: int = 4  # prompts of the sample grid (4 images each); 0: no grid
+    sample_steps: int = 25
+    guidance_scale: float = 4.0
+    init_adapter: str | None = None  # start from this adapter folder (a previous self-training round)
+
+
+@dataclass
+class FinetuneSet:
+    """A fine-tuning set in memory."""
+
+    folder: Path
+    images: torch.Tensor  # [N, 3, H, W] in [-1, 1]
+    prompts: list[str]
+    records: list[dict]  # the metadata lines (file_name, text, mi, seed, rank, ...)
+    fingerprint: str  # sha256 over metadata.jsonl and the image files
+
+
+def load_finetune_set(data_dir: str | os.PathLike) -> FinetuneSet:
+    """Read an ``imagefolder`` fine-tuning set (PNG files and ``metadata.jsonl``)."""
+    from PIL import Image, UnidentifiedImageError
+
+    folder = Path(data_dir)
+    meta = folder / "metadata.jsonl"
+    if not folder.is_dir():
+        raise FileNotFoundError(f"No fine-tuning set at {folder}: give a folder of PNG images with a metadata.jsonl "
+                                f"(as `minitune build` writes).")
+    if not meta.is_file():
+        raise FileNotFoundError(f"{folder} has no metadata.jsonl: a fine-tuning set lists its images there, one JSON "
+                                f"line with file_name and text per image.")
+    digest = hashlib.sha256(meta.read_bytes())
+    records, arrays = [], []
+    for i, line in enumerate(meta.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+            name, text = rec["file_name"], rec["text"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise ValueError(f"{meta} line {i} is not a JSON object with file_name and text; "
+                             f"rebuild the set.") from None
+        path = folder / name
+        if not path.is_file():
+            raise FileNotFoundError(f"{meta} lists {name}, which is missing from {folder}; rebuild the set.")
+        data = path.read_bytes()
+        digest.update(data)
+        try:
+            arrays.append(np.asarray(Image.open(io.BytesIO(data)).convert("RGB")))
+        except (UnidentifiedImageError, OSError):
+            raise ValueError(f"{path} is not a readable image; rebuild the set.") from None
+        records.append(rec)
+    if not records:
+        raise ValueError(f"{meta} lists no images; build a set with at least one image.")
+    if len({a.shape for a in arrays}) > 1:
+        raise ValueError(f"The images in {folder} differ in size; a fine-tuning set needs images of one size.")
+    from .toy.world import to_tensor
+
+    return FinetuneSet(folder, to_tensor(np.stack(arrays)), [r["text"] for r in records], records, digest.hexdigest())
+
+
+def _generator(seed: int, stream: int, index: int) -> torch.Generator:
+    """A CPU generator for draw `index` of `stream`, independent of every other (seed, stream, index)."""
+    return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, stream, index]).generate_state(1)[0]))
+
+
+def _step_draws(cfg: FinetuneConfig, step: int, n_train: int, latent_shape, num_train_timesteps: int):
+    """Positions in the training slice, timesteps, noise and dropout mask of one global batch."""
+    pos = torch.arange(step * cfg.batch_size, (step + 1) * cfg.batch_size)
+    epoch, offset = pos // n_train, pos % n_train
+    idx = torch.empty_like(pos)
+    for e in epoch.unique().tolist():
+        here = epoch == e
+        idx[here] = torch.randperm(n_train, generator=_generator(cfg.seed, 0, e))[offset[here]]
+    g = _generator(cfg.seed, 1, step)
+    t = torch.randint(0, num_train_timesteps, (cfg.batch_size,), generator=g)
+    noise = torch.randn((cfg.batch_size, *latent_shape), generator=g)
+    drop = torch.rand(cfg.batch_size, generator=g) < cfg.prompt_dropout
+    return idx, t, noise, drop
+
+
+def _conditioning(den, prompts: list[str], chunk: int = 64):
+    """The denoiser's conditioning of every prompt, encoded in chunks (the text encoders stay frozen)."""
+    from .denoisers import Conditioning
+
+    parts = [den.encode(prompts[i : i + chunk]) for i in range(0, len(prompts), chunk)]
+    cat = lambda key: {k: torch.cat([getattr(p, key)[k] for p in parts]) for k in getattr(parts[0], key)}  # noqa: E731
+    return Conditioning(torch.cat([p.cond for p in parts]), torch.cat([p.uncond for p in parts]),
+                        cat("added_cond"), cat("added_uncond"))
+
+
+def _unet_inputs(cond, rows: torch.Tensor, drop: torch.Tensor, dtype):
+    """Encoder states and added conditioning for these prompt rows, unconditional where `drop`."""
+    c = cond.take(rows)
+    drop = drop.to(c.cond.device)
+    pick = lambda u, v: torch.where(drop.view(-1, *[1] * (v.ndim - 1)), u, v).to(dtype)  # noqa: E731
+    added = {k: pick(c.added_uncond[k], v) for k, v in c.added_cond.items()} or None
+    return pick(c.uncond, c.cond), added
+
+
+def _target(sched, x0, noise, t):
+    kind = sched.config.prediction_type
+    return noise if kind == "epsilon" else sched.get_velocity(x0, noise, t)
+
+
+def lora_config(cfg: FinetuneConfig):
+    """The peft LoraConfig of a run: attention projections of the UNet."""
+    from peft import LoraConfig
+
+    return LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, use_dora=cfg.dora, init_lora_weights="gaussian",
+                      target_modules=TARGET_MODULES)
+
+
+def save_adapter(pipe, folder: str | os.PathLike) -> Path:
+    """Write the pipeline UNet's trained adapter as diffusers LoRA weights (atomically) into `folder`."""
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft.utils import get_peft_model_state_dict
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    unet = pipe.unet
+    layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet, adapter_name=ADAPTER))
+    tmp = folder / ".saving"
+    shutil.rmtree(tmp, ignore_errors=True)
+    type(pipe).save_lora_weights(tmp, unet_lora_layers=layers,
+                                 unet_lora_adapter_metadata=unet.peft_config[ADAPTER].to_dict())
+    os.replace(tmp / WEIGHTS_NAME, folder / WEIGHTS_NAME)
+    tmp.rmdir()
+    return folder
+
+
+def _load_init_adapter(unet, folder: Path, cfg: FinetuneConfig) -> None:
+    """Copy the weights of a saved adapter into the freshly added one, checking that they fit."""
+    from diffusers.utils import convert_unet_state_dict_to_peft
+    from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
+    from safetensors import safe_open
+
+    with safe_open(folder / WEIGHTS_NAME, "pt") as f:
+        meta = json.loads((f.metadata() or {}).get("lora_adapter_metadata", "{}"))
+        weights = {k.removeprefix("unet."): f.get_tensor(k) for k in f.keys()}
+    saved = (meta.get("unet.r"), meta.get("unet.lora_alpha"), meta.get("unet.use_dora"))
+    if meta and saved != (cfg.rank, cfg.alpha, cfg.dora):
+        raise ValueError(f"The adapter in {folder} has rank {saved[0]}, alpha {saved[1]}, DoRA {saved[2]}; "
+                         f"continue it with the same rank, alpha and DoRA setting.")
+    weights = convert_unet_state_dict_to_peft(weights)
+    expected = get_peft_model_state_dict(unet, adapter_name=ADAPTER)
+    if {k: tuple(v.shape) for k, v in weights.items()} != {k: tuple(v.shape) for k, v in expected.items()}:
+        raise ValueError(f"The adapter in {folder} does not fit this model's UNet (its layers or shapes differ); it "
+                         f"was trained on another model: start without it or use that model.")
+    set_peft_model_state_dict(unet, weights, adapter_name=ADAPTER)
+
+
+def _run_info(cfg: FinetuneConfig, data: FinetuneSet) -> dict:
+    data_info = {"dir": str(data.folder), "images": len(data.prompts), "sha256": data.fingerprint}
+    return {"config": asdict(cfg), "data": data_info}
+
+
+def _prepare_output(out: Path, info: dict):
+    """Make `out` (checking it is writable) and return the state to resume from, if any."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError:
+        raise PermissionError(f"Cannot write to the output folder {out}; choose another output folder.") from None
+    saved_path = out / "finetune_config.json"
+    if not saved_path.exists():
+        if (out / WEIGHTS_NAME).exists() or (out / "loss.csv").exists():
+            raise ValueError(f"{out} already holds LoRA weights or a loss log that no saved run explains; "
+                             f"choose a new output folder.")
+        return None
+    saved = json.loads(saved_path.read_text())
+    same = lambda c: {k: v for k, v in c.items() if k not in RESUMABLE}  # noqa: E731
+    if same(saved["config"]) != same(info["config"]) or saved["data"]["sha256"] != info["data"]["sha256"]:
+        raise ValueError(f"{out} holds a fine-tuning run with another set or other options; use a new output folder "
+                         f"or the same set and options (only the step count and validation settings may change).")
+    state = torch.load(out / "state.pt", weights_only=False) if (out / "state.pt").exists() else None
+    if state is not None and state["step"] > info["config"]["steps"]:
+        raise ValueError(f"{out} has already been trained for {state['step']} steps, more than the "
+                         f"{info['config']['steps']} asked; ask for at least as many steps or use a new output folder.")
+    return state
+
+
+def _check(cfg: FinetuneConfig) -> None:
+    if cfg.rank < 1 or cfg.steps < 1 or cfg.batch_size < 1 or cfg.checkpoint_every < 1 or cfg.validate_every < 0:
+        raise ValueError("rank, steps, batch size and checkpoint interval must be positive (validation interval >= 0).")
+    if not 0 <= cfg.prompt_dropout < 1 or not 0 <= cfg.val_fraction < 1 or cfg.lr <= 0:
+        raise ValueError("prompt dropout and validation fraction must lie in [0, 1) and the learning rate be positive.")
+
+
+def _encode_set(den, data: FinetuneSet, cfg: FinetuneConfig, dev):
+    """The frozen parts' work, done once: latents (seeded VAE draws) and each distinct prompt's conditioning."""
+    g = _generator(cfg.seed, 2, 0)
+    chunks = [data.images[i : i + 16].to(dev) for i in range(0, len(data.images), 16)]
+    latents = torch.cat([den.to_latents(x, g).float() for x in chunks])
+    if not hasattr(den.pipe, "vae") and tuple(latents.shape[1:]) != den.latent_shape:
+        raise ValueError(f"The images in {data.folder} are {tuple(latents.shape[1:])}, but the model draws "
+                         f"{den.latent_shape}; fine-tune on images the model made.")
+    distinct = sorted(set(data.prompts))
+    rows = torch.tensor([distinct.index(p) for p in data.prompts])
+    return latents, _conditioning(den, distinct), rows
+
+
+def _validation_draws(val: torch.Tensor, cfg: FinetuneConfig, shape, num_train_timesteps: int):
+    """Fixed (image, timestep, noise) triples for the held-out loss: VAL_DRAWS stratified timesteps per image."""
+    g = _generator(cfg.seed, 4, 0)
+    i = val.repeat_interleave(VAL_DRAWS)
+    t = ((torch.arange(VAL_DRAWS).repeat(len(val)) + torch.rand(len(i), generator=g)) * num_train_timesteps / VAL_DRAWS)
+    return i, t.long(), torch.randn((len(i), *shape), generator=g)
+
+
+def _open_logs(out: Path, start: int) -> dict:
+    """loss.csv and validation.csv, keeping the rows up to `start` (the step a resumed run continues from)."""
+    logs = {}
+    for name, header in (("loss.csv", ["step", "loss"]), ("validation.csv", ["step", "val_loss"])):
+        path, tmp = out / name, out / f"{name}.tmp"
+        kept = [r for r in list(csv.reader(path.open()))[1:] if int(r[0]) <= start] if path.exists() and start else []
+        with tmp.open("w", newline="") as f:
+            csv.writer(f).writerows([header] + kept)
+        os.replace(tmp, path)
+        f = path.open("a", newline="")
+        logs[name] = (f, csv.writer(f))
+    return logs
+
+
+def finetune(pipe, data: str | os.PathLike | FinetuneSet, output_dir: str | os.PathLike,
+             config: FinetuneConfig | None = None, *, device: str = "auto", progress: bool = True,
+             until: int | None = None, **options) -> Path:
+    """Train a LoRA adapter on a fine-tuning set; returns `output_dir`, ready for ``pipe.load_lora_weights``.
+
+    Options are those of :class:`FinetuneConfig`, as a config and/or keywords that override it,
+    e.g. ``finetune(pipe, "set", "lora", rank=8, steps=300)``.
+
+    pipe: a Shapes, Stable Diffusion or SDXL pipeline without LoRA adapters; it is moved to the
+    accelerator's device and left without an adapter afterwards. data: a set folder or a
+    :class:`FinetuneSet`. device: ``"cpu"`` forces the CPU, otherwise accelerate picks the device.
+    output_dir receives ``pytorch_lora_weights.safetensors`` (the final adapter),
+    ``checkpoint-<step>/`` adapters, ``loss.csv`` (step, loss), ``validation.csv`` (step, held-out
+    loss), ``samples/step-<step>.png`` grids, ``finetune_config.json`` and ``state.pt`` (to resume).
+    Running again on the same folder with the same set and options resumes from the last
+    checkpoint (a larger ``steps`` trains on); `until` stops after that many steps, e.g. to train
+    in chunks. Latent models train on VAE latents × scaling factor; a v-prediction scheduler gets
+    v targets.
+    """
+    from accelerate import Accelerator
+    from diffusers import DDPMScheduler
+    from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
+
+    from . import resolve_device
+    from .denoisers import denoiser_for
+    from .plotting import save_grid
+    from .sampling import sample_with_mi
+
+    cfg = replace(config or FinetuneConfig(), **options)
+    if cfg.init_adapter is not None:
+        cfg = replace(cfg, init_adapter=str(cfg.init_adapter))
+    _check(cfg)
+    den = denoiser_for(pipe)
+    unet = pipe.unet
+    if getattr(unet, "peft_config", None):
+        raise ValueError("The pipeline's UNet already carries a LoRA adapter; call pipe.unload_lora_weights() first, "
+                         "or pass the adapter folder as init_adapter to continue training it.")
+    sched = DDPMScheduler.from_config(pipe.scheduler.config)
+    if sched.config.prediction_type not in ("epsilon", "v_prediction"):
+        raise ValueError(f"The scheduler predicts {sched.config.prediction_type!r}; fine-tuning supports ε- and "
+                         f"v-prediction models.")
+    data = data if isinstance(data, FinetuneSet) else load_finetune_set(data)
+    out = Path(output_dir)
+    init = Path(cfg.init_adapter) if cfg.init_adapter else None
+    if init is not None and not (init / WEIGHTS_NAME).is_file():
+        raise FileNotFoundError(f"No LoRA adapter at {init}: the folder must contain {WEIGHTS_NAME} "
+                                f"(as `minitune finetune` writes).")
+    if init is not None and init.resolve() == out.resolve():
+        raise ValueError(f"The output folder {out} is the initial adapter's folder; write the new adapter elsewhere.")
+    info = _run_info(cfg, data)
+    accelerator = Accelerator(cpu=resolve_device(device).type == "cpu")
+    procs, main, dev = accelerator.num_processes, accelerator.is_main_process, accelerator.device
+    if cfg.batch_size % procs:
+        raise ValueError(f"The batch size {cfg.batch_size} does not split over {procs} processes; "
+                         f"use a multiple of {procs}.")
+    state = _prepare_output(out, info)
+    accelerator.wait_for_everyone()  # every process has read the folder before the main one writes to it
+
+    pipe.to(dev)
+    latents, cond, rows = _encode_set(den, data, cfg, dev)
+    T = sched.config.num_train_timesteps
+    order = torch.randperm(len(rows), generator=_generator(cfg.seed, 3, 0))
+    n_val = min(int(len(rows) * cfg.val_fraction), len(rows) - 1)
+    val, train = order[:n_val], order[n_val:]
+    val_i, val_t, val_noise = _validation_draws(val, cfg, latents.shape[1:], T)
+    sample_prompts = list(dict.fromkeys(data.prompts[i] for i in order.tolist()))[: cfg.sample_prompts]
+
+    dtype = unet.dtype
+    trainable = {name: p.requires_grad for name, p in unet.named_parameters()}
+    unet.requires_grad_(False)
+    with torch.random.fork_rng(devices=[]):  # peft draws the initial A matrices from the global CPU generator
+        torch.default_generator.manual_seed(_generator(cfg.seed, 5, 0).initial_seed())
+        unet.add_adapter(lora_config(cfg), adapter_name=ADAPTER)
+    try:
+        params = [p for name, p in unet.named_parameters() if "lora_" in name]
+        for p in params:
+            p.data = p.data.float()  # trainable weights in float32 even when the model runs in half precision
+            p.requires_grad_(True)
+        if init is not None:
+            _load_init_adapter(unet, init, cfg)
+        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        start = 0
+        if state is not None:
+            set_peft_model_state_dict(unet, state["lora"], adapter_name=ADAPTER)
+            opt.load_state_dict(state["opt"])
+            start = state["step"]
+        model, opt = accelerator.prepare(unet, opt)
+
+        def predict(net, i, t, noise, drop):
+            x0 = latents[i.to(dev)]
+            hidden, added = _unet_inputs(cond, rows[i], drop, dtype)
+            pred = net(sched.add_noise(x0, noise, t).to(dtype), t, encoder_hidden_states=hidden,
+                       added_cond_kwargs=added).sample
+            return pred.float(), _target(sched, x0, noise, t)
+
+        @torch.no_grad()
+        def validate(step: int):
+            if n_val:
+                total = 0.0
+                for s in range(0, len(val_i), cfg.batch_size):
+                    i, t, noise = (x[s : s + cfg.batch_size] for x in (val_i, val_t, val_noise))
+                    pred, target = predict(unet, i, t.to(dev), noise.to(dev), torch.zeros(len(i), dtype=torch.bool))
+                    total += F.mse_loss(pred, target, reduction="sum").item()
+                logs["validation.csv"][1].writerow([step, f"{total / val_noise.numel():.5f}"])
+            if sample_prompts:
+                cands = sample_with_mi(pipe, sample_prompts, 4, guidance_scale=cfg.guidance_scale,
+                                       num_inference_steps=cfg.sample_steps, seed=cfg.seed, progress=False)
+                (out / "samples").mkdir(exist_ok=True)
+                save_grid(out / "samples" / f"step-{step:05d}.png", cands.images, cols=4)
+
+        def checkpoint(step: int):
+            for f, _ in logs.values():
+                f.flush()
+            save_adapter(pipe, out / f"checkpoint-{step}")
+            lora = get_peft_model_state_dict(unet, adapter_name=ADAPTER)
+            tmp = out / "state.pt.tmp"
+            torch.save({"lora": lora, "opt": opt.state_dict(), "step": step, "config": info["config"]}, tmp)
+            os.replace(tmp, out / "state.pt")
+
+        end = cfg.steps if until is None else min(until, cfg.steps)
+        per = cfg.batch_size // procs
+        mine = slice(accelerator.process_index * per, (accelerator.process_index + 1) * per)
+        if main:
+            (out / "finetune_config.json").write_text(json.dumps(info, indent=2))
+            logs = _open_logs(out, start)
+            if start == 0:
+                validate(0)
+        bar = tqdm(range(start, end), initial=start, total=cfg.steps, desc="finetune", disable=not (progress and main))
+        for step in bar:
+            idx, t, noise, drop = (x[mine] for x in _step_draws(cfg, step, len(train), latents.shape[1:], T))
+            pred, target = predict(model, train[idx], t.to(dev), noise.to(dev), drop)
+            loss = F.mse_loss(pred, target)
+            accelerator.backward(loss)
+            if cfg.max_grad_norm:
+                accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            loss = accelerator.reduce(loss.detach(), "mean").item()  # the global batch's loss
+            bar.set_postfix(loss=f"{loss:.4f}")
+            done = step + 1
+            if main:
+                logs["loss.csv"][1].writerow([done, f"{loss:.5f}"])
+                if (cfg.validate_every and done % cfg.validate_every == 0) or done == cfg.steps:
+                    validate(done)
+                if done % cfg.checkpoint_every == 0 or done == end:
+                    checkpoint(done)
+            accelerator.wait_for_everyone()
+        if main:
+            for f, _ in logs.values():
+                f.close()
+            if end == cfg.steps:
+                save_adapter(pipe, out)
+        accelerator.wait_for_everyone()
+    finally:
+        unet.unload_lora()
+        for name, p in unet.named_parameters():
+            p.requires_grad_(trainable[name])
+    return out

@@ -1,0 +1,437 @@
+"""Build MI-TUNE's fine-tuning set: N candidates per prompt, keep the top-k by MI.
+
+Two steps, two kinds of folder:
+
+* :func:`build_pool` samples N candidates per prompt with CFG (:func:`~minitune.sampling.sample_with_mi`)
+  and stores every one: PNG image, trajectory MI, seed and, for the Shapes world, the oracle's
+  verdict; optionally an orthogonal re-noising MI and the latents with the prompt embeddings.
+* :func:`select` picks k candidates per prompt from a pool: by MI (the method), at random or by the
+  oracle (the controls), so that all sets of an experiment are selections of the same candidates.
+
+Both are Hugging Face ``imagefolder`` datasets, readable by ``datasets.load_dataset("imagefolder",
+data_dir=...)`` and by diffusers' training scripts: PNG files next to ``metadata.jsonl`` (one record
+per image: ``file_name``, ``text``, ``mi``, ``seed``, ...; a set adds ``rank``, the place within its
+prompt by the selection key), plus ``manifest.json`` with every parameter and count.
+
+Resumable and atomic. A folder's manifest is written first, and a rerun with other parameters is
+refused rather than mixed in. The pool is sampled in chunks of prompts; a prompt is done once its
+record file is written, after its images. Every file goes to a temporary name in its folder and is
+then renamed (``os.replace``), so an interrupted build leaves whole files only, and ``metadata.jsonl``,
+written last, marks a complete folder. A rerun continues where the last one stopped and ends with the
+same files, byte for byte, as an uninterrupted run (PNG encoding stores pixels only, no timestamps).
+
+Pool layout::
+
+    manifest.json                parameters, counts and the prompt list
+    00003_001.png                candidate 1 of prompt 3
+    records/00003.json           the records of prompt 3 (its done-marker)
+    latents/00003.safetensors    optional: "latents" [N, ...] and the prompt's UNet conditioning
+    metadata.jsonl               all records, in prompt and candidate order
+
+A set holds its selected PNGs (same names), ``metadata.jsonl`` ordered by prompt then rank, and,
+when the pool kept latents, ``latents.safetensors`` with one row per metadata line.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from pathlib import Path
+
+import torch
+from PIL import Image
+from safetensors.torch import load as load_tensors
+from safetensors.torch import save as save_tensors
+from tqdm.auto import tqdm
+
+from .sampling import sample_with_mi
+from .toy import world
+
+SELECTORS = ("mi", "mi_renoise", "random", "oracle")
+_POOL_PARAMS = ("model", "pipeline", "n_candidates", "guidance_scale", "num_inference_steps", "seed",
+                "renoise_samples", "keep_latents", "oracle")
+_PARTIAL = ".partial"
+_SELECTION_KEY = {
+    "mi": lambda r: r["mi"],
+    "mi_renoise": lambda r: r["mi_renoise"],
+    "oracle": lambda r: (r["soft"], r["strict"]),
+}
+
+
+# --------------------------------------------------------------------------- prompts
+
+
+def read_prompts(path) -> list[str]:
+    """Prompts from a text file, one per line (blank lines are skipped)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Prompt file {path} does not exist; give a text file with one prompt per line.")
+    prompts = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    if not prompts:
+        raise ValueError(f"Prompt file {path} is empty; put one prompt per line.")
+    return prompts
+
+
+def train_prompts(n: int, seed: int = 0) -> list[str]:
+    """n distinct Shapes-world training prompts, the categories taking turns (seeded)."""
+    total = len(world.prompts("train"))
+    if not 1 <= n <= total:
+        raise ValueError(f"n_prompts must lie in 1..{total} (the Shapes world's training prompts), got {n}.")
+    gen = torch.Generator().manual_seed(seed)
+    queues = []
+    for category in world.CATEGORIES:
+        pool = world.prompts("train", category)
+        queues.append([pool[i] for i in torch.randperm(len(pool), generator=gen).tolist()])
+    out = []
+    while len(out) < n:
+        out += [q.pop() for q in queues if q][: n - len(out)]
+    return out
+
+
+# --------------------------------------------------------------------------- files and folders
+
+
+def _write(path: Path, data: bytes | str) -> None:
+    """Write a file atomically: to a temporary name in the same folder, then rename it."""
+    tmp = path.with_name(f".{path.name}{_PARTIAL}")
+    tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+    os.replace(tmp, path)
+
+
+def _png(image) -> bytes:
+    """PNG bytes of one uint8 [H, W, 3] image; the same pixels always give the same bytes."""
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _jsonl(records: list[dict]) -> str:
+    return "".join(json.dumps(r) + "\n" for r in records)
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ValueError(f"{path} is not valid JSON, so its folder is corrupt; rebuild it into a new folder.") from None
+
+
+def _read_manifest(folder: Path) -> dict:
+    path = folder / "manifest.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{folder} has no manifest.json, so it is not a pool or set made by minitune; "
+                                "check the path.")
+    manifest = _read_json(path)
+    if not isinstance(manifest, dict) or manifest.get("kind") not in ("pool", "set") or "n_images" not in manifest:
+        raise ValueError(f"{path} is not a minitune pool or set manifest; check the path or rebuild into a new folder.")
+    return manifest
+
+
+def _check_folder(folder: Path, manifest: dict) -> None:
+    """Refuse a folder that holds another build, or files minitune did not write (nothing is overwritten)."""
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"Output folder {folder} is a file; choose a folder path.")
+    if (folder / "manifest.json").is_file():
+        old = _read_manifest(folder)
+        diff = [k for k in dict.fromkeys([*old, *manifest]) if old.get(k) != manifest.get(k)]
+        if diff:
+            shown = ", ".join("the prompt list" if k == "prompts" else f"{k} {old.get(k)!r} (now {manifest.get(k)!r})"
+                              for k in diff)
+            raise ValueError(f"{folder} holds a {old['kind']} built with other parameters ({shown}); rerun with the "
+                             "same parameters to resume it, or choose another output folder.")
+    elif folder.is_dir() and any(not p.name.endswith(_PARTIAL) for p in folder.iterdir()):
+        raise ValueError(f"Output folder {folder} is not empty and was not made by minitune; "
+                         "choose a new or empty folder so that nothing in it is overwritten.")
+
+
+def _claim(folder: Path, manifest: dict) -> None:
+    """Create `folder` (or reopen it to resume), drop leftovers of an interrupted write, write its manifest."""
+    _check_folder(folder, manifest)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        for leftover in folder.rglob(f".*{_PARTIAL}"):
+            leftover.unlink()
+        _write(folder / "manifest.json", json.dumps(manifest, indent=1) + "\n")
+    except OSError as e:
+        raise ValueError(f"Cannot write to output folder {folder} ({e.strerror or e}); choose a writable folder.") from None
+
+
+def load_records(folder) -> tuple[dict, list[dict]]:
+    """The manifest and the metadata records of a complete pool or set, with every file it lists checked."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"There is no folder {folder}; build it first (minitune build, or build_pool/select).")
+    manifest = _read_manifest(folder)
+    meta = folder / "metadata.jsonl"
+    if not meta.is_file():
+        raise ValueError(f"{folder} is incomplete (no metadata.jsonl) because its build was interrupted; "
+                         "rerun it with the same parameters to finish it.")
+    required = {"file_name", "text", "mi", "seed", "prompt_index", "candidate"}
+    required |= {"rank"} if manifest["kind"] == "set" else set()
+    required |= {"mi_renoise"} if manifest.get("renoise_samples") else set()
+    required |= {"strict", "soft"} if manifest.get("oracle") else set()
+    records = []
+    for number, line in enumerate(meta.read_text().splitlines(), 1):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            record = None
+        if not isinstance(record, dict) or not required <= record.keys():
+            raise ValueError(f"Line {number} of {meta} is not a complete record (needs {', '.join(sorted(required))}); "
+                             "the folder is corrupt, rebuild it into a new folder.")
+        records.append(record)
+    if len(records) != manifest["n_images"]:
+        raise ValueError(f"{meta} has {len(records)} records but the manifest announces {manifest['n_images']}; "
+                         "the folder is corrupt, rebuild it into a new folder.")
+    files = [r["file_name"] for r in records]
+    if manifest.get("keep_latents"):
+        files += ["latents.safetensors"] if manifest["kind"] == "set" else \
+            [f"latents/{i:05d}.safetensors" for i in sorted({r["prompt_index"] for r in records})]
+    missing = [f for f in files if not (folder / f).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{folder} lists {missing[0]} ({len(missing)} missing file(s) in all); "
+                                "rerun its build with the same parameters to restore them.")
+    return manifest, records
+
+
+def pool_complete(folder) -> bool:
+    """Whether `folder` holds a finished pool (a manifest of kind "pool" and its metadata.jsonl)."""
+    folder = Path(folder)
+    try:
+        return _read_manifest(folder)["kind"] == "pool" and (folder / "metadata.jsonl").is_file()
+    except (FileNotFoundError, ValueError):
+        return False
+
+
+# --------------------------------------------------------------------------- the candidate pool
+
+
+def _pool_manifest(pipe, prompts, *, n_candidates, guidance_scale, num_inference_steps, seed, batch_size,
+                   renoise_samples, keep_latents, model) -> dict:
+    """Check every argument (all prompts included) and return the pool's manifest."""
+    from .toy.pipeline import ShapesPipeline
+
+    prompts = list(prompts)
+    if not prompts:
+        raise ValueError("No prompts to build from: give at least one prompt.")
+    for name, value, low in (("n_candidates", n_candidates, 1), ("num_inference_steps", num_inference_steps, 1),
+                             ("batch_size", batch_size, 1), ("seed", seed, 0), ("renoise_samples", renoise_samples, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{name} must be an integer of at least {low}, got {value!r}.")
+    if renoise_samples == 1:
+        raise ValueError("renoise_samples must be 0 (off) or at least 2 (the estimator needs two draws per stratum).")
+    seen = set()
+    for p in prompts:
+        if p in seen:
+            raise ValueError(f"The prompt {p!r} is listed twice; give each prompt once "
+                             "(a repeat would only repeat its candidates, which share one seed sequence).")
+        seen.add(p)
+    oracle = isinstance(pipe, ShapesPipeline)
+    if oracle:
+        for p in prompts:
+            world.parse(p)
+    return {
+        "kind": "pool",
+        "model": str(model or getattr(pipe, "name_or_path", None) or type(pipe).__name__),
+        "pipeline": type(pipe).__name__,
+        "n_candidates": n_candidates, "guidance_scale": float(guidance_scale),
+        "num_inference_steps": num_inference_steps, "seed": seed, "renoise_samples": renoise_samples,
+        "keep_latents": bool(keep_latents), "oracle": oracle,
+        "n_prompts": len(prompts), "n_images": len(prompts) * n_candidates, "prompts": prompts,
+    }
+
+
+def _prompt_done(folder: Path, i: int, manifest: dict) -> bool:
+    files = [f"records/{i:05d}.json"] + [f"{i:05d}_{k:03d}.png" for k in range(manifest["n_candidates"])]
+    files += [f"latents/{i:05d}.safetensors"] if manifest["keep_latents"] else []
+    return all((folder / f).is_file() for f in files)
+
+
+def _renoise(den, conds, cands, n_samples: int, batch_size: int) -> list[float]:
+    """Orthogonal re-noising MI of every candidate, each drawn from its own generator (seed + 1)."""
+    from .mi import alphas_cumprod_of, renoise_mi
+
+    ab = alphas_cumprod_of(den.scheduler)
+    prompt_of_row = torch.arange(len(conds)).repeat_interleave(cands.n_per_prompt)
+    out = []
+    for start in range(0, len(prompt_of_row), batch_size):
+        rows = slice(start, start + batch_size)
+        gens = [torch.Generator(den.device).manual_seed(s + 1) for s in cands.seeds[rows]]
+        pair = den.eps_pair(conds.take(prompt_of_row[rows]))
+        est, _ = renoise_mi(pair, cands.latents[rows].to(den.device), ab, n_samples=n_samples, generator=gens,
+                            form="orthogonal", batch_size=batch_size)
+        out += est.cpu().tolist()
+    return out
+
+
+def _conditioning(conds, j: int) -> dict:
+    """The UNet inputs of prompt j: prompt_embeds, negative_prompt_embeds and any added conditioning."""
+    one = conds.take(torch.tensor([j]))
+    tensors = {"prompt_embeds": one.cond, "negative_prompt_embeds": one.uncond, **one.added_cond,
+               **{f"negative_{k}": v for k, v in one.added_uncond.items()}}
+    return {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+
+
+def _fill_pool(pipe, folder: Path, manifest: dict, batch_size: int, progress: bool) -> None:
+    """Sample the prompts that are not done yet, chunk by chunk, then write metadata.jsonl."""
+    from .denoisers import denoiser_for
+
+    prompts, n = manifest["prompts"], manifest["n_candidates"]
+    for sub in ("records", "latents") if manifest["keep_latents"] else ("records",):
+        (folder / sub).mkdir(exist_ok=True)
+    todo = [i for i in range(len(prompts)) if not _prompt_done(folder, i, manifest)]
+    per_chunk = max(1, batch_size // n)
+    den = denoiser_for(pipe)
+    bar = tqdm(total=len(prompts), initial=len(prompts) - len(todo), desc="pool", unit="prompt", disable=not progress)
+    for start in range(0, len(todo), per_chunk):
+        chunk = todo[start : start + per_chunk]
+        texts = [prompts[i] for i in chunk]
+        cands = sample_with_mi(pipe, texts, n, guidance_scale=manifest["guidance_scale"],
+                               num_inference_steps=manifest["num_inference_steps"], seed=manifest["seed"],
+                               batch_size=batch_size, progress=False)
+        records = [{"file_name": f"{i:05d}_{k:03d}.png", "text": prompts[i], "prompt_index": i, "candidate": k,
+                    "seed": cands.seeds[r], "mi": float(cands.mi[r])}
+                   for r, (i, k) in enumerate((i, k) for i in chunk for k in range(n))]
+        conds = den.encode(texts) if manifest["renoise_samples"] or manifest["keep_latents"] else None
+        if manifest["renoise_samples"]:
+            for record, value in zip(records, _renoise(den, conds, cands, manifest["renoise_samples"], batch_size)):
+                record["mi_renoise"] = value
+        if manifest["oracle"]:
+            for record, verdict in zip(records, world.evaluate(cands.images, cands.prompts).records):
+                record.update(strict=verdict["strict"], soft=verdict["soft"], well_formed=verdict["well_formed"])
+        pixels = world.to_uint8(cands.images)
+        for j, i in enumerate(chunk):
+            rows = slice(j * n, (j + 1) * n)
+            for record, image in zip(records[rows], pixels[rows]):
+                _write(folder / record["file_name"], _png(image))
+            if manifest["keep_latents"]:
+                latents = {"latents": cands.latents[rows].contiguous(), **_conditioning(conds, j)}
+                _write(folder / "latents" / f"{i:05d}.safetensors", save_tensors(latents))
+            _write(folder / "records" / f"{i:05d}.json", json.dumps(records[rows], indent=1) + "\n")
+            bar.update()
+    bar.close()
+    records = [r for i in range(len(prompts)) for r in _read_json(folder / "records" / f"{i:05d}.json")]
+    _write(folder / "metadata.jsonl", _jsonl(records))
+
+
+def build_pool(pipe, prompts: list[str], out_dir, n_candidates: int = 16, *, guidance_scale: float = 4.0,
+               num_inference_steps: int = 25, seed: int = 0, batch_size: int = 64, renoise_samples: int = 0,
+               keep_latents: bool = False, model: str | None = None, progress: bool = True) -> Path:
+    """Sample `n_candidates` per prompt with CFG and store every one in the pool folder `out_dir`.
+
+    Any pipeline :func:`~minitune.denoisers.denoiser_for` supports; images are what the pipeline
+    outputs (for latent models, decoded by the VAE). Candidate k of a prompt has the seed
+    :func:`~minitune.sampling.candidate_seed` ``(seed, prompt, k)``. For a Shapes pipeline every prompt is
+    checked against the world's grammar before anything is sampled, and each record gets the oracle's
+    ``strict``, ``soft`` and ``well_formed``. ``renoise_samples > 0`` adds ``mi_renoise``, the orthogonal
+    re-noising MI (:func:`~minitune.mi.renoise_mi`) with a generator seeded by the candidate's seed + 1.
+    ``keep_latents`` stores the latents and prompt embeddings per prompt in safetensors. ``batch_size``
+    bounds the images per network call (a chunk is ``batch_size // n_candidates`` prompts, at least one);
+    keep it when resuming. ``model`` names the model in the manifest (default: the pipeline's path or
+    class). Rerun with the same arguments to resume an interrupted build.
+    """
+    manifest = _pool_manifest(pipe, prompts, n_candidates=n_candidates, guidance_scale=guidance_scale,
+                              num_inference_steps=num_inference_steps, seed=seed, batch_size=batch_size,
+                              renoise_samples=renoise_samples, keep_latents=keep_latents, model=model)
+    folder = Path(out_dir)
+    _claim(folder, manifest)
+    _fill_pool(pipe, folder, manifest, batch_size, progress)
+    return folder
+
+
+# --------------------------------------------------------------------------- sets selected from a pool
+
+
+def _set_manifest(pool: dict, pool_dir: Path, out_dir: Path, k: int, by: str, seed: int) -> dict:
+    """Check the selection against the pool and return the set's manifest."""
+    if by not in SELECTORS:
+        raise ValueError(f"Unknown selector {by!r}: use one of {', '.join(SELECTORS)}.")
+    n = pool["n_candidates"]
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= n:
+        raise ValueError(f"top-k must be an integer from 1 to the {n} candidates per prompt, got {k!r}.")
+    if by == "mi_renoise" and not pool["renoise_samples"]:
+        raise ValueError("The pool has no re-noising MI; build it with renoise_samples of at least 2 "
+                         "to select by mi_renoise.")
+    if by == "oracle" and not pool["oracle"]:
+        raise ValueError(f"The oracle selector needs a Shapes-world pool, and this one comes from {pool['pipeline']}.")
+    return {
+        "kind": "set", "selector": by, "k": k, **({"selection_seed": seed} if by == "random" else {}),
+        "pool": os.path.relpath(pool_dir.resolve(), out_dir.resolve()), **{p: pool[p] for p in _POOL_PARAMS},
+        "n_prompts": pool["n_prompts"], "n_images": pool["n_prompts"] * k,
+    }
+
+
+def _ranked(records: list[dict], by: str, seed: int) -> list[list[dict]]:
+    """Each prompt's candidates, best first by the selector (ties keep candidate order)."""
+    groups: dict[int, list[dict]] = {}
+    for record in sorted(records, key=lambda r: (r["prompt_index"], r["candidate"])):
+        groups.setdefault(record["prompt_index"], []).append(record)
+    if by == "random":
+        gen = torch.Generator().manual_seed(seed)
+        return [[g[j] for j in torch.randperm(len(g), generator=gen).tolist()] for g in groups.values()]
+    return [sorted(g, key=_SELECTION_KEY[by], reverse=True) for g in groups.values()]
+
+
+def select(pool_dir, out_dir, k: int, by: str = "mi", *, seed: int = 0, progress: bool = True) -> Path:
+    """Copy k candidates per prompt of a pool into the set folder `out_dir` and return it.
+
+    by: ``"mi"`` (top-k trajectory MI, the method), ``"mi_renoise"`` (top-k re-noising MI), ``"random"``
+    (a seeded random k, the no-filtering control) or ``"oracle"`` (Shapes world: top-k by the oracle's
+    soft then strict score, the perfect-reward upper bound). ``rank`` is the place within the prompt by
+    that key. The pool is checked completely before anything is written.
+    """
+    pool_dir, out_dir = Path(pool_dir), Path(out_dir)
+    pool, records = load_records(pool_dir)
+    if pool["kind"] != "pool":
+        raise ValueError(f"{pool_dir} is a set, not a pool; select from the pool folder it came from.")
+    if out_dir.resolve() == pool_dir.resolve():
+        raise ValueError("The set's output folder is the pool folder; choose another one.")
+    manifest = _set_manifest(pool, pool_dir, out_dir, k, by, seed)
+    _claim(out_dir, manifest)
+    rows, cache, tensors = [], {}, {}
+    chosen = [(rank, r) for group in _ranked(records, by, seed) for rank, r in enumerate(group[:k])]
+    for rank, record in tqdm(chosen, desc=f"{by} set", unit="image", disable=not progress):
+        _write(out_dir / record["file_name"], (pool_dir / record["file_name"]).read_bytes())
+        head = {"file_name": record["file_name"], "text": record["text"], "mi": record["mi"], "seed": record["seed"],
+                "rank": rank}
+        rows.append({**head, **{key: v for key, v in record.items() if key not in head}})
+        if pool["keep_latents"]:
+            i = record["prompt_index"]
+            if i not in cache:
+                cache = {i: load_tensors((pool_dir / "latents" / f"{i:05d}.safetensors").read_bytes())}
+            for name, value in cache[i].items():
+                tensors.setdefault(name, []).append(value[record["candidate"]] if name == "latents" else value[0])
+    if pool["keep_latents"]:
+        _write(out_dir / "latents.safetensors", save_tensors({name: torch.stack(v) for name, v in tensors.items()}))
+    _write(out_dir / "metadata.jsonl", _jsonl(rows))
+    return out_dir
+
+
+def build(pipe, prompts: list[str], output_dir, n_candidates: int = 16, top_k: int = 1, *, selectors=("mi",),
+          guidance_scale: float = 4.0, num_inference_steps: int = 25, seed: int = 0, batch_size: int = 64,
+          renoise_samples: int = 0, keep_latents: bool = False, model: str | None = None,
+          progress: bool = True) -> dict[str, Path]:
+    """The MI-TUNE data step: the pool in ``output_dir/pool`` and one top-k set per selector in
+    ``output_dir/<selector>``; returns their paths by name ("pool", "mi", ...).
+
+    Every argument is checked and every folder claimed before the first candidate is sampled, so a
+    mistake costs no sampling and overwrites nothing. See :func:`build_pool` and :func:`select`;
+    ``seed`` also seeds the random selector. Rerun with the same arguments to resume.
+    """
+    out = Path(output_dir)
+    pool = _pool_manifest(pipe, prompts, n_candidates=n_candidates, guidance_scale=guidance_scale,
+                          num_inference_steps=num_inference_steps, seed=seed, batch_size=batch_size,
+                          renoise_samples=renoise_samples, keep_latents=keep_latents, model=model)
+    folders = {"pool": (out / "pool", pool)}
+    for by in dict.fromkeys(selectors):
+        folders[by] = (out / by, _set_manifest(pool, out / "pool", out / by, top_k, by, seed))
+    for folder, manifest in folders.values():
+        _check_folder(folder, manifest)
+    for folder, manifest in folders.values():
+        _claim(folder, manifest)
+    _fill_pool(pipe, out / "pool", pool, batch_size, progress)
+    for by in folders:
+        if by != "pool":
+            select(out / "pool", out / by, top_k, by, seed=seed, progress=progress)
+    return {name: folder for name, (folder, _) in folders.items()}
