@@ -40,11 +40,11 @@ class ExperimentConfig:
     rounds: int = 1  # self-training rounds: generate → filter → fine-tune from the previous adapter
     rank: int = 8
     alpha: float = 8.0
-    finetune_steps: int = 300
+    finetune_steps: int = 250
     finetune_batch: int = 32
     lr: float = 1e-3
     eval_per_category: int = 40  # held-out test prompts per category
-    eval_images: int = 4  # images per test prompt
+    eval_images: int = 2  # images per test prompt (same seeds for every model)
     cfg_sweep: tuple[float, ...] = (2.0, 7.0)  # extra CFG scales for the base model
     seed: int = 0
     batch_size: int = 64
