@@ -29,8 +29,9 @@ $(VENV)/.installed: pyproject.toml
 test: setup
 	$(BIN)/pytest -q --durations=15
 
+# The README's main job: base → candidate pool → MI / random / oracle sets → LoRA → evaluation.
 experiment: setup
-	$(BIN)/minitune toy-eval --output-dir $(OUT)/base-eval
+	$(BIN)/minitune experiment --preset full --output-dir $(OUT)/experiment
 
 # Execute the notebooks that changed (or whose package changed) since their executed copy.
 notebooks: $(EXECUTED_NOTEBOOKS)
