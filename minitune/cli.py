@@ -289,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("notebook", help="the notebook; it writes results.json into its output_dir parameter")
     p.add_argument("--param", action="append", default=[], metavar="NAME=V1,V2,...",
                    help="values of one notebook parameter (repeatable: the grid is the product); lists in brackets, "
-                        "e.g. guidance_scales=[1.0],[3.0],[6.0]")
+                        "quoted for the shell, e.g. 'guidance_scales=[1.0],[3.0],[6.0]'")
     p.add_argument("--output-dir", required=True, help="gets one folder per run, sweep.md, sweep.csv and sweep.png")
     p.add_argument("--metric", help="the results column to plot (default: strict, else the first numeric column)")
     p.add_argument("--x", help="the column on the x axis (default: the first swept parameter)")

@@ -1,13 +1,13 @@
 """Run a notebook over a grid of parameters with papermill and collect one table and one figure.
 
-``minitune sweep notebooks/06_cfg_tradeoff.ipynb --param guidance_scales=[1.0],[3.0],[6.0] --output-dir DIR``
+``minitune sweep notebooks/06_cfg_tradeoff.ipynb --param 'guidance_scales=[1.0],[3.0],[6.0]' --output-dir DIR``
 
 Each ``--param name=v1,v2,...`` lists the values of one parameter of the notebook's ``parameters``
 cell; several ``--param`` options span their product (a single value fixes a parameter). Values are
 split on the commas outside brackets and read as JSON or Python literals (``3``, ``1.5``, ``[1.0, 3.0]``,
-``true``), anything else as a string (``toy``). Every combination runs in its own folder
-``DIR/<index>-<name>-<value>...`` with the notebook's ``output_dir`` set to that folder; the executed
-notebook is kept there.
+``true``), anything else as a string (``toy``); quote an argument with brackets, which some shells
+would otherwise expand. Every combination runs in its own folder ``DIR/<index>-<name>-<value>...``
+with the notebook's ``output_dir`` set to that folder; the executed notebook is kept there.
 
 A sweepable notebook writes ``results.json`` into its ``output_dir``: a list of flat rows (one per
 setting it measured) or one flat object. The sweep joins every run's rows, prefixed by the run's
