@@ -144,14 +144,31 @@ def run_experiment(output_dir, cfg: ExperimentConfig = PRESETS["full"], *, model
         res.save(path)
         results[name] = res
 
-    return _report(out, cfg, results, timings)
+    return _report(out, cfg, results, timings, _set_quality(out, cfg, arms))
+
+
+def _set_quality(out: Path, cfg: ExperimentConfig, arms) -> dict:
+    """The oracle's verdict on what each arm fine-tunes on: {"round r": {arm name: means}} (pool = all candidates)."""
+    from .selection import load_records
+
+    quality = {}
+    for r in range(1, cfg.rounds + 1):
+        rdir = out / f"round{r}"
+        folders = ({"pool (all candidates)": rdir / "pool"} if r == 1 else {}) | {ARM_NAMES[a]: rdir / a / "set" for a in arms}
+        rows = {}
+        for name, folder in folders.items():
+            records = load_records(folder)[1]
+            rows[name] = {k: float(np.mean([rec[k] for rec in records])) for k in ("strict", "soft", "well_formed", "mi")}
+            rows[name]["images"] = len(records)
+        quality[f"round {r}"] = rows
+    return quality
 
 
 def _slug(name: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
 
 
-def _report(out: Path, cfg: ExperimentConfig, results: dict[str, EvalResult], timings: dict) -> dict:
+def _report(out: Path, cfg: ExperimentConfig, results: dict[str, EvalResult], timings: dict, sets: dict) -> dict:
     from .plotting import plot_category_bars, plot_model_grid
 
     main = {k: v for k, v in results.items() if "CFG" not in k}
@@ -162,14 +179,19 @@ def _report(out: Path, cfg: ExperimentConfig, results: dict[str, EvalResult], ti
     gap = strict[ARM_NAMES["oracle"]] - strict["base"]
     closed = {ARM_NAMES[a]: (strict[ARM_NAMES[a]] - strict["base"]) / gap if gap > 0 else float("nan")
               for a in cfg.selectors}
-    data = {"config": asdict(cfg), "timings": timings, "summaries": summaries, "closed_fraction": closed}
+    data = {"config": asdict(cfg), "timings": timings, "summaries": summaries, "closed_fraction": closed, "sets": sets}
     _write_json(out / "results.json", data)
     md = (f"# MI-TUNE in the Shapes world\n\n{len(results['base'].per_prompt('strict'))} held-out test prompts × "
           f"{cfg.eval_images} images, CFG {cfg.guidance_scale:g}, {cfg.steps} steps; pool of {cfg.n_prompts} training "
           f"prompts × {cfg.candidates} candidates, top {cfg.top_k}; LoRA rank {cfg.rank}, {cfg.finetune_steps} steps, "
           f"{cfg.rounds} round(s).\n\n## Strict alignment % (95 % CI over prompts)\n\n"
           f"{comparison_table(main, 'strict', 'base')}\n\n## Soft alignment %\n\n{comparison_table(main, 'soft', 'base')}\n\n"
-          f"## CFG sweep of the base model (strict %)\n\n"
+          "## What each arm fine-tunes on (the oracle's verdict on the selected training candidates)\n\n"
+          + "".join(f"{r}:\n\n| set | images | strict % | soft % | well-formed % | mean trajectory MI |\n|---|---:|---:|---:|---:|---:|\n"
+                    + "".join(f"| {k} | {v['images']} | {100 * v['strict']:.1f} | {100 * v['soft']:.1f} | "
+                              f"{100 * v['well_formed']:.1f} | {v['mi']:.1f} |\n" for k, v in rows.items()) + "\n"
+                    for r, rows in sets.items())
+          + f"## CFG sweep of the base model (strict %)\n\n"
           f"{comparison_table({k: v for k, v in results.items() if k == 'base' or 'CFG' in k}, 'strict', 'base')}\n\n"
           + "".join(f"{k} closes {100 * v:.0f} % of the strict-alignment distance from the base to oracle top-k.\n"
                     for k, v in closed.items()))
