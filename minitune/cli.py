@@ -111,6 +111,9 @@ def cmd_evaluate(args):
     from .plotting import save_grid
 
     prompts = _prompts(args)
+    if args.lora and not (Path(args.lora) / "pytorch_lora_weights.safetensors").is_file():
+        raise FileNotFoundError(f"No LoRA adapter in {args.lora}: the folder must hold pytorch_lora_weights.safetensors "
+                                "(made by `minitune finetune`).")
     pipe = _pipe(args)
     if args.lora:
         pipe.load_lora_weights(args.lora)

@@ -8,7 +8,7 @@ def test_help_lists_subcommands(capsys):
         main(["--help"])
     assert e.value.code == 0
     out = capsys.readouterr().out
-    for cmd in ("toy-train", "toy-ship", "toy-eval", "mi"):
+    for cmd in ("toy-train", "toy-ship", "toy-eval", "mi", "evaluate", "experiment", "build", "finetune", "sweep"):
         assert cmd in out
 
 
@@ -30,3 +30,11 @@ def test_mi_ranks_candidates(capsys, tmp_path):
     ranks = [line.split() for line in out.splitlines() if line.strip()[:1].isdigit()]
     mis = [float(r[1]) for r in ranks]
     assert len(mis) == 3 and mis == sorted(mis, reverse=True)
+
+
+def test_evaluate_writes_its_table_and_refuses_a_missing_adapter(capsys, tmp_path):
+    args = ["evaluate", "--prompt", "one cyan square", "--n-per-prompt", "2", "--steps", "2"]
+    assert main(args + ["--lora", str(tmp_path / "nowhere")]) == 2
+    assert "No LoRA adapter" in capsys.readouterr().err
+    assert main(args + ["--output-dir", str(tmp_path)]) == 0
+    assert "| base |" in capsys.readouterr().out and (tmp_path / "eval.json").is_file()
