@@ -161,7 +161,7 @@ def comparison_table(results: dict[str, EvalResult], metric: str = "strict", bas
     baseline = baseline or next(iter(results))
     base = results[baseline]
     cats = base.categories()
-    head = f"| model | " + " | ".join(cats) + f" | Δ all vs {baseline} (95 % CI) | well-formed % | diversity | MI |"
+    head = "| model | " + " | ".join(cats) + f" | Δ all vs {baseline} (95 % CI) | well-formed % | diversity | MI |"
     lines = [head, "|---|" + "---:|" * (len(cats) + 4)]
     for name, res in results.items():
         s = res.summary()

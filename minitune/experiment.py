@@ -1,7 +1,7 @@
 """The whole MI-TUNE experiment in the Shapes world, with its honest controls.
 
-    base model ─► candidate pool (N per training prompt, MI recorded) ─► three sets of k per prompt:
-                  MI top-k · random-k (no filtering) · oracle top-k (perfect reward, upper bound)
+    base model ─► candidate pool (N per training prompt, MI recorded) ─► sets of k per prompt, all from that pool:
+                  MI top-k (paper MI and/or re-noising MI) · random-k (no filtering) · oracle top-k (upper bound)
               ─► a LoRA adapter fine-tuned on each set (optionally several self-training rounds)
               ─► every model judged on the held-out test prompts, same seeds, plus a CFG sweep of the base
 
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
