@@ -10,7 +10,6 @@ logged losses; they should agree to float rounding (goal: max weight difference 
 """
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -19,18 +18,8 @@ import time
 from pathlib import Path
 
 import torch
-from PIL import Image
 
-from minitune.toy import world
-
-
-def write_set(folder: Path, n: int) -> None:
-    folder.mkdir(parents=True)
-    prompts = world.sample_prompts("train", n, seed=0)
-    with (folder / "metadata.jsonl").open("w") as f:
-        for i, (p, a) in enumerate(zip(prompts, world.to_uint8(world.render_batch(prompts, range(n))))):
-            Image.fromarray(a).save(folder / f"{i:04d}.png")
-            f.write(json.dumps({"file_name": f"{i:04d}.png", "text": p, "mi": 0.0, "seed": i, "rank": 0}) + "\n")
+from finetune_speed import write_set  # the same rendered set as the speed benchmark
 
 
 def worker(args):
