@@ -149,6 +149,9 @@ def cmd_build(args):
     from .selection import build, load_records, read_prompts, train_prompts
     from .toy import world
 
+    if not 1 <= args.top_k <= args.candidates:  # before the model loads
+        raise ValueError(f"top-k must be an integer from 1 to the {args.candidates} candidates per prompt, "
+                         f"got {args.top_k}.")
     prompts = read_prompts(args.prompts) if args.prompts else train_prompts(args.n_prompts, seed=args.seed)
     for p in prompts:
         world.parse(p)

@@ -231,3 +231,5 @@ def test_cli_build(tmp_path, capsys):
         err = capsys.readouterr().err  # (model loading may draw progress bars before the error)
         assert err.splitlines()[-1].startswith("minitune build: error: ") and needle in err.splitlines()[-1]
         assert "Traceback" not in err
+        if bad[0] == "--top-k":  # checked before the model loads: nothing else on stderr
+            assert err.count("\n") == 1, err
