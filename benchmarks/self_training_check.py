@@ -1,0 +1,157 @@
+"""Is it the fine-tuning step or the fine-tuning data? Self-training checks on training-split prompts.
+
+    python benchmarks/self_training_check.py [--prompts 64] [--dev 64] [--candidates 8] [--out runs/self_training]
+
+In the full experiment every arm, the oracle's included, loses alignment and well-formedness. This
+script separates the two suspects without touching the test prompts. Training-split prompts are
+split into a fine-tuning group and a disjoint dev group. With the full experiment's LoRA settings,
+the shipped model is fine-tuned on k images per fine-tuning prompt taken from:
+
+- ``renders``: ground-truth renders of the prompts (perfect data: tests the fine-tuning step itself);
+- ``oracle top-k (CFG g)``: the oracle's best k of the model's own N candidates sampled with CFG g
+  (the best data self-training can select), for the experiment's CFG and for CFG 1 (no guidance);
+- ``random-k (CFG g)``: a random k of the same CFG-g pool.
+
+It prints what each set holds (the oracle's verdict, the coloured area and the base model's
+denoising loss on it) and how the base and every adapter do on the dev prompts (strict alignment
+with the paired change vs the base, soft, well-formed, coloured area, mean trajectory MI).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from minitune.evaluate import EvalResult, comparison_table, evaluate_pipeline
+from minitune.experiment import PRESETS
+from minitune.finetune import WEIGHTS_NAME, finetune
+from minitune.selection import build_pool, pool_complete, select, train_prompts
+from minitune.toy import world
+from minitune.toy.pipeline import load_pipeline
+
+
+def judge(images, prompts) -> dict:
+    """The oracle's scores plus the coloured area (pixels) of each image."""
+    ev = world.evaluate(images, list(prompts))
+    return {k: np.array([r[k] for r in ev.records], float) for k in ("strict", "soft", "well_formed", "area")}
+
+
+def render_set(prompts: list[str], k: int, folder: Path, seed: int) -> Path:
+    """An imagefolder of k ground-truth renders per prompt."""
+    if (folder / "metadata.jsonl").exists():
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for i, p in enumerate(p for p in prompts for _ in range(k)):
+        Image.fromarray(world.render(p, seed + i)).save(folder / f"{i:05d}.png")
+        lines.append(json.dumps({"file_name": f"{i:05d}.png", "text": p, "seed": seed + i}))
+    tmp = folder / "metadata.jsonl.tmp"
+    tmp.write_text("\n".join(lines) + "\n")
+    tmp.replace(folder / "metadata.jsonl")
+    return folder
+
+
+def set_row(folder: Path, lora: Path) -> dict:
+    """The oracle's verdict on a set's images and the base model's held-out loss on it (step 0 of the run)."""
+    meta = [json.loads(line) for line in (folder / "metadata.jsonl").read_text().splitlines() if line.strip()]
+    images = np.stack([np.asarray(Image.open(folder / m["file_name"]).convert("RGB")) for m in meta])
+    scores = judge(world.to_tensor(images), [m["text"] for m in meta])
+    val = list(csv.reader((lora / "validation.csv").open()))
+    return {"images": len(meta), **{k: float(v.mean()) for k, v in scores.items()}, "base_loss": float(val[1][1])}
+
+
+ARMS = ("renders", "oracle", "random", "oracle-cfg1")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--prompts", type=int, default=64, help="training-split prompts to fine-tune on")
+    ap.add_argument("--dev", type=int, default=64, help="other training-split prompts to judge on (the same "
+                    "prompts whatever --prompts is)")
+    ap.add_argument("--candidates", type=int, default=8, help="N candidates per prompt in each pool")
+    ap.add_argument("--images", type=int, default=2, help="images per dev prompt")
+    ap.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated, from {', '.join(ARMS)}")
+    ap.add_argument("--steps", type=int, help="fine-tuning steps (default: the full experiment's)")
+    ap.add_argument("--lr", type=float, help="fine-tuning learning rate (default: the full experiment's)")
+    ap.add_argument("--out", default="runs/self_training")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    arms = args.arms.split(",")
+    if set(arms) - set(ARMS):
+        ap.error(f"unknown arm(s) {', '.join(sorted(set(arms) - set(ARMS)))}: use {', '.join(ARMS)}.")
+    cfg = replace(PRESETS["full"], n_prompts=args.prompts, candidates=args.candidates, seed=args.seed)
+    cfg = replace(cfg, finetune_steps=args.steps or cfg.finetune_steps, lr=args.lr or cfg.lr)
+    out = Path(args.out)
+    t_start = time.time()
+    prompts = train_prompts(args.dev + args.prompts, seed=cfg.seed)
+    dev, train = prompts[: args.dev], prompts[args.dev :]
+
+    sets = {}
+    if "renders" in arms:
+        sets["renders"] = render_set(train, cfg.top_k, out / "renders" / "set", seed=10_000 * (cfg.seed + 1))
+    for arm in ("oracle", "random", "oracle-cfg1"):
+        if arm not in arms:
+            continue
+        g = 1.0 if arm == "oracle-cfg1" else cfg.guidance_scale
+        pool = out / f"pool-cfg{g:g}"
+        if not pool_complete(pool):
+            build_pool(load_pipeline(), train, pool, cfg.candidates, guidance_scale=g, num_inference_steps=cfg.steps,
+                       seed=cfg.seed, batch_size=cfg.batch_size)
+        by = arm.split("-")[0]
+        folder = out / f"{by}-cfg{g:g}" / "set"
+        if not (folder / "manifest.json").exists():
+            select(pool, folder, cfg.top_k, by=by, seed=cfg.seed)
+        sets[f"{'oracle top-k' if by == 'oracle' else 'random-k'} (CFG {g:g})"] = folder
+
+    adapters = {}
+    for name, folder in sets.items():
+        lora = folder.parent / "lora"
+        if not (lora / WEIGHTS_NAME).exists():
+            finetune(load_pipeline(), folder, lora, rank=cfg.rank, alpha=cfg.alpha, steps=cfg.finetune_steps,
+                     batch_size=cfg.finetune_batch, lr=cfg.lr, prompt_dropout=cfg.prompt_dropout, seed=cfg.seed,
+                     sample_prompts=0)
+        adapters[name] = lora
+
+    results = {}
+    (out / "eval").mkdir(parents=True, exist_ok=True)
+    for name, lora in {"base": None, **adapters}.items():
+        path = out / "eval" / f"{name.replace(' ', '_').replace('(', '').replace(')', '')}.json"
+        if not path.exists():
+            pipe = load_pipeline()
+            if lora is not None:
+                pipe.load_lora_weights(lora)
+            res, _ = evaluate_pipeline(pipe, dev, args.images, guidance_scale=cfg.guidance_scale,
+                                       num_inference_steps=cfg.steps, seed=cfg.seed + 1000, batch_size=cfg.batch_size,
+                                       scorers={"oracle": judge})
+            res.save(path)
+        results[name] = EvalResult.load(path)
+
+    print(f"{args.prompts} training-split prompts to fine-tune on (k = {cfg.top_k} per prompt; pools of N = "
+          f"{args.candidates}, {cfg.steps} steps), {args.dev} other training-split "
+          f"prompts × {args.images} images to judge on; LoRA rank {cfg.rank}, {cfg.finetune_steps} steps of batch "
+          f"{cfg.finetune_batch}, lr {cfg.lr:g}, prompt dropout {cfg.prompt_dropout:g}; seed {cfg.seed}; "
+          f"{(time.time() - t_start) / 60:.1f} min.\n")
+    print("What each set holds (base loss: the shipped model's ε-prediction loss on the set's held-out images)\n")
+    print("| set | images | strict % | soft % | well-formed % | coloured px | base loss |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for name, folder in sets.items():
+        r = set_row(folder, adapters[name])
+        print(f"| {name} | {r['images']} | {100 * r['strict']:.1f} | {100 * r['soft']:.1f} | "
+              f"{100 * r['well_formed']:.1f} | {r['area']:.0f} | {r['base_loss']:.4f} |")
+    print(f"\nOn the dev prompts (strict % with 95 % CI over prompts)\n\n{comparison_table(results, 'strict', 'base')}\n")
+    print("| model | soft % | coloured px |")
+    print("|---|---:|---:|")
+    for name, res in results.items():
+        s = res.summary()["all"]
+        print(f"| {name} | {100 * s['soft']:.1f} | {s['area']:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
