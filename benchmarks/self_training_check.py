@@ -1,6 +1,7 @@
 """Is it the fine-tuning step or the fine-tuning data? Self-training checks on training-split prompts.
 
-    python benchmarks/self_training_check.py [--prompts 64] [--dev 64] [--candidates 8] [--out runs/self_training]
+    python benchmarks/self_training_check.py [--prompts 64] [--dev 64] [--candidates 8] [--arms ...]
+                                             [--steps S] [--lr LR] [--checkpoints 25,75] [--out runs/self_training]
 
 In the full experiment every arm, the oracle's included, loses alignment and well-formedness. This
 script separates the two suspects without touching the test prompts. Training-split prompts are
@@ -14,7 +15,9 @@ the shipped model is fine-tuned on k images per fine-tuning prompt taken from:
 
 It prints what each set holds (the oracle's verdict, the coloured area and the base model's
 denoising loss on it) and how the base and every adapter do on the dev prompts (strict alignment
-with the paired change vs the base, soft, well-formed, coloured area, mean trajectory MI).
+with the paired change vs the base, soft, well-formed, coloured area, mean trajectory MI);
+``--checkpoints`` also judges the adapters part-way through their training (a dose-response).
+Every stage is skipped when its result is already in ``--out``.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -80,14 +84,19 @@ def main(argv=None):
     ap.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated, from {', '.join(ARMS)}")
     ap.add_argument("--steps", type=int, help="fine-tuning steps (default: the full experiment's)")
     ap.add_argument("--lr", type=float, help="fine-tuning learning rate (default: the full experiment's)")
+    ap.add_argument("--checkpoints", default="", help="also judge the adapters after these steps, e.g. 25,50,100 "
+                    "(a dose-response: does a lighter touch help?)")
     ap.add_argument("--out", default="runs/self_training")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     arms = args.arms.split(",")
+    doses = sorted({int(x) for x in args.checkpoints.split(",") if x})
     if set(arms) - set(ARMS):
         ap.error(f"unknown arm(s) {', '.join(sorted(set(arms) - set(ARMS)))}: use {', '.join(ARMS)}.")
     cfg = replace(PRESETS["full"], n_prompts=args.prompts, candidates=args.candidates, seed=args.seed)
     cfg = replace(cfg, finetune_steps=args.steps or cfg.finetune_steps, lr=args.lr or cfg.lr)
+    if any(not 0 < d < cfg.finetune_steps for d in doses):
+        ap.error(f"--checkpoints must lie between 1 and {cfg.finetune_steps - 1} (the fine-tuning steps).")
     out = Path(args.out)
     t_start = time.time()
     prompts = train_prompts(args.dev + args.prompts, seed=cfg.seed)
@@ -116,13 +125,18 @@ def main(argv=None):
         if not (lora / WEIGHTS_NAME).exists():
             finetune(load_pipeline(), folder, lora, rank=cfg.rank, alpha=cfg.alpha, steps=cfg.finetune_steps,
                      batch_size=cfg.finetune_batch, lr=cfg.lr, prompt_dropout=cfg.prompt_dropout, seed=cfg.seed,
-                     sample_prompts=0)
+                     sample_prompts=0, checkpoint_every=math.gcd(cfg.finetune_steps, *doses))
         adapters[name] = lora
+
+    models = {"base": None}
+    for name, lora in adapters.items():
+        models.update({f"{name} @ {d} steps": lora / f"checkpoint-{d}" for d in doses})
+        models[name + (f" @ {cfg.finetune_steps} steps" if doses else "")] = lora
 
     results = {}
     (out / "eval").mkdir(parents=True, exist_ok=True)
-    for name, lora in {"base": None, **adapters}.items():
-        path = out / "eval" / f"{name.replace(' ', '_').replace('(', '').replace(')', '')}.json"
+    for name, lora in models.items():
+        path = out / "eval" / f"{name.replace(' ', '_').replace('(', '').replace(')', '').replace('@_', '')}.json"
         if not path.exists():
             pipe = load_pipeline()
             if lora is not None:
