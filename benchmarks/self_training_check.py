@@ -11,7 +11,10 @@ the shipped model is fine-tuned on k images per fine-tuning prompt taken from:
 - ``renders``: ground-truth renders of the prompts (perfect data: tests the fine-tuning step itself);
 - ``oracle top-k (CFG g)``: the oracle's best k of the model's own N candidates sampled with CFG g
   (the best data self-training can select), for the experiment's CFG and for CFG 1 (no guidance);
-- ``random-k (CFG g)``: a random k of the same CFG-g pool.
+- ``random-k (CFG g)``: a random k of the same CFG-g pool;
+- ``perfect own (CFG g)``: only the own candidates the oracle finds strictly aligned and well formed
+  (up to k per prompt; prompts without one contribute nothing): is it what the images show or how
+  they are drawn?
 
 It prints what each set holds (the oracle's verdict, the coloured area and the base model's
 denoising loss on it) and how the base and every adapter do on the dev prompts (strict alignment
@@ -36,7 +39,7 @@ from PIL import Image
 from minitune.evaluate import EvalResult, comparison_table, evaluate_pipeline
 from minitune.experiment import PRESETS
 from minitune.finetune import WEIGHTS_NAME, finetune
-from minitune.selection import build_pool, pool_complete, select, train_prompts
+from minitune.selection import build_pool, load_records, pool_complete, select, train_prompts
 from minitune.toy import world
 from minitune.toy.pipeline import load_pipeline
 
@@ -62,6 +65,23 @@ def render_set(prompts: list[str], k: int, folder: Path, seed: int) -> Path:
     return folder
 
 
+def perfect_set(pool: Path, k: int, folder: Path) -> Path:
+    """An imagefolder of up to k pool candidates per prompt that are strictly aligned and well formed."""
+    if (folder / "metadata.jsonl").exists():
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    taken, lines = {}, []
+    for r in load_records(pool)[1]:
+        if r["strict"] == 1 and r["well_formed"] == 1 and taken.get(r["text"], 0) < k:
+            taken[r["text"]] = taken.get(r["text"], 0) + 1
+            (folder / r["file_name"]).write_bytes((pool / r["file_name"]).read_bytes())
+            lines.append(json.dumps({"file_name": r["file_name"], "text": r["text"], "mi": r["mi"], "seed": r["seed"]}))
+    tmp = folder / "metadata.jsonl.tmp"
+    tmp.write_text("\n".join(lines) + "\n")
+    tmp.replace(folder / "metadata.jsonl")
+    return folder
+
+
 def set_row(folder: Path, lora: Path) -> dict:
     """The oracle's verdict on a set's images and the base model's held-out loss on it (step 0 of the run)."""
     meta = [json.loads(line) for line in (folder / "metadata.jsonl").read_text().splitlines() if line.strip()]
@@ -71,7 +91,7 @@ def set_row(folder: Path, lora: Path) -> dict:
     return {"images": len(meta), **{k: float(v.mean()) for k, v in scores.items()}, "base_loss": float(val[1][1])}
 
 
-ARMS = ("renders", "oracle", "random", "oracle-cfg1")
+ARMS = ("renders", "oracle", "random", "oracle-cfg1", "perfect")
 
 
 def main(argv=None):
@@ -105,7 +125,7 @@ def main(argv=None):
     sets = {}
     if "renders" in arms:
         sets["renders"] = render_set(train, cfg.top_k, out / "renders" / "set", seed=10_000 * (cfg.seed + 1))
-    for arm in ("oracle", "random", "oracle-cfg1"):
+    for arm in ("oracle", "random", "oracle-cfg1", "perfect"):
         if arm not in arms:
             continue
         g = 1.0 if arm == "oracle-cfg1" else cfg.guidance_scale
@@ -115,6 +135,9 @@ def main(argv=None):
                        seed=cfg.seed, batch_size=cfg.batch_size)
         by = arm.split("-")[0]
         folder = out / f"{by}-cfg{g:g}" / "set"
+        if by == "perfect":
+            sets[f"perfect own (CFG {g:g})"] = perfect_set(pool, cfg.top_k, folder)
+            continue
         if not (folder / "manifest.json").exists():
             select(pool, folder, cfg.top_k, by=by, seed=cfg.seed)
         sets[f"{'oracle top-k' if by == 'oracle' else 'random-k'} (CFG {g:g})"] = folder
