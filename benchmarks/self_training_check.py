@@ -106,6 +106,7 @@ def main(argv=None):
     ap.add_argument("--lr", type=float, help="fine-tuning learning rate (default: the full experiment's)")
     ap.add_argument("--checkpoints", default="", help="also judge the adapters after these steps, e.g. 25,50,100 "
                     "(a dose-response: does a lighter touch help?)")
+    ap.add_argument("--model", help="a Shapes pipeline folder (save_pretrained) to start from instead of the shipped model")
     ap.add_argument("--out", default="runs/self_training")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
@@ -131,7 +132,7 @@ def main(argv=None):
         g = 1.0 if arm == "oracle-cfg1" else cfg.guidance_scale
         pool = out / f"pool-cfg{g:g}"
         if not pool_complete(pool):
-            build_pool(load_pipeline(), train, pool, cfg.candidates, guidance_scale=g, num_inference_steps=cfg.steps,
+            build_pool(load_pipeline(args.model), train, pool, cfg.candidates, guidance_scale=g, num_inference_steps=cfg.steps,
                        seed=cfg.seed, batch_size=cfg.batch_size)
         by = arm.split("-")[0]
         folder = out / f"{by}-cfg{g:g}" / "set"
@@ -146,7 +147,7 @@ def main(argv=None):
     for name, folder in sets.items():
         lora = folder.parent / "lora"
         if not (lora / WEIGHTS_NAME).exists():
-            finetune(load_pipeline(), folder, lora, rank=cfg.rank, alpha=cfg.alpha, steps=cfg.finetune_steps,
+            finetune(load_pipeline(args.model), folder, lora, rank=cfg.rank, alpha=cfg.alpha, steps=cfg.finetune_steps,
                      batch_size=cfg.finetune_batch, lr=cfg.lr, prompt_dropout=cfg.prompt_dropout, seed=cfg.seed,
                      sample_prompts=0, checkpoint_every=math.gcd(cfg.finetune_steps, *doses))
         adapters[name] = lora
@@ -161,7 +162,7 @@ def main(argv=None):
     for name, lora in models.items():
         path = out / "eval" / f"{name.replace(' ', '_').replace('(', '').replace(')', '').replace('@_', '')}.json"
         if not path.exists():
-            pipe = load_pipeline()
+            pipe = load_pipeline(args.model)
             if lora is not None:
                 pipe.load_lora_weights(lora)
             res, _ = evaluate_pipeline(pipe, dev, args.images, guidance_scale=cfg.guidance_scale,
@@ -174,8 +175,9 @@ def main(argv=None):
           f"{args.candidates}, {cfg.steps} steps), {args.dev} other training-split "
           f"prompts × {args.images} images to judge on; LoRA rank {cfg.rank}, {cfg.finetune_steps} steps of batch "
           f"{cfg.finetune_batch}, lr {cfg.lr:g}, prompt dropout {cfg.prompt_dropout:g}; seed {cfg.seed}; "
+          f"model {args.model or 'shipped'}; "
           f"{(time.time() - t_start) / 60:.1f} min.\n")
-    print("What each set holds (base loss: the shipped model's ε-prediction loss on the set's held-out images)\n")
+    print("What each set holds (base loss: the starting model's ε-prediction loss on the set's held-out images)\n")
     print("| set | images | strict % | soft % | well-formed % | coloured px | base loss |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for name, folder in sets.items():
