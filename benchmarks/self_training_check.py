@@ -1,12 +1,14 @@
 """Is it the fine-tuning step or the fine-tuning data? Self-training checks on training-split prompts.
 
     python benchmarks/self_training_check.py [--prompts 64] [--dev 64] [--candidates 8] [--arms ...]
-                                             [--steps S] [--lr LR] [--checkpoints 25,75] [--out runs/self_training]
+                                             [--steps S] [--lr LR] [--checkpoints 25,75] [--model DIR]
+                                             [--out runs/self_training]
 
 In the full experiment every arm, the oracle's included, loses alignment and well-formedness. This
 script separates the two suspects without touching the test prompts. Training-split prompts are
 split into a fine-tuning group and a disjoint dev group. With the full experiment's LoRA settings,
-the shipped model is fine-tuned on k images per fine-tuning prompt taken from:
+the shipped model (or ``--model``, a saved Shapes pipeline) is fine-tuned on k images per
+fine-tuning prompt taken from:
 
 - ``renders``: ground-truth renders of the prompts (perfect data: tests the fine-tuning step itself);
 - ``oracle top-k (CFG g)``: the oracle's best k of the model's own N candidates sampled with CFG g
@@ -16,8 +18,8 @@ the shipped model is fine-tuned on k images per fine-tuning prompt taken from:
   (up to k per prompt; prompts without one contribute nothing): is it what the images show or how
   they are drawn?
 
-It prints what each set holds (the oracle's verdict, the coloured area and the base model's
-denoising loss on it) and how the base and every adapter do on the dev prompts (strict alignment
+It prints what each set holds (the oracle's verdict, the coloured area and the starting
+model's denoising loss on it) and how the base and every adapter do on the dev prompts (strict alignment
 with the paired change vs the base, soft, well-formed, coloured area, mean trajectory MI);
 ``--checkpoints`` also judges the adapters part-way through their training (a dose-response).
 Every stage is skipped when its result is already in ``--out``.
