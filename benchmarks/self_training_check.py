@@ -89,8 +89,9 @@ def set_row(folder: Path, lora: Path) -> dict:
     meta = [json.loads(line) for line in (folder / "metadata.jsonl").read_text().splitlines() if line.strip()]
     images = np.stack([np.asarray(Image.open(folder / m["file_name"]).convert("RGB")) for m in meta])
     scores = judge(world.to_tensor(images), [m["text"] for m in meta])
-    val = list(csv.reader((lora / "validation.csv").open()))
-    return {"images": len(meta), **{k: float(v.mean()) for k, v in scores.items()}, "base_loss": float(val[1][1])}
+    val = list(csv.reader((lora / "validation.csv").open()))[1:]  # no rows when the set is too small to hold some out
+    return {"images": len(meta), **{k: float(v.mean()) for k, v in scores.items()},
+            "base_loss": float(val[0][1]) if val else float("nan")}
 
 
 ARMS = ("renders", "oracle", "random", "oracle-cfg1", "perfect")
@@ -139,7 +140,11 @@ def main(argv=None):
         by = arm.split("-")[0]
         folder = out / f"{by}-cfg{g:g}" / "set"
         if by == "perfect":
-            sets[f"perfect own (CFG {g:g})"] = perfect_set(pool, cfg.top_k, folder)
+            folder = perfect_set(pool, cfg.top_k, folder)
+            if (folder / "metadata.jsonl").read_text().strip():
+                sets[f"perfect own (CFG {g:g})"] = folder
+            else:
+                print(f"No candidate in {pool} is strictly aligned and well formed: the perfect arm is skipped.")
             continue
         if not (folder / "manifest.json").exists():
             select(pool, folder, cfg.top_k, by=by, seed=cfg.seed)
