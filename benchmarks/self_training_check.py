@@ -40,7 +40,7 @@ from PIL import Image
 
 from minitune.evaluate import EvalResult, comparison_table, evaluate_pipeline
 from minitune.experiment import PRESETS
-from minitune.finetune import WEIGHTS_NAME, finetune
+from minitune.finetune import WEIGHTS_NAME, finetune, load_finetune_set
 from minitune.selection import build_pool, load_records, pool_complete, select, train_prompts
 from minitune.toy import world
 from minitune.toy.pipeline import load_pipeline
@@ -52,19 +52,24 @@ def judge(images, prompts) -> dict:
     return {k: np.array([r[k] for r in ev.records], float) for k in ("strict", "soft", "well_formed", "area")}
 
 
+def _finish(folder: Path, records: list[dict]) -> Path:
+    """Write metadata.jsonl last and atomically: its presence marks a complete set."""
+    tmp = folder / "metadata.jsonl.tmp"
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
+    tmp.replace(folder / "metadata.jsonl")
+    return folder
+
+
 def render_set(prompts: list[str], k: int, folder: Path, seed: int) -> Path:
     """An imagefolder of k ground-truth renders per prompt."""
     if (folder / "metadata.jsonl").exists():
         return folder
     folder.mkdir(parents=True, exist_ok=True)
-    lines = []
+    records = []
     for i, p in enumerate(p for p in prompts for _ in range(k)):
         Image.fromarray(world.render(p, seed + i)).save(folder / f"{i:05d}.png")
-        lines.append(json.dumps({"file_name": f"{i:05d}.png", "text": p, "seed": seed + i}))
-    tmp = folder / "metadata.jsonl.tmp"
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(folder / "metadata.jsonl")
-    return folder
+        records.append({"file_name": f"{i:05d}.png", "text": p, "seed": seed + i})
+    return _finish(folder, records)
 
 
 def perfect_set(pool: Path, k: int, folder: Path) -> Path:
@@ -72,25 +77,21 @@ def perfect_set(pool: Path, k: int, folder: Path) -> Path:
     if (folder / "metadata.jsonl").exists():
         return folder
     folder.mkdir(parents=True, exist_ok=True)
-    taken, lines = {}, []
+    taken, records = {}, []
     for r in load_records(pool)[1]:
         if r["strict"] == 1 and r["well_formed"] == 1 and taken.get(r["text"], 0) < k:
             taken[r["text"]] = taken.get(r["text"], 0) + 1
             (folder / r["file_name"]).write_bytes((pool / r["file_name"]).read_bytes())
-            lines.append(json.dumps({"file_name": r["file_name"], "text": r["text"], "mi": r["mi"], "seed": r["seed"]}))
-    tmp = folder / "metadata.jsonl.tmp"
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(folder / "metadata.jsonl")
-    return folder
+            records.append({key: r[key] for key in ("file_name", "text", "mi", "seed")})
+    return _finish(folder, records)
 
 
 def set_row(folder: Path, lora: Path) -> dict:
-    """The oracle's verdict on a set's images and the base model's held-out loss on it (step 0 of the run)."""
-    meta = [json.loads(line) for line in (folder / "metadata.jsonl").read_text().splitlines() if line.strip()]
-    images = np.stack([np.asarray(Image.open(folder / m["file_name"]).convert("RGB")) for m in meta])
-    scores = judge(world.to_tensor(images), [m["text"] for m in meta])
+    """The oracle's verdict on a set's images and the starting model's held-out loss on it (step 0 of the run)."""
+    data = load_finetune_set(folder)
+    scores = judge(data.images, data.prompts)
     val = list(csv.reader((lora / "validation.csv").open()))[1:]  # no rows when the set is too small to hold some out
-    return {"images": len(meta), **{k: float(v.mean()) for k, v in scores.items()},
+    return {"images": len(data.prompts), **{k: float(v.mean()) for k, v in scores.items()},
             "base_loss": float(val[0][1]) if val else float("nan")}
 
 

@@ -108,11 +108,12 @@ def cmd_mi(args):
 
 def cmd_evaluate(args):
     from .evaluate import comparison_table, evaluate_pipeline
+    from .finetune import WEIGHTS_NAME
     from .plotting import save_grid
 
     prompts = _prompts(args)
-    if args.lora and not (Path(args.lora) / "pytorch_lora_weights.safetensors").is_file():
-        raise FileNotFoundError(f"No LoRA adapter in {args.lora}: the folder must hold pytorch_lora_weights.safetensors "
+    if args.lora and not (Path(args.lora) / WEIGHTS_NAME).is_file():
+        raise FileNotFoundError(f"No LoRA adapter in {args.lora}: the folder must hold {WEIGHTS_NAME} "
                                 "(made by `minitune finetune`).")
     pipe = _pipe(args)
     if args.lora:
@@ -146,12 +147,10 @@ def cmd_experiment(args):
 
 
 def cmd_build(args):
-    from .selection import build, load_records, read_prompts, train_prompts
+    from .selection import build, check_top_k, load_records, read_prompts, train_prompts
     from .toy import world
 
-    if not 1 <= args.top_k <= args.candidates:  # before the model loads
-        raise ValueError(f"top-k must be an integer from 1 to the {args.candidates} candidates per prompt, "
-                         f"got {args.top_k}.")
+    check_top_k(args.top_k, args.candidates)  # before the model loads
     prompts = read_prompts(args.prompts) if args.prompts else train_prompts(args.n_prompts, seed=args.seed)
     for p in prompts:
         world.parse(p)

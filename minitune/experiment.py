@@ -60,7 +60,6 @@ PRESETS = {
 }
 
 CONTROLS = ("random", "oracle")
-LORA_FILE = "pytorch_lora_weights.safetensors"
 ARM_NAMES = {"mi": "MI-TUNE (paper MI)", "mi_renoise": "MI-TUNE (re-noise MI)", "random": "random-k", "oracle": "oracle top-k"}
 
 
@@ -73,7 +72,7 @@ def _write_json(path: Path, data) -> None:
 def run_experiment(output_dir, cfg: ExperimentConfig = PRESETS["full"], *, model=None, device: str = "auto",
                    progress: bool = True) -> dict:
     """Run (or continue) the experiment in `output_dir`; returns the content of ``results.json``."""
-    from .finetune import finetune
+    from .finetune import WEIGHTS_NAME, finetune
     from .selection import build_pool, pool_complete, select, train_prompts
     from .toy.pipeline import load_pipeline
 
@@ -121,7 +120,7 @@ def run_experiment(output_dir, cfg: ExperimentConfig = PRESETS["full"], *, model
             set_dir, lora_dir = rdir / arm / "set", rdir / arm / "lora"
             if not (set_dir / "manifest.json").exists():
                 select(pools[arm], set_dir, cfg.top_k, by=arm, seed=cfg.seed)
-            if not (lora_dir / LORA_FILE).exists():
+            if not (lora_dir / WEIGHTS_NAME).exists():
                 timed(f"round{r}/finetune/{arm}", finetune, pipeline(), set_dir, lora_dir, rank=cfg.rank,
                       alpha=cfg.alpha, steps=cfg.finetune_steps, batch_size=cfg.finetune_batch, lr=cfg.lr,
                       prompt_dropout=cfg.prompt_dropout, seed=cfg.seed, init_adapter=adapters[arm] and str(adapters[arm]),

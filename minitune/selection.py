@@ -343,13 +343,17 @@ def build_pool(pipe, prompts: list[str], out_dir, n_candidates: int = 16, *, gui
 # --------------------------------------------------------------------------- sets selected from a pool
 
 
+def check_top_k(k, n_candidates: int) -> None:
+    """Raise the one-sentence error unless k is an integer from 1 to the number of candidates per prompt."""
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= n_candidates:
+        raise ValueError(f"top-k must be an integer from 1 to the {n_candidates} candidates per prompt, got {k!r}.")
+
+
 def _set_manifest(pool: dict, pool_dir: Path, out_dir: Path, k: int, by: str, seed: int) -> dict:
     """Check the selection against the pool and return the set's manifest."""
     if by not in SELECTORS:
         raise ValueError(f"Unknown selector {by!r}: use one of {', '.join(SELECTORS)}.")
-    n = pool["n_candidates"]
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= n:
-        raise ValueError(f"top-k must be an integer from 1 to the {n} candidates per prompt, got {k!r}.")
+    check_top_k(k, pool["n_candidates"])
     if by == "mi_renoise" and not pool["renoise_samples"]:
         raise ValueError("The pool has no re-noising MI; build it with renoise_samples of at least 2 "
                          "to select by mi_renoise.")
