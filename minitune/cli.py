@@ -39,7 +39,7 @@ def cmd_toy_train(args):
     from .toy.train import TrainConfig, train
 
     cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                      checkpoint_every=args.checkpoint_every)
+                      checkpoint_every=args.checkpoint_every, snr_gamma=args.snr_gamma)
     final = train(args.output_dir, cfg)
     print(f"pipeline saved to {final}")
 
@@ -218,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--checkpoint-every", type=int, default=250)
+    p.add_argument("--snr-gamma", type=float, help="Min-SNR-γ loss weighting (e.g. 5; default: plain ε-loss)")
     p.set_defaults(func=cmd_toy_train)
 
     p = sub.add_parser("toy-ship", help="copy a trained base model (with config and curve) into the package")

@@ -5,7 +5,7 @@ import torch
 
 from minitune.toy import world
 from minitune.toy.pipeline import ShapesPipeline, load_pipeline
-from minitune.toy.train import TrainConfig, train
+from minitune.toy.train import TrainConfig, loss_weights, train
 
 from conftest import PROMPTS
 
@@ -86,3 +86,25 @@ def test_training_on_with_more_steps(tmp_path):
     assert [r[0] for r in csv.reader(open(tmp_path / "loss.csv"))] == ["step", "1", "2", "3"]
     with pytest.raises(ValueError, match="only --steps may grow"):
         train(tmp_path, TrainConfig(**{**cfg.__dict__, "steps": 1}), progress=False)
+
+
+def test_min_snr_weights():
+    ab = torch.tensor([0.99, 5 / 6, 0.5, 0.01])  # SNR 99, 5, 1, ~0.0101
+    t = torch.arange(4)
+    assert torch.equal(loss_weights(ab, t, None), torch.ones(4))
+    w = loss_weights(ab, t, 5.0)
+    assert torch.allclose(w, torch.tensor([5 / 99, 1.0, 1.0, 1.0]), rtol=1e-5)
+
+
+def test_snr_gamma_trains_and_old_checkpoints_resume(tmp_path):
+    cfg = TrainConfig(steps=2, batch_size=2, checkpoint_every=1, width=32, channels=[16, 16, 16])
+    train(tmp_path / "plain", cfg, progress=False, until=1)
+    state = torch.load(tmp_path / "plain" / "last.pt", weights_only=False)
+    del state["config"]["snr_gamma"]  # a checkpoint from before the option existed
+    torch.save(state, tmp_path / "plain" / "last.pt")
+    assert train(tmp_path / "plain", cfg, progress=False).name == "pipeline-2"
+    weighted = TrainConfig(**{**cfg.__dict__, "snr_gamma": 5.0})
+    with pytest.raises(ValueError, match="another config"):
+        train(tmp_path / "plain", weighted, progress=False)
+    losses = [float(r[1]) for r in list(csv.reader(open(train(tmp_path / "w", weighted, progress=False).parent / "loss.csv")))[1:]]
+    assert len(losses) == 2 and all(0 < v < 10 for v in losses)
