@@ -7,7 +7,7 @@ encoder are trained jointly with the plain ε-prediction loss; ~10 % of prompts 
 the empty prompt so that classifier-free guidance works. With ``snr_gamma`` set, each sample's loss
 is weighted by min(SNR_t, γ)/SNR_t (Min-SNR-γ, Hang et al. 2023, as in diffusers' training
 examples): the nearly clean timesteps, where the ε-loss is easy and uninformative about layout,
-count ahead less, and training converges faster. An exponential moving average (EMA) of the
+count for less, and training converges faster. An exponential moving average (EMA) of the
 weights is what gets saved as the pipeline.
 """
 
