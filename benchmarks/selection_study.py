@@ -141,10 +141,13 @@ def main():
     t1 = time.time()
     rn = renoise_scores(pipe, cands, args.renoise_samples, args.seed) if args.renoise_samples > 0 else {}
     t_renoise = time.time() - t1
+    rho_line = ""
     if rn:
         signals["re-noise point-wise"] = rn["pointwise"]
         signals["re-noise orthogonal"] = rn["orthogonal"]
         signals["contrast vs edits"] = rn["contrast"]
+        rho = np.nanmean([spearmanr(a, b)[0] for a, b in zip(G(rn["pointwise"]).numpy(), G(signals["trajectory (paper)"]).numpy())])
+        rho_line = f"Within-prompt Spearman ρ between re-noising point-wise MI and trajectory MI: {rho:+.2f}\n"
     signals["trajectory / coloured area"] = signals["trajectory (paper)"] / np.maximum(area.reshape(-1), 1.0)
     rng = np.random.default_rng(args.seed)
     signals["random"] = rng.standard_normal(len(cands.prompts))
@@ -154,15 +157,13 @@ def main():
     rows = [summarise(k, G(v).numpy().astype(float), soft, strict, area, np.random.default_rng(args.seed)) for k, v in signals.items()]
     random_strict = next(r["top1_strict"] for r in rows if r["signal"] == "random")
     mean_strict = float(strict.mean())
-    rho_rt = (np.nanmean([spearmanr(a, b)[0] for a, b in zip(G(rn["pointwise"]).numpy(), G(signals["trajectory (paper)"]).numpy())])
-              if rn else None)
     report = (
         f"{len(prompts)} training-split prompts × {args.candidates} candidates, CFG {args.cfg}, {args.steps} DDPM steps, "
         f"re-noising with {args.renoise_samples} samples; seed {args.seed}. Sampling {t_sample:.0f} s, re-noising {t_renoise:.0f} s.\n"
         f"Mean strict score of all candidates: {100 * mean_strict:.1f} %; prompts with at least one strictly aligned "
         f"candidate: {100 * float(strict.max(1).mean()):.1f} %.\n\n"
         f"{table(rows, random_strict)}\n\n"
-        + (f"Within-prompt Spearman ρ between re-noising point-wise MI and trajectory MI: {rho_rt:+.2f}\n" if rn else "")
+        f"{rho_line}"
     )
     print(report)
     (out / "report.md").write_text(report)
