@@ -44,31 +44,19 @@ def renoise_scores(pipe, cands, n_samples, seed, chunk=64):
     den = denoiser_for(pipe)
     ab = M.alphas_cumprod_of(den.scheduler)
     uniq = sorted(set(cands.prompts))
-    edit_of = {p: list(world.edits(p).values()) for p in uniq}
-    texts = uniq + sorted({e for es in edit_of.values() for e in es})
-    index = {t: i for i, t in enumerate(texts)}
-    conds = den.encode(texts)
+    conds = den.encode(uniq)
     out = {"pointwise": [], "orthogonal": [], "contrast": []}
     n = len(cands.prompts)
     for s in tqdm(range(0, n, chunk), desc="re-noising"):
         rows = range(s, min(n, s + chunk))
-        x0 = cands.latents[s : s + len(rows)]
-
-        def run(prompts, form):
-            pair = den.eps_pair(conds.take(torch.tensor([index[p] for p in prompts])))
-            gens = [torch.Generator().manual_seed(seed + r) for r in rows]
-            return M.renoise_mi(pair, x0, ab, n_samples=n_samples, generator=gens, form=form)[0]
-
-        true = [cands.prompts[r] for r in rows]
-        pw = run(true, "pointwise")
-        out["pointwise"].append(pw)
-        out["orthogonal"].append(run(true, "orthogonal"))
-        best_edit = torch.full_like(pw, -float("inf"))
-        n_edits = max(len(edit_of[p]) for p in true)
-        for j in range(n_edits):
-            alt = [edit_of[p][j] if j < len(edit_of[p]) else p for p in true]
-            best_edit = torch.maximum(best_edit, torch.where(torch.tensor([j < len(edit_of[p]) for p in true]), run(alt, "pointwise"), best_edit))
-        out["contrast"].append(torch.where(torch.isinf(best_edit), torch.zeros_like(pw), pw - best_edit))
+        x0, prompts = cands.latents[s : s + len(rows)], cands.prompts[s : s + len(rows)]
+        contrast, pointwise = M.contrast_mi(den, x0, prompts, [list(world.edits(p).values()) for p in prompts],
+                                            seeds=[seed + r for r in rows], n_samples=n_samples, batch_size=None)
+        pair = den.eps_pair(conds.take(torch.tensor([uniq.index(p) for p in prompts])))
+        gens = [torch.Generator().manual_seed(seed + r) for r in rows]
+        out["orthogonal"].append(M.renoise_mi(pair, x0, ab, n_samples=n_samples, generator=gens, form="orthogonal")[0])
+        out["pointwise"].append(pointwise)
+        out["contrast"].append(contrast)
     return {k: torch.cat(v).numpy() for k, v in out.items()}
 
 

@@ -138,7 +138,8 @@ def cmd_experiment(args):
 
     cfg = PRESETS[args.preset]
     overrides = {k: v for k, v in (("selectors", args.selectors and tuple(args.selectors)), ("rounds", args.rounds),
-                                   ("renoise_samples", args.renoise_samples)) if v is not None}
+                                   ("renoise_samples", args.renoise_samples),
+                                   ("contrast_samples", args.contrast_samples)) if v is not None}
     t0 = time.time()
     run_experiment(args.output_dir, replace(cfg, **overrides), model=None if args.model == "toy" else args.model,
                    device=args.device)
@@ -157,7 +158,8 @@ def cmd_build(args):
     selectors = [args.selector] + (["random", "oracle"] if args.controls else [])
     paths = build(_pipe(args), prompts, args.output_dir, args.candidates, args.top_k, selectors=selectors,
                   guidance_scale=args.cfg, num_inference_steps=args.steps, seed=args.seed, batch_size=args.batch_size,
-                  renoise_samples=args.renoise_samples, keep_latents=args.keep_latents, model=args.model)
+                  renoise_samples=args.renoise_samples, contrast_samples=args.contrast_samples,
+                  keep_latents=args.keep_latents, model=args.model)
     print(f"{len(prompts)} prompts × {args.candidates} candidates, top-{args.top_k} per prompt; CFG {args.cfg}, "
           f"{args.steps} DDPM steps, seed {args.seed}\n")
     print("| folder | images | mean MI (nats) | strict % | soft % |\n|---|---:|---:|---:|---:|")
@@ -246,9 +248,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", choices=["tiny", "full"], default="full")
     p.add_argument("--output-dir", default="outputs/experiment")
     p.add_argument("--model", default="toy", help="'toy' (the shipped base model) or a saved Shapes pipeline folder")
-    p.add_argument("--selectors", nargs="+", choices=["mi", "mi_renoise"], help="MI signals, one fine-tuned arm each")
+    p.add_argument("--selectors", nargs="+", choices=["mi", "mi_renoise", "mi_contrast"],
+                   help="MI signals, one fine-tuned arm each")
     p.add_argument("--rounds", type=int, help="self-training rounds")
     p.add_argument("--renoise-samples", type=int, help="re-noising MI samples per candidate (needed by mi_renoise)")
+    p.add_argument("--contrast-samples", type=int, help="contrast MI samples per candidate and prompt (needed by mi_contrast)")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_experiment)
 
@@ -265,7 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--renoise-samples", type=int, default=0,
                    help="re-noising MI samples per candidate (0: off; the mi_renoise selector needs at least 2)")
-    p.add_argument("--selector", choices=["mi", "mi_renoise", "random", "oracle"], default="mi")
+    p.add_argument("--contrast-samples", type=int, default=0,
+                   help="contrast MI samples per candidate and prompt (0: off; the mi_contrast selector needs at least 2)")
+    p.add_argument("--selector", choices=["mi", "mi_renoise", "mi_contrast", "random", "oracle"], default="mi")
     p.add_argument("--controls", action="store_true", help="also write the random-k and oracle top-k sets of the same pool")
     p.add_argument("--keep-latents", action="store_true", help="also store latents and prompt embeddings (safetensors)")
     p.add_argument("--output-dir", default="runs/build", help="gets pool/ and one folder per selected set")

@@ -32,9 +32,11 @@ class ExperimentConfig:
     candidates: int = 16  # N
     top_k: int = 2  # k
     # MI signals that rank candidates, one fine-tuned arm each: "mi" (the paper's trajectory MI, the
-    # reference) and "mi_renoise" (re-noising orthogonal MI of the final image, renoise_samples > 0)
+    # reference), "mi_renoise" (re-noising orthogonal MI of the final image, renoise_samples > 0) and
+    # "mi_contrast" (point-wise MI under the prompt minus under its best near miss, contrast_samples > 0)
     selectors: tuple[str, ...] = ("mi", "mi_renoise")
     renoise_samples: int = 4
+    contrast_samples: int = 0
     guidance_scale: float = 4.0
     steps: int = 25
     rounds: int = 1  # self-training rounds: generate → filter → fine-tune from the previous adapter
@@ -60,7 +62,9 @@ PRESETS = {
 }
 
 CONTROLS = ("random", "oracle")
-ARM_NAMES = {"mi": "MI-TUNE (paper MI)", "mi_renoise": "MI-TUNE (re-noise MI)", "random": "random-k", "oracle": "oracle top-k"}
+SIGNALS = ("mi", "mi_renoise", "mi_contrast")
+ARM_NAMES = {"mi": "MI-TUNE (paper MI)", "mi_renoise": "MI-TUNE (re-noise MI)", "mi_contrast": "MI-TUNE (contrast MI)",
+             "random": "random-k", "oracle": "oracle top-k"}
 
 
 def _write_json(path: Path, data) -> None:
@@ -76,10 +80,11 @@ def run_experiment(output_dir, cfg: ExperimentConfig = PRESETS["full"], *, model
     from .selection import build_pool, pool_complete, select, train_prompts
     from .toy.pipeline import load_pipeline
 
-    if not cfg.selectors or set(cfg.selectors) - {"mi", "mi_renoise"}:
-        raise ValueError(f'selectors must be one or both of "mi" and "mi_renoise", got {cfg.selectors}.')
-    if "mi_renoise" in cfg.selectors and cfg.renoise_samples < 2:
-        raise ValueError("The mi_renoise selector needs renoise_samples ≥ 2 (re-noising MI per candidate).")
+    if not cfg.selectors or set(cfg.selectors) - set(SIGNALS):
+        raise ValueError(f"selectors must be one or more of {', '.join(SIGNALS)}, got {cfg.selectors}.")
+    for signal, samples in (("mi_renoise", cfg.renoise_samples), ("mi_contrast", cfg.contrast_samples)):
+        if signal in cfg.selectors and samples < 2:
+            raise ValueError(f"The {signal} selector needs {signal[3:]}_samples ≥ 2 (MI samples per candidate).")
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     settings = {"config": asdict(cfg), "model": str(model or "toy")}
@@ -107,7 +112,7 @@ def run_experiment(output_dir, cfg: ExperimentConfig = PRESETS["full"], *, model
     arms = (*cfg.selectors, *CONTROLS)
     adapters: dict[str, Path | None] = dict.fromkeys(arms)
     pool_args = dict(guidance_scale=cfg.guidance_scale, num_inference_steps=cfg.steps, batch_size=cfg.batch_size,
-                     renoise_samples=cfg.renoise_samples, progress=progress)
+                     renoise_samples=cfg.renoise_samples, contrast_samples=cfg.contrast_samples, progress=progress)
     for r in tqdm(range(1, cfg.rounds + 1), desc="rounds", disable=not progress or cfg.rounds == 1):
         rdir = out / f"round{r}"
         # round 1: one pool from the base model for every arm; later rounds: each arm samples its own model

@@ -92,7 +92,7 @@ def load_finetune_set(data_dir: str | os.PathLike) -> FinetuneSet:
             continue
         try:
             rec = json.loads(line)
-            name, text = rec["file_name"], rec["text"]
+            name, _ = rec["file_name"], rec["text"]
         except (json.JSONDecodeError, KeyError, TypeError):
             raise ValueError(f"{meta} line {i} is not a JSON object with file_name and text; "
                              f"rebuild the set.") from None

@@ -393,3 +393,46 @@ def renoise_mi_fn(denoiser, x0, *, n_samples: int = 32, seed: int = 0, form: str
         return cache[prompts]
 
     return mi_fn
+
+
+def contrast_mi(denoiser, x0, prompts: list[str], near_misses: list[list[str]], *, seeds: list[int],
+                n_samples: int = 16, batch_size: int | None = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """How much better its own prompt explains each image than the best of its near misses.
+
+    Returns ``(contrast, pointwise)``, both [B] in nats: ``pointwise`` is the unbiased re-noising MI
+    log p(x_b|y_b) − log p(x_b) (:func:`renoise_mi`), and ``contrast`` is
+    log p(x_b|y_b) − max_j log p(x_b|y'_bj) = pointwise − max_j MI(x_b, y'_bj). The log p(x) term cancels,
+    so whatever the unconditional model finds likely (e.g. more ink) does not count; only what tells
+    the prompt apart from ``near_misses[b]`` (other prompts that get one fact wrong, such as
+    :func:`minitune.toy.world.edits`) does. It is the log-likelihood ratio of a diffusion classifier
+    between the prompt and its closest rival.
+
+    Image b is re-noised with the generator seeded ``seeds[b]`` under every prompt, so the
+    differences are not Monte Carlo noise between draws, and its values do not depend on the rest of
+    the batch. Costs (1 + number of near misses) × ``n_samples`` ε-pair evaluations per image.
+    """
+    _check_x0(x0)
+    B = x0.shape[0]
+    if not (len(prompts) == len(near_misses) == len(seeds) == B):
+        raise ValueError(f"got {B} images, {len(prompts)} prompts, {len(near_misses)} near-miss lists and "
+                         f"{len(seeds)} seeds; pass one of each per image.")
+    for prompt, rivals in zip(prompts, near_misses):
+        if not rivals:
+            raise ValueError(f"the prompt {prompt!r} has no near-miss prompts to contrast with; give it at least one.")
+    texts = list(dict.fromkeys([*prompts, *(r for rivals in near_misses for r in rivals)]))
+    index = {t: i for i, t in enumerate(texts)}
+    conds = denoiser.encode(texts)
+    ab = alphas_cumprod_of(denoiser.scheduler)
+
+    def pointwise(rows: list[int], texts_of_rows: list[str]) -> torch.Tensor:
+        pair = denoiser.eps_pair(conds.take(torch.tensor([index[t] for t in texts_of_rows])))
+        gens = [torch.Generator(denoiser.device).manual_seed(seeds[b]) for b in rows]
+        return renoise_mi(pair, x0[rows], ab, n_samples=n_samples, generator=gens, form="pointwise",
+                          batch_size=batch_size)[0]
+
+    own = pointwise(list(range(B)), list(prompts))
+    best = torch.full_like(own, -float("inf"))
+    for j in range(max(len(r) for r in near_misses)):
+        rows = [b for b in range(B) if len(near_misses[b]) > j]
+        best[rows] = torch.maximum(best[rows], pointwise(rows, [near_misses[b][j] for b in rows]))
+    return own - best, own

@@ -4,8 +4,9 @@ Two steps, two kinds of folder:
 
 * :func:`build_pool` samples N candidates per prompt with CFG (:func:`~minitune.sampling.sample_with_mi`)
   and stores every one: PNG image, trajectory MI, seed and, for the Shapes world, the oracle's
-  verdict; optionally an orthogonal re-noising MI and the latents with the prompt embeddings.
-* :func:`select` picks k candidates per prompt from a pool: by MI (the method), at random or by the
+  verdict; optionally an orthogonal re-noising MI, a contrast of point-wise MI against near-miss
+  prompts, and the latents with the prompt embeddings.
+* :func:`select` picks k candidates per prompt from a pool: by an MI signal (the method), at random or by the
   oracle (the controls), so that all sets of an experiment are selections of the same candidates.
 
 Both are Hugging Face ``imagefolder`` datasets, readable by ``datasets.load_dataset("imagefolder",
@@ -48,13 +49,14 @@ from tqdm.auto import tqdm
 from .sampling import sample_with_mi
 from .toy import world
 
-SELECTORS = ("mi", "mi_renoise", "random", "oracle")
+SELECTORS = ("mi", "mi_renoise", "mi_contrast", "random", "oracle")
 _POOL_PARAMS = ("model", "pipeline", "n_candidates", "guidance_scale", "num_inference_steps", "seed",
-                "renoise_samples", "keep_latents", "oracle")
+                "renoise_samples", "contrast_samples", "keep_latents", "oracle")
 _PARTIAL = ".partial"
 _SELECTION_KEY = {
     "mi": lambda r: r["mi"],
     "mi_renoise": lambda r: r["mi_renoise"],
+    "mi_contrast": lambda r: r["mi_contrast"],
     "oracle": lambda r: (r["soft"], r["strict"]),
 }
 
@@ -170,6 +172,7 @@ def load_records(folder) -> tuple[dict, list[dict]]:
     required = {"file_name", "text", "mi", "seed", "prompt_index", "candidate"}
     required |= {"rank"} if manifest["kind"] == "set" else set()
     required |= {"mi_renoise"} if manifest.get("renoise_samples") else set()
+    required |= {"mi_contrast"} if manifest.get("contrast_samples") else set()
     required |= {"strict", "soft"} if manifest.get("oracle") else set()
     records = []
     for number, line in enumerate(meta.read_text().splitlines(), 1):
@@ -208,7 +211,7 @@ def pool_complete(folder) -> bool:
 
 
 def _pool_manifest(pipe, prompts, *, n_candidates, guidance_scale, num_inference_steps, seed, batch_size,
-                   renoise_samples, keep_latents, model) -> dict:
+                   renoise_samples, keep_latents, model, contrast_samples=0, near_misses=None) -> dict:
     """Check every argument (all prompts included) and return the pool's manifest."""
     from .toy.pipeline import ShapesPipeline
 
@@ -216,11 +219,13 @@ def _pool_manifest(pipe, prompts, *, n_candidates, guidance_scale, num_inference
     if not prompts:
         raise ValueError("No prompts to build from: give at least one prompt.")
     for name, value, low in (("n_candidates", n_candidates, 1), ("num_inference_steps", num_inference_steps, 1),
-                             ("batch_size", batch_size, 1), ("seed", seed, 0), ("renoise_samples", renoise_samples, 0)):
+                             ("batch_size", batch_size, 1), ("seed", seed, 0), ("renoise_samples", renoise_samples, 0),
+                             ("contrast_samples", contrast_samples, 0)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ValueError(f"{name} must be an integer of at least {low}, got {value!r}.")
-    if renoise_samples == 1:
-        raise ValueError("renoise_samples must be 0 (off) or at least 2 (the estimator needs two draws per stratum).")
+    for name, value in (("renoise_samples", renoise_samples), ("contrast_samples", contrast_samples)):
+        if value == 1:
+            raise ValueError(f"{name} must be 0 (off) or at least 2 (the estimator needs two draws per stratum).")
     seen = set()
     for p in prompts:
         if p in seen:
@@ -231,15 +236,32 @@ def _pool_manifest(pipe, prompts, *, n_candidates, guidance_scale, num_inference
     if oracle:
         for p in prompts:
             world.parse(p)
+    if contrast_samples:
+        near_misses = _near_misses(prompts, near_misses, oracle, type(pipe).__name__)
     return {
         "kind": "pool",
         "model": str(model or getattr(pipe, "name_or_path", None) or type(pipe).__name__),
         "pipeline": type(pipe).__name__,
         "n_candidates": n_candidates, "guidance_scale": float(guidance_scale),
         "num_inference_steps": num_inference_steps, "seed": seed, "renoise_samples": renoise_samples,
-        "keep_latents": bool(keep_latents), "oracle": oracle,
+        "contrast_samples": contrast_samples, "keep_latents": bool(keep_latents), "oracle": oracle,
         "n_prompts": len(prompts), "n_images": len(prompts) * n_candidates, "prompts": prompts,
+        "near_misses": near_misses if contrast_samples else None,
     }
+
+
+def _near_misses(prompts, given, shapes_world: bool, pipeline: str) -> dict[str, list[str]]:
+    """Each prompt's near misses for the contrast signal: given, or the Shapes world's edits."""
+    if given is None:
+        if not shapes_world:
+            raise ValueError(f"The contrast signal needs near-miss prompts, and a {pipeline} has no grammar to make "
+                             "them; pass near_misses={prompt: [prompts that get one fact wrong]}.")
+        given = {p: list(world.edits(p).values()) for p in prompts}
+    missing = [p for p in prompts if not isinstance(given.get(p), (list, tuple)) or not given[p]]
+    if missing:
+        raise ValueError(f"The prompt {missing[0]!r} has no near-miss prompts ({len(missing)} prompt(s) in all); "
+                         "give every prompt at least one.")
+    return {p: [str(q) for q in given[p]] for p in prompts}
 
 
 def _prompt_done(folder: Path, i: int, manifest: dict) -> bool:
@@ -262,6 +284,21 @@ def _renoise(den, conds, cands, n_samples: int, batch_size: int) -> list[float]:
         est, _ = renoise_mi(pair, cands.latents[rows].to(den.device), ab, n_samples=n_samples, generator=gens,
                             form="orthogonal", batch_size=batch_size)
         out += est.cpu().tolist()
+    return out
+
+
+def _contrast(den, texts, near_misses, cands, n_samples: int, batch_size: int) -> list[float]:
+    """Point-wise MI under each candidate's prompt minus the largest under its near misses (seed + 2)."""
+    from .mi import contrast_mi
+
+    prompts = [t for t in texts for _ in range(cands.n_per_prompt)]
+    out = []
+    for start in range(0, len(prompts), batch_size):
+        rows = slice(start, start + batch_size)
+        value, _ = contrast_mi(den, cands.latents[rows].to(den.device), prompts[rows],
+                               [near_misses[p] for p in prompts[rows]], seeds=[s + 2 for s in cands.seeds[rows]],
+                               n_samples=n_samples, batch_size=batch_size)
+        out += value.cpu().tolist()
     return out
 
 
@@ -297,6 +334,10 @@ def _fill_pool(pipe, folder: Path, manifest: dict, batch_size: int, progress: bo
         if manifest["renoise_samples"]:
             for record, value in zip(records, _renoise(den, conds, cands, manifest["renoise_samples"], batch_size)):
                 record["mi_renoise"] = value
+        if manifest["contrast_samples"]:
+            values = _contrast(den, texts, manifest["near_misses"], cands, manifest["contrast_samples"], batch_size)
+            for record, value in zip(records, values):
+                record["mi_contrast"] = value
         if manifest["oracle"]:
             for record, verdict in zip(records, world.evaluate(cands.images, cands.prompts).records):
                 record.update(strict=verdict["strict"], soft=verdict["soft"], well_formed=verdict["well_formed"])
@@ -317,6 +358,7 @@ def _fill_pool(pipe, folder: Path, manifest: dict, batch_size: int, progress: bo
 
 def build_pool(pipe, prompts: list[str], out_dir, n_candidates: int = 16, *, guidance_scale: float = 4.0,
                num_inference_steps: int = 25, seed: int = 0, batch_size: int = 64, renoise_samples: int = 0,
+               contrast_samples: int = 0, near_misses: dict[str, list[str]] | None = None,
                keep_latents: bool = False, model: str | None = None, progress: bool = True) -> Path:
     """Sample `n_candidates` per prompt with CFG and store every one in the pool folder `out_dir`.
 
@@ -326,6 +368,9 @@ def build_pool(pipe, prompts: list[str], out_dir, n_candidates: int = 16, *, gui
     checked against the world's grammar before anything is sampled, and each record gets the oracle's
     ``strict``, ``soft`` and ``well_formed``. ``renoise_samples > 0`` adds ``mi_renoise``, the orthogonal
     re-noising MI (:func:`~minitune.mi.renoise_mi`) with a generator seeded by the candidate's seed + 1.
+    ``contrast_samples > 0`` adds ``mi_contrast`` (:func:`~minitune.mi.contrast_mi`, seed + 2): point-wise MI
+    under the prompt minus the largest under its ``near_misses[prompt]`` (default for a Shapes pipeline:
+    :func:`~minitune.toy.world.edits`; required for any other pipeline), stored in the manifest.
     ``keep_latents`` stores the latents and prompt embeddings per prompt in safetensors. ``batch_size``
     bounds the images per network call (a chunk is ``batch_size // n_candidates`` prompts, at least one);
     keep it when resuming. ``model`` names the model in the manifest (default: the pipeline's path or
@@ -333,7 +378,8 @@ def build_pool(pipe, prompts: list[str], out_dir, n_candidates: int = 16, *, gui
     """
     manifest = _pool_manifest(pipe, prompts, n_candidates=n_candidates, guidance_scale=guidance_scale,
                               num_inference_steps=num_inference_steps, seed=seed, batch_size=batch_size,
-                              renoise_samples=renoise_samples, keep_latents=keep_latents, model=model)
+                              renoise_samples=renoise_samples, keep_latents=keep_latents, model=model,
+                              contrast_samples=contrast_samples, near_misses=near_misses)
     folder = Path(out_dir)
     _claim(folder, manifest)
     _fill_pool(pipe, folder, manifest, batch_size, progress)
@@ -357,11 +403,14 @@ def _set_manifest(pool: dict, pool_dir: Path, out_dir: Path, k: int, by: str, se
     if by == "mi_renoise" and not pool["renoise_samples"]:
         raise ValueError("The pool has no re-noising MI; build it with renoise_samples of at least 2 "
                          "to select by mi_renoise.")
+    if by == "mi_contrast" and not pool.get("contrast_samples"):
+        raise ValueError("The pool has no contrast MI; build it with contrast_samples of at least 2 "
+                         "to select by mi_contrast.")
     if by == "oracle" and not pool["oracle"]:
         raise ValueError(f"The oracle selector needs a Shapes-world pool, and this one comes from {pool['pipeline']}.")
     return {
         "kind": "set", "selector": by, "k": k, **({"selection_seed": seed} if by == "random" else {}),
-        "pool": os.path.relpath(pool_dir.resolve(), out_dir.resolve()), **{p: pool[p] for p in _POOL_PARAMS},
+        "pool": os.path.relpath(pool_dir.resolve(), out_dir.resolve()), **{p: pool.get(p, 0) for p in _POOL_PARAMS},
         "n_prompts": pool["n_prompts"], "n_images": pool["n_prompts"] * k,
     }
 
@@ -380,7 +429,8 @@ def _ranked(records: list[dict], by: str, seed: int) -> list[list[dict]]:
 def select(pool_dir, out_dir, k: int, by: str = "mi", *, seed: int = 0, progress: bool = True) -> Path:
     """Copy k candidates per prompt of a pool into the set folder `out_dir` and return it.
 
-    by: ``"mi"`` (top-k trajectory MI, the method), ``"mi_renoise"`` (top-k re-noising MI), ``"random"``
+    by: ``"mi"`` (top-k trajectory MI, the method), ``"mi_renoise"`` (top-k re-noising MI), ``"mi_contrast"``
+    (top-k contrast against near-miss prompts), ``"random"``
     (a seeded random k, the no-filtering control) or ``"oracle"`` (Shapes world: top-k by the oracle's
     soft then strict score, the perfect-reward upper bound). ``rank`` is the place within the prompt by
     that key. The pool is checked completely before anything is written.
@@ -414,8 +464,8 @@ def select(pool_dir, out_dir, k: int, by: str = "mi", *, seed: int = 0, progress
 
 def build(pipe, prompts: list[str], output_dir, n_candidates: int = 16, top_k: int = 1, *, selectors=("mi",),
           guidance_scale: float = 4.0, num_inference_steps: int = 25, seed: int = 0, batch_size: int = 64,
-          renoise_samples: int = 0, keep_latents: bool = False, model: str | None = None,
-          progress: bool = True) -> dict[str, Path]:
+          renoise_samples: int = 0, contrast_samples: int = 0, near_misses: dict[str, list[str]] | None = None,
+          keep_latents: bool = False, model: str | None = None, progress: bool = True) -> dict[str, Path]:
     """The MI-TUNE data step: the pool in ``output_dir/pool`` and one top-k set per selector in
     ``output_dir/<selector>``; returns their paths by name ("pool", "mi", ...).
 
@@ -426,7 +476,8 @@ def build(pipe, prompts: list[str], output_dir, n_candidates: int = 16, top_k: i
     out = Path(output_dir)
     pool = _pool_manifest(pipe, prompts, n_candidates=n_candidates, guidance_scale=guidance_scale,
                           num_inference_steps=num_inference_steps, seed=seed, batch_size=batch_size,
-                          renoise_samples=renoise_samples, keep_latents=keep_latents, model=model)
+                          renoise_samples=renoise_samples, keep_latents=keep_latents, model=model,
+                          contrast_samples=contrast_samples, near_misses=near_misses)
     folders = {"pool": (out / "pool", pool)}
     for by in dict.fromkeys(selectors):
         folders[by] = (out / by, _set_manifest(pool, out / "pool", out / by, top_k, by, seed))

@@ -143,3 +143,55 @@ def test_determinism_and_batch_independence():
     assert torch.equal(four.mi[1:2], one.mi) and torch.equal(four.sample[1:2], one.sample)
     again = sample([0, 1, 2, 3])
     assert torch.equal(four.mi, again.mi) and torch.equal(four.sample, again.sample)
+
+
+class _Rows:
+    """Prompt vectors standing in for encoded prompts (what a denoisers adapter's Conditioning does)."""
+
+    def __init__(self, y):
+        self.y = y
+
+    def take(self, index):
+        return _Rows(self.y[index])
+
+
+class _GaussianDenoiser:
+    """The closed-form Gaussian behind the adapter interface contrast_mi uses: named prompt vectors."""
+
+    device, scheduler = torch.device("cpu"), AB
+
+    def __init__(self, named):
+        self.named = named
+
+    def encode(self, texts):
+        return _Rows(torch.stack([self.named[t] for t in texts]))
+
+    def eps_pair(self, rows):
+        return G.eps_pair(rows.y, AB)
+
+
+def test_contrast_mi_matches_the_closed_form_log_likelihood_ratio():
+    """contrast = log p(x|y) − max_j log p(x|y'_j), the difference of closed-form point-wise MIs.
+
+    Three x ~ p(x|y) against one or two rival prompts (true contrasts 2.69, 8.34, −1.48 nats). At
+    16384 draws the measured errors were 0.04, 0.08 and 0.04 nats (the point-wise MI itself: 0.05,
+    0.03, 0.08); the test allows 0.15. The value is also exactly the point-wise estimate minus the
+    largest rival estimate made with the same seeds."""
+    rivals = {"near": Y + 0.5, "far": Y - 2.0}
+    den = _GaussianDenoiser({"true": Y, **rivals})
+    x = G.sample_x_given_y(Y, 3, gen(30))
+    near = [["near", "far"], ["far"], ["near"]]
+    contrast, own = mi.contrast_mi(den, x, ["true"] * 3, near, seeds=[1, 2, 3], n_samples=2**14, batch_size=None)
+    truth = G.pointwise_mi(x, Y) - torch.stack([max(G.pointwise_mi(x[b : b + 1], rivals[r])[0] for r in near[b])
+                                                for b in range(3)])
+    assert torch.allclose(contrast, truth, atol=0.15), (contrast, truth)
+    rival = lambda b, r: mi.renoise_mi(G.eps_pair(rivals[r], AB), x[b : b + 1], AB, n_samples=2**14,
+                                       generator=[gen(b + 1)])[0][0]
+    for b in range(3):
+        assert torch.allclose(contrast[b], own[b] - max(rival(b, r) for r in near[b]), rtol=1e-12)
+    again, _ = mi.contrast_mi(den, x[1:], ["true"] * 2, near[1:], seeds=[2, 3], n_samples=2**14, batch_size=None)
+    assert torch.equal(again, contrast[1:])  # an image's value does not depend on the rest of the batch
+    with pytest.raises(ValueError, match="no near-miss prompts"):
+        mi.contrast_mi(den, x[:1], ["true"], [[]], seeds=[0])
+    with pytest.raises(ValueError, match="one of each per image"):
+        mi.contrast_mi(den, x, ["true"], near, seeds=[0, 1, 2])

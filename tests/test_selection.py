@@ -10,6 +10,7 @@ from safetensors.torch import load_file
 from minitune import selection
 from minitune.cli import main
 from minitune.denoisers import denoiser_for
+from minitune.mi import contrast_mi
 from minitune.sampling import candidate_seed, sample_with_mi
 from minitune.selection import build, build_pool, load_records, pool_complete, read_prompts, select, train_prompts
 from minitune.tiny import tiny_sd_pipeline
@@ -30,10 +31,10 @@ def pixels(path):
 
 @pytest.fixture(scope="module")
 def built(toy, tmp_path_factory):
-    """Pool of 3 prompts × 4 candidates (2 prompts per chunk) and its four top-2 sets."""
+    """Pool of 3 prompts × 4 candidates (2 prompts per chunk) and its five top-2 sets."""
     out = tmp_path_factory.mktemp("build")
-    paths = build(toy, PROMPTS, out, 4, 2, selectors=("mi", "mi_renoise", "random", "oracle"), renoise_samples=2,
-                  keep_latents=True, batch_size=8, **KW)
+    paths = build(toy, PROMPTS, out, 4, 2, selectors=("mi", "mi_renoise", "mi_contrast", "random", "oracle"),
+                  renoise_samples=2, contrast_samples=2, keep_latents=True, batch_size=8, **KW)
     return paths
 
 
@@ -46,7 +47,12 @@ def test_pool_stores_every_candidate(toy, built):
         assert np.array_equal(pixels(built["pool"] / r["file_name"]), image) and r["mi"] == float(mi)
     for r in records:
         assert r["seed"] == candidate_seed(0, r["text"], r["candidate"])
-        assert r["mi_renoise"] > 0 and 0 <= r["strict"] <= r["soft"] <= 1
+        assert r["mi_renoise"] > 0 and 0 <= r["strict"] <= r["soft"] <= 1 and np.isfinite(r["mi_contrast"])
+    assert manifest["near_misses"] == {p: list(world.edits(p).values()) for p in PROMPTS}
+    one = direct.latents[5:6]  # prompt 1, candidate 1: its contrast, recomputed alone
+    contrast, _ = contrast_mi(denoiser_for(toy), one, [PROMPTS[1]], [list(world.edits(PROMPTS[1]).values())],
+                              seeds=[records[5]["seed"] + 2], n_samples=2)
+    assert records[5]["mi_contrast"] == pytest.approx(float(contrast[0]), rel=1e-5)
     lat = load_file(built["pool"] / "latents" / "00001.safetensors")
     assert lat["latents"].shape == (4, 3, 32, 32) and lat["prompt_embeds"].shape == lat["negative_prompt_embeds"].shape
     assert torch.equal(lat["latents"], direct.latents[4:8]) and pool_complete(built["pool"])
@@ -62,12 +68,13 @@ def test_sets_load_with_datasets(built, tmp_path, monkeypatch):
     assert ds[0]["text"] == PROMPTS[0] and {"rank", "strict", "soft"} <= set(ds.column_names)
 
 
-@pytest.mark.parametrize("by", ["mi", "mi_renoise", "oracle"])
+@pytest.mark.parametrize("by", ["mi", "mi_renoise", "mi_contrast", "oracle"])
 def test_set_is_the_top_k_of_each_prompt(built, by):
     _, pool = load_records(built["pool"])
     manifest, rows = load_records(built[by])
     assert manifest["selector"] == by and manifest["k"] == 2 and manifest["pool"] == "../pool"
-    key = {"mi": lambda r: r["mi"], "mi_renoise": lambda r: r["mi_renoise"], "oracle": lambda r: (r["soft"], r["strict"])}[by]
+    key = {"mi": lambda r: r["mi"], "mi_renoise": lambda r: r["mi_renoise"], "mi_contrast": lambda r: r["mi_contrast"],
+           "oracle": lambda r: (r["soft"], r["strict"])}[by]
     for i in range(3):
         mine = [r for r in rows if r["prompt_index"] == i]
         others = [r for r in pool if r["prompt_index"] == i and r["candidate"] not in {m["candidate"] for m in mine}]
@@ -143,6 +150,16 @@ def test_tiny_stable_diffusion_builds_a_pool(tmp_path):
     assert len(load_records(select(pool, tmp_path / "mi", 1, progress=False))[1]) == 2
     with pytest.raises(ValueError, match="oracle selector needs a Shapes-world pool"):
         select(pool, tmp_path / "oracle", 1, by="oracle")
+    with pytest.raises(ValueError, match="no grammar to make them; pass near_misses"):
+        build_pool(pipe, PROMPTS[:2], tmp_path / "contrast", 2, contrast_samples=2, **KW)
+    with pytest.raises(ValueError, match="'three green triangles' has no near-miss prompts"):
+        build_pool(pipe, PROMPTS[:2], tmp_path / "contrast", 2, contrast_samples=2,
+                   near_misses={PROMPTS[0]: ["a blue circle and a red square"]}, **KW)
+    near = {PROMPTS[0]: ["a blue circle and a red square"], PROMPTS[1]: ["two green triangles", "three red triangles"]}
+    pool = build_pool(pipe, PROMPTS[:2], tmp_path / "contrast", 2, contrast_samples=2, near_misses=near, batch_size=4, **KW)
+    manifest, records = load_records(pool)
+    assert manifest["near_misses"] == near and all(np.isfinite(r["mi_contrast"]) for r in records)
+    assert len(load_records(select(pool, tmp_path / "by_contrast", 1, by="mi_contrast", progress=False))[1]) == 2
 
 
 def test_bad_arguments_fail_before_anything_is_written(toy, tmp_path, monkeypatch):
@@ -152,6 +169,8 @@ def test_bad_arguments_fail_before_anything_is_written(toy, tmp_path, monkeypatc
                             (dict(top_k=0), "top-k must be"),
                             (dict(selectors=("best",)), "Unknown selector 'best'"),
                             (dict(selectors=("mi_renoise",)), "no re-noising MI"),
+                            (dict(selectors=("mi_contrast",)), "no contrast MI"),
+                            (dict(contrast_samples=1), "contrast_samples must be 0"),
                             (dict(renoise_samples=1), "renoise_samples must be 0"),
                             (dict(prompts=[]), "No prompts"),
                             (dict(prompts=PROMPTS + PROMPTS[:1]), "listed twice"),
