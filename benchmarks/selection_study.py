@@ -7,7 +7,9 @@ CFG while the paper's trajectory MI is recorded, the per-step integrand is kept,
 candidate is scored by several signals. For each signal the script prints the oracle's strict and
 soft score of the top-1 and bottom-1 candidate per prompt (bootstrap 95 % CIs over prompts) and
 the within-prompt Spearman correlation with the soft score and with the coloured area. Raw
-per-candidate values go to ``<out>/candidates.json`` for the book.
+per-candidate values go to ``<out>/candidates.json`` for the book. The sampled candidates are kept
+in ``<out>/candidates.pt``; a rerun with the same model, prompts, candidates, CFG, steps and seed
+reuses them, so the re-noising signals can be added or redone without sampling again.
 
 Signals:
 - ``trajectory (paper)``: MI-TUNE Alg. 2, κ_t-weighted mean over steps with t > 50;
@@ -34,7 +36,7 @@ from tqdm.auto import tqdm
 from minitune import mi as M
 from minitune.denoisers import denoiser_for
 from minitune.evaluate import bootstrap_ci
-from minitune.sampling import sample_with_mi
+from minitune.sampling import Candidates, sample_with_mi
 from minitune.toy import world
 from minitune.toy.pipeline import load_pipeline
 
@@ -109,8 +111,15 @@ def main():
     t0 = time.time()
     pipe = load_pipeline(args.model)
     prompts = world.sample_prompts("train", args.prompts, seed=1000 + args.seed)
-    cands = sample_with_mi(pipe, prompts, args.candidates, guidance_scale=args.cfg, num_inference_steps=args.steps,
-                           seed=args.seed, keep_curve=True)
+    key = {k: getattr(args, k) for k in ("model", "prompts", "candidates", "cfg", "steps", "seed")}
+    cache = out / "candidates.pt"
+    if cache.is_file() and torch.load(cache)["key"] == key:
+        cands = Candidates(**torch.load(cache)["candidates"])
+        print(f"reusing the candidates sampled into {cache}")
+    else:
+        cands = sample_with_mi(pipe, prompts, args.candidates, guidance_scale=args.cfg, num_inference_steps=args.steps,
+                               seed=args.seed, keep_curve=True)
+        torch.save({"key": key, "candidates": vars(cands)}, cache)
     t_sample = time.time() - t0
     ev = world.evaluate(cands.images, cands.prompts)
     G = cands.grouped

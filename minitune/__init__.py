@@ -6,6 +6,11 @@ import torch
 
 __version__ = "0.1.0"
 
+# The classifier-free guidance scale every sampling default uses: the one at which the shipped Shapes
+# model is documented (README, "The shipped base model"). Chosen on training-split prompts: CFG 2
+# draws 92 % well-formed images against 80 % at CFG 4, and over-draws less.
+GUIDANCE_SCALE = 2.0
+
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """'auto' picks the current accelerator (CUDA, MPS, ...) when there is one, else the CPU."""

@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+from . import GUIDANCE_SCALE
+
 
 def _pipe(args):
     from . import resolve_device
@@ -202,7 +204,7 @@ def _sampling_args(p, per_category=70):
     p.add_argument("--prompt-file", help="a text file with one prompt per line")
     p.add_argument("--per-category", type=int, default=per_category, help=f"test prompts per category (default {per_category})")
     p.add_argument("--n-per-prompt", type=int, default=4)
-    p.add_argument("--guidance-scale", type=float, default=4.0)
+    p.add_argument("--guidance-scale", type=float, default=GUIDANCE_SCALE)
     p.add_argument("--steps", type=int, default=25)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
@@ -263,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-prompts", type=int, default=64, help="training prompts to draw when no --prompts file is given")
     p.add_argument("--candidates", type=int, default=16, help="N, candidates sampled per prompt")
     p.add_argument("--top-k", type=int, default=1, help="k, candidates kept per prompt")
-    p.add_argument("--cfg", "--guidance-scale", dest="cfg", type=float, default=4.0)
+    p.add_argument("--cfg", "--guidance-scale", dest="cfg", type=float, default=GUIDANCE_SCALE)
     p.add_argument("--steps", type=int, default=25)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=64)

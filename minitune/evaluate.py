@@ -19,6 +19,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from . import GUIDANCE_SCALE
 from .toy import world
 
 Scorer = Callable[[torch.Tensor, list], dict]
@@ -116,7 +117,7 @@ class EvalResult:
         return cls.from_json(json.loads(path.read_text()))
 
 
-def evaluate_pipeline(pipe, prompts: list[str], n_per_prompt: int = 4, *, guidance_scale: float = 4.0,
+def evaluate_pipeline(pipe, prompts: list[str], n_per_prompt: int = 4, *, guidance_scale: float = GUIDANCE_SCALE,
                       num_inference_steps: int = 25, seed: int = 0, batch_size: int = 64,
                       scorers: dict[str, Scorer] | None = None, progress: bool = True):
     """Sample `n_per_prompt` images per prompt and score them; returns ``(EvalResult, Candidates)``.

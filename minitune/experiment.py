@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from . import resolve_device
+from . import GUIDANCE_SCALE, resolve_device
 from .evaluate import EvalResult, comparison_table, evaluate_pipeline
 from .toy import world
 
@@ -34,10 +34,10 @@ class ExperimentConfig:
     # MI signals that rank candidates, one fine-tuned arm each: "mi" (the paper's trajectory MI, the
     # reference), "mi_renoise" (re-noising orthogonal MI of the final image, renoise_samples > 0) and
     # "mi_contrast" (point-wise MI under the prompt minus under its best near miss, contrast_samples > 0)
-    selectors: tuple[str, ...] = ("mi", "mi_renoise")
-    renoise_samples: int = 4
-    contrast_samples: int = 0
-    guidance_scale: float = 4.0
+    selectors: tuple[str, ...] = ("mi", "mi_contrast")
+    renoise_samples: int = 0
+    contrast_samples: int = 8
+    guidance_scale: float = GUIDANCE_SCALE
     steps: int = 25
     rounds: int = 1  # self-training rounds: generate → filter → fine-tune from the previous adapter
     rank: int = 8
@@ -50,13 +50,14 @@ class ExperimentConfig:
     prompt_dropout: float = 0.1
     eval_per_category: int = 30  # held-out test prompts per category (fewer where a category has fewer)
     eval_images: int = 2  # images per test prompt (same seeds for every model)
-    cfg_sweep: tuple[float, ...] = (2.0,)  # extra CFG scales for the base model
+    cfg_sweep: tuple[float, ...] = (4.0,)  # extra CFG scales for the base model
     seed: int = 0
     batch_size: int = 64
 
 
 PRESETS = {
-    "tiny": ExperimentConfig(n_prompts=4, candidates=3, top_k=1, steps=3, renoise_samples=2, finetune_steps=3, finetune_batch=2,
+    "tiny": ExperimentConfig(n_prompts=4, candidates=3, top_k=1, steps=3, selectors=("mi", "mi_renoise", "mi_contrast"),
+                             renoise_samples=2, contrast_samples=2, finetune_steps=3, finetune_batch=2,
                              eval_per_category=1, eval_images=2),
     "full": ExperimentConfig(),
 }

@@ -31,6 +31,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from . import GUIDANCE_SCALE
+
 ADAPTER = "minitune"
 WEIGHTS_NAME = "pytorch_lora_weights.safetensors"
 TARGET_MODULES = ["to_q", "to_k", "to_v", "to_out.0"]
@@ -58,7 +60,7 @@ class FinetuneConfig:
     checkpoint_every: int = 250
     sample_prompts: int = 4  # prompts of the sample grid (4 images each); 0: no grid
     sample_steps: int = 25
-    guidance_scale: float = 4.0
+    guidance_scale: float = GUIDANCE_SCALE
     init_adapter: str | None = None  # start from this adapter folder (a previous self-training round)
 
 

@@ -20,6 +20,7 @@ import torch
 from diffusers.utils.torch_utils import randn_tensor
 from tqdm.auto import tqdm
 
+from . import GUIDANCE_SCALE
 from .mi import TrajectoryMI, alphas_cumprod_of, paper_weights, quadrature_weights
 
 
@@ -109,7 +110,7 @@ class Candidates:
         return torch.as_tensor(values).reshape(-1, self.n_per_prompt)
 
 
-def sample_with_mi(pipe, prompts: list[str], n_per_prompt: int = 4, *, guidance_scale: float = 4.0,
+def sample_with_mi(pipe, prompts: list[str], n_per_prompt: int = 4, *, guidance_scale: float = GUIDANCE_SCALE,
                    num_inference_steps: int = 25, seed: int = 0, batch_size: int = 64, mi_weights: str = "paper",
                    truncation: int = 50, keep_curve: bool = False, progress: bool = True) -> Candidates:
     """Sample N candidates per prompt with CFG and record each one's trajectory MI.

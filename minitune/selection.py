@@ -46,6 +46,7 @@ from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 from tqdm.auto import tqdm
 
+from . import GUIDANCE_SCALE
 from .sampling import sample_with_mi
 from .toy import world
 
@@ -356,7 +357,7 @@ def _fill_pool(pipe, folder: Path, manifest: dict, batch_size: int, progress: bo
     _write(folder / "metadata.jsonl", _jsonl(records))
 
 
-def build_pool(pipe, prompts: list[str], out_dir, n_candidates: int = 16, *, guidance_scale: float = 4.0,
+def build_pool(pipe, prompts: list[str], out_dir, n_candidates: int = 16, *, guidance_scale: float = GUIDANCE_SCALE,
                num_inference_steps: int = 25, seed: int = 0, batch_size: int = 64, renoise_samples: int = 0,
                contrast_samples: int = 0, near_misses: dict[str, list[str]] | None = None,
                keep_latents: bool = False, model: str | None = None, progress: bool = True) -> Path:
@@ -463,7 +464,7 @@ def select(pool_dir, out_dir, k: int, by: str = "mi", *, seed: int = 0, progress
 
 
 def build(pipe, prompts: list[str], output_dir, n_candidates: int = 16, top_k: int = 1, *, selectors=("mi",),
-          guidance_scale: float = 4.0, num_inference_steps: int = 25, seed: int = 0, batch_size: int = 64,
+          guidance_scale: float = GUIDANCE_SCALE, num_inference_steps: int = 25, seed: int = 0, batch_size: int = 64,
           renoise_samples: int = 0, contrast_samples: int = 0, near_misses: dict[str, list[str]] | None = None,
           keep_latents: bool = False, model: str | None = None, progress: bool = True) -> dict[str, Path]:
     """The MI-TUNE data step: the pool in ``output_dir/pool`` and one top-k set per selector in

@@ -19,8 +19,9 @@ def test_tiny_experiment_writes_tables_and_figures(tiny_run):
     for f in ("results.json", "results.md", "figures/categories.png", "figures/before_after.png"):
         assert (out / f).is_file(), f
     names = set(data["summaries"])
-    assert {"base", "MI-TUNE (paper MI)", "MI-TUNE (re-noise MI)", "random-k", "oracle top-k", "base, CFG 2"} == names
-    for arm in ("mi", "mi_renoise", "random", "oracle"):
+    assert {"base", "MI-TUNE (paper MI)", "MI-TUNE (re-noise MI)", "MI-TUNE (contrast MI)", "random-k", "oracle top-k",
+            "base, CFG 4"} == names
+    for arm in ("mi", "mi_renoise", "mi_contrast", "random", "oracle"):
         assert (out / "round1" / arm / "lora" / "pytorch_lora_weights.safetensors").is_file()
     # the MI, random and oracle sets are selections from one pool
     assert not (out / "round1" / "mi" / "pool").exists() and (out / "round1" / "pool").is_dir()

@@ -242,7 +242,7 @@ def test_cli_build(tmp_path, capsys):
     table = capsys.readouterr().out
     assert all(f"{out / name} | {n} |" in table for name, n in (("pool", 6), ("mi", 2), ("random", 2), ("oracle", 2)))
     manifest = json.loads((out / "mi" / "manifest.json").read_text())
-    assert (manifest["model"], manifest["n_candidates"], manifest["k"], manifest["guidance_scale"]) == ("toy", 3, 1, 4.0)
+    assert (manifest["model"], manifest["n_candidates"], manifest["k"], manifest["guidance_scale"]) == ("toy", 3, 1, 2.0)
     (tmp_path / "bad.txt").write_text("a red circle and a blue square\na purple circle and a red square\n")
     for bad, needle in ((["--top-k", "4"], "top-k must be"), (["--prompts", str(tmp_path / "bad.txt")], "purple"),
                         (["--cfg", "7"], "other parameters")):

@@ -27,6 +27,7 @@ from tokenizers.pre_tokenizers import WhitespaceSplit
 from tokenizers.processors import TemplateProcessing
 from transformers import CLIPTextConfig, CLIPTextModel, PreTrainedTokenizerFast
 
+from .. import GUIDANCE_SCALE
 from . import world
 
 WEIGHTS_DIR = Path(__file__).parent / "weights" / "shapes-base"
@@ -104,7 +105,7 @@ class ShapesPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         self,
         prompt: str | list[str],
         num_images_per_prompt: int = 1,
-        guidance_scale: float = 4.0,
+        guidance_scale: float = GUIDANCE_SCALE,
         num_inference_steps: int = 25,
         generator: torch.Generator | list[torch.Generator] | None = None,
         latents: torch.Tensor | None = None,
