@@ -1,6 +1,6 @@
 """Does MI pick the better-aligned candidate? The selection study on the shipped base model.
 
-    python benchmarks/selection_study.py [--prompts 100] [--candidates 16] [--cfg 4] [--out runs/selection]
+    python benchmarks/selection_study.py [--prompts 100] [--candidates 16] [--cfg 2] [--out runs/selection]
 
 For training-split prompts (seeded, balanced over categories), N candidates each are sampled with
 CFG while the paper's trajectory MI is recorded, the per-step integrand is kept, and then every
@@ -33,6 +33,7 @@ import torch
 from scipy.stats import spearmanr
 from tqdm.auto import tqdm
 
+from minitune import GUIDANCE_SCALE
 from minitune import mi as M
 from minitune.denoisers import denoiser_for
 from minitune.evaluate import bootstrap_ci
@@ -100,7 +101,7 @@ def main():
     ap.add_argument("--model", default=None, help="a saved Shapes pipeline (default: the shipped base model)")
     ap.add_argument("--prompts", type=int, default=100)
     ap.add_argument("--candidates", type=int, default=16)
-    ap.add_argument("--cfg", type=float, default=4.0)
+    ap.add_argument("--cfg", type=float, default=GUIDANCE_SCALE, help="guidance scale (default: the documented one)")
     ap.add_argument("--steps", type=int, default=25)
     ap.add_argument("--renoise-samples", type=int, default=16, help="re-noising samples per candidate (0: skip re-noising)")
     ap.add_argument("--seed", type=int, default=0)
@@ -113,8 +114,9 @@ def main():
     prompts = world.sample_prompts("train", args.prompts, seed=1000 + args.seed)
     key = {k: getattr(args, k) for k in ("model", "prompts", "candidates", "cfg", "steps", "seed")}
     cache = out / "candidates.pt"
-    if cache.is_file() and torch.load(cache)["key"] == key:
-        cands = Candidates(**torch.load(cache)["candidates"])
+    kept = torch.load(cache) if cache.is_file() else {}
+    if kept.get("key") == key:
+        cands = Candidates(**kept["candidates"])
         print(f"reusing the candidates sampled into {cache}")
     else:
         cands = sample_with_mi(pipe, prompts, args.candidates, guidance_scale=args.cfg, num_inference_steps=args.steps,
