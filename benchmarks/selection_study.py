@@ -7,9 +7,13 @@ CFG while the paper's trajectory MI is recorded, the per-step integrand is kept,
 candidate is scored by several signals. For each signal the script prints the oracle's strict and
 soft score of the top-1 and bottom-1 candidate per prompt (bootstrap 95 % CIs over prompts) and
 the within-prompt Spearman correlation with the soft score and with the coloured area. Raw
-per-candidate values go to ``<out>/candidates.json`` for the book. The sampled candidates are kept
-in ``<out>/candidates.pt``; a rerun with the same model, prompts, candidates, CFG, steps and seed
-reuses them, so the re-noising signals can be added or redone without sampling again.
+per-candidate values go to ``<out>/candidates.json`` for the book. Two more tables say what each
+signal's top-1 picks get wrong (the oracle's failure modes) and, failure mode by failure mode, how
+often the signal ranks an aligned candidate above a same-prompt candidate with only that failure.
+
+The sampled candidates are kept in ``<out>/candidates.pt`` and the re-noising scores in
+``<out>/renoise.pt``; a rerun with the same model, prompts, candidates, CFG, steps and seed (and
+re-noising samples) reuses them, so the tables can be redone without sampling again.
 
 Signals:
 - ``trajectory (paper)``: MI-TUNE Alg. 2, κ_t-weighted mean over steps with t > 50;
@@ -36,7 +40,7 @@ from tqdm.auto import tqdm
 from minitune import GUIDANCE_SCALE
 from minitune import mi as M
 from minitune.denoisers import denoiser_for
-from minitune.evaluate import bootstrap_ci
+from minitune.evaluate import bootstrap_ci, pairwise_failure_table, top1_failure_table
 from minitune.sampling import Candidates, sample_with_mi
 from minitune.toy import world
 from minitune.toy.pipeline import load_pipeline
@@ -116,13 +120,13 @@ def main():
     cache = out / "candidates.pt"
     kept = torch.load(cache) if cache.is_file() else {}
     if kept.get("key") == key:
-        cands = Candidates(**kept["candidates"])
+        cands, t_sample = Candidates(**kept["candidates"]), kept.get("seconds")  # older caches lack the time
         print(f"reusing the candidates sampled into {cache}")
     else:
         cands = sample_with_mi(pipe, prompts, args.candidates, guidance_scale=args.cfg, num_inference_steps=args.steps,
                                seed=args.seed, keep_curve=True)
-        torch.save({"key": key, "candidates": vars(cands)}, cache)
-    t_sample = time.time() - t0
+        t_sample = time.time() - t0
+        torch.save({"key": key, "candidates": vars(cands), "seconds": t_sample}, cache)
     ev = world.evaluate(cands.images, cands.prompts)
     G = cands.grouped
     soft, strict = G([r["soft"] for r in ev.records]).numpy(), G([r["strict"] for r in ev.records]).numpy()
@@ -137,9 +141,18 @@ def main():
         band = ((ts >= max(a, 51)) & (ts < a + T // 4)).float()
         w = kappa * band
         signals[f"trajectory t∈[{max(a, 51)},{a + T // 4})"] = (cands.curve * w).sum(1).div(band.sum()).numpy()
-    t1 = time.time()
-    rn = renoise_scores(pipe, cands, args.renoise_samples, args.seed) if args.renoise_samples > 0 else {}
-    t_renoise = time.time() - t1
+    rn, t_renoise = {}, 0.0
+    if args.renoise_samples > 0:
+        rn_cache, rn_key = out / "renoise.pt", {**key, "renoise_samples": args.renoise_samples}
+        kept = torch.load(rn_cache) if rn_cache.is_file() else {}
+        if kept.get("key") == rn_key:
+            rn, t_renoise = {k: v.numpy() for k, v in kept["scores"].items()}, kept["seconds"]
+            print(f"reusing the re-noising scores in {rn_cache}")
+        else:
+            t1 = time.time()
+            rn = renoise_scores(pipe, cands, args.renoise_samples, args.seed)
+            t_renoise = time.time() - t1
+            torch.save({"key": rn_key, "scores": {k: torch.from_numpy(v) for k, v in rn.items()}, "seconds": t_renoise}, rn_cache)
     rho_line = ""
     if rn:
         signals["re-noise point-wise"] = rn["pointwise"]
@@ -149,6 +162,7 @@ def main():
         rho_line = f"Within-prompt Spearman ρ between re-noising point-wise MI and trajectory MI: {rho:+.2f}\n"
     signals["trajectory / coloured area"] = signals["trajectory (paper)"] / np.maximum(area.reshape(-1), 1.0)
     rng = np.random.default_rng(args.seed)
+    failures = [[ev.records[i]["failures"] for i in group] for group in np.arange(len(ev.records)).reshape(area.shape)]
     signals["random"] = rng.standard_normal(len(cands.prompts))
     signals["coloured area"] = area.reshape(-1)
     signals["oracle (soft)"] = soft.reshape(-1)
@@ -158,11 +172,18 @@ def main():
     mean_strict = float(strict.mean())
     report = (
         f"{len(prompts)} training-split prompts × {args.candidates} candidates, CFG {args.cfg}, {args.steps} DDPM steps, "
-        f"re-noising with {args.renoise_samples} samples; seed {args.seed}. Sampling {t_sample:.0f} s, re-noising {t_renoise:.0f} s.\n"
+        f"re-noising with {args.renoise_samples} samples; seed {args.seed}. Sampling took {'an unrecorded time' if t_sample is None else f'{t_sample:.0f} s'}, "
+        f"re-noising {t_renoise:.0f} s (when first computed).\n"
         f"Mean strict score of all candidates: {100 * mean_strict:.1f} %; prompts with at least one strictly aligned "
         f"candidate: {100 * float(strict.max(1).mean()):.1f} %.\n\n"
         f"{table(rows, random_strict)}\n\n"
-        f"{rho_line}"
+        f"{rho_line}\n"
+        "What the top-1 picks get wrong (% of picks showing each failure mode of the oracle; modes can co-occur):\n\n"
+        f"{top1_failure_table({k: G(v).numpy() for k, v in signals.items()}, failures)}\n\n"
+        "Aligned against one failure: % of same-prompt pairs (a candidate without failures, a candidate whose only "
+        "failure is the one named) in which the signal scores the aligned candidate higher; 50 % is blind, "
+        "below 50 % rewards the failure:\n\n"
+        f"{pairwise_failure_table({k: G(v).numpy() for k, v in signals.items()}, failures)}\n"
     )
     print(report)
     (out / "report.md").write_text(report)

@@ -273,3 +273,61 @@ def selection_table(signals: dict, strict, soft, area=None) -> str:
             cells.append(f"{within_prompt_spearman(key, area):+.2f}")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _failure_sets(failures) -> list[list[set]]:
+    rows = [[set(f) for f in row] for row in failures]
+    if not rows or len({len(r) for r in rows}) != 1 or not rows[0]:
+        raise ValueError("failures must be a [prompts, candidates] nested list of each candidate's failure modes "
+                         "(the oracle records' 'failures'), the same number of candidates for every prompt.")
+    return rows
+
+
+def top1_failure_table(signals: dict, failures) -> str:
+    """Markdown: what each selection signal's top-1 picks get wrong.
+
+    ``failures`` is [P, N]: each candidate's list of failure modes (``world.FAILURE_MODES``; empty when
+    aligned). A row gives, for one signal ([P, N], higher = keep), the % of its top-1 picks that show each
+    mode (modes can co-occur); the first row is the rate among all candidates, what a random pick shows.
+    """
+    rows = _failure_sets(failures)
+    modes = world.FAILURE_MODES
+    P, N = len(rows), len(rows[0])
+    lines = ["| picks | " + " | ".join(modes) + " | none |", "|---|" + "---:|" * (len(modes) + 1)]
+    everyone = [f for row in rows for f in row]
+    picks = {"all candidates": everyone}
+    for name, key in signals.items():
+        key = _grouped(name, key)
+        if key.shape != (P, N):
+            raise ValueError(f"{name} has shape {key.shape} but failures has {P} prompts × {N} candidates.")
+        picks[f"top-1 by {name}"] = [rows[p][i] for p, i in enumerate(key.argmax(1))]
+    for name, fs in picks.items():
+        lines.append(f"| {name} | " + " | ".join(f"{100 * np.mean([m in f for f in fs]):.0f}" for m in modes)
+                     + f" | {100 * np.mean([not f for f in fs]):.0f} |")
+    return "\n".join(lines)
+
+
+def pairwise_failure_table(signals: dict, failures) -> str:
+    """Markdown: does each signal rank an aligned candidate above one with a single, given failure?
+
+    For every failure mode m, all same-prompt pairs (a candidate without failures, a candidate whose only
+    failure is m) are compared; a cell is the % of pairs in which the signal scores the aligned one higher
+    (ties count half). 50 % means the signal is blind to that failure, below 50 % that it rewards it.
+    The last row gives the number of pairs. Modes without pairs show –.
+    """
+    rows = _failure_sets(failures)
+    modes = world.FAILURE_MODES
+    pairs = {m: [(p, g, b) for p, row in enumerate(rows) for g, fg in enumerate(row) if not fg
+                 for b, fb in enumerate(row) if fb == {m}] for m in modes}
+    lines = ["| signal | " + " | ".join(modes) + " |", "|---|" + "---:|" * len(modes)]
+    for name, key in signals.items():
+        key = _grouped(name, key)
+        if key.shape != (len(rows), len(rows[0])):
+            raise ValueError(f"{name} has shape {key.shape} but failures has {len(rows)} prompts × {len(rows[0])} candidates.")
+        cells = []
+        for m in modes:
+            wins = [1.0 if key[p, g] > key[p, b] else 0.5 if key[p, g] == key[p, b] else 0.0 for p, g, b in pairs[m]]
+            cells.append(f"{100 * np.mean(wins):.0f}" if wins else "–")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines.append("| pairs | " + " | ".join(str(len(pairs[m])) for m in modes) + " |")
+    return "\n".join(lines)

@@ -156,8 +156,11 @@ def run_experiment(output_dir, cfg: ExperimentConfig = PRESETS["full"], *, model
 
 
 def _set_quality(out: Path, cfg: ExperimentConfig, arms) -> dict:
-    """The oracle's verdict on what each arm fine-tunes on: {"round r": {arm name: means}} (pool = all candidates)."""
-    from .selection import load_records
+    """The oracle's verdict on what each arm fine-tunes on: {"round r": {arm name: means}} (pool = all candidates).
+
+    Besides the mean strict, soft, well-formed and MI, each row holds the fraction of images showing each
+    of the oracle's failure modes (``world.FAILURE_MODES``), judged again from the set's PNG files."""
+    from .finetune import load_finetune_set
 
     quality = {}
     for r in range(1, cfg.rounds + 1):
@@ -165,9 +168,12 @@ def _set_quality(out: Path, cfg: ExperimentConfig, arms) -> dict:
         folders = ({"pool (all candidates)": rdir / "pool"} if r == 1 else {}) | {ARM_NAMES[a]: rdir / a / "set" for a in arms}
         rows = {}
         for name, folder in folders.items():
-            records = load_records(folder)[1]
+            data = load_finetune_set(folder)
+            records = data.records
             rows[name] = {k: float(np.mean([rec[k] for rec in records])) for k in ("strict", "soft", "well_formed", "mi")}
             rows[name]["images"] = len(records)
+            verdicts = world.evaluate(data.images, data.prompts).records
+            rows[name]["failures"] = {m: float(np.mean([m in v["failures"] for v in verdicts])) for m in world.FAILURE_MODES}
         quality[f"round {r}"] = rows
     return quality
 
@@ -198,6 +204,11 @@ def _report(out: Path, cfg: ExperimentConfig, results: dict[str, EvalResult], ti
           + "".join(f"{r}:\n\n| set | images | strict % | soft % | well-formed % | mean trajectory MI |\n|---|---:|---:|---:|---:|---:|\n"
                     + "".join(f"| {k} | {v['images']} | {100 * v['strict']:.1f} | {100 * v['soft']:.1f} | "
                               f"{100 * v['well_formed']:.1f} | {v['mi']:.1f} |\n" for k, v in rows.items()) + "\n"
+                    for r, rows in sets.items())
+          + "Failure modes in each set (% of its images; modes can co-occur):\n\n"
+          + "".join(f"{r}:\n\n| set | " + " | ".join(world.FAILURE_MODES) + " |\n|---|" + "---:|" * len(world.FAILURE_MODES)
+                    + "\n" + "".join(f"| {k} | " + " | ".join(f"{100 * v['failures'][m]:.1f}" for m in world.FAILURE_MODES)
+                                     + " |\n" for k, v in rows.items()) + "\n"
                     for r, rows in sets.items())
           + f"## CFG sweep of the base model (strict %)\n\n"
           f"{comparison_table({k: v for k, v in results.items() if k == 'base' or 'CFG' in k}, 'strict', 'base')}\n\n"

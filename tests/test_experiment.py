@@ -6,6 +6,7 @@ from dataclasses import replace
 import pytest
 
 from minitune.experiment import PRESETS, run_experiment
+from minitune.toy import world
 
 
 @pytest.fixture(scope="module")
@@ -26,6 +27,11 @@ def test_tiny_experiment_writes_tables_and_figures(tiny_run):
     # the MI, random and oracle sets are selections from one pool
     assert not (out / "round1" / "mi" / "pool").exists() and (out / "round1" / "pool").is_dir()
     assert "Strict alignment" in (out / "results.md").read_text()
+    # what each arm fine-tunes on, with the oracle's failure modes judged from the set's files
+    pool = data["sets"]["round 1"]["pool (all candidates)"]
+    assert pool["images"] == 4 * 3 and set(pool["failures"]) == set(world.FAILURE_MODES)
+    assert all(0.0 <= v <= 1.0 for v in pool["failures"].values())
+    assert "Failure modes in each set" in (out / "results.md").read_text()
 
 
 def test_rerun_continues_and_changed_settings_are_refused(tiny_run):

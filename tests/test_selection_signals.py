@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
-from minitune.evaluate import best_of_n, selection_table, within_prompt_spearman
+from minitune.evaluate import (best_of_n, pairwise_failure_table, selection_table, top1_failure_table,
+                               within_prompt_spearman)
 
 
 def test_within_prompt_spearman_matches_scipy_and_skips_constant_prompts():
@@ -46,3 +47,31 @@ def test_selection_table_rows_and_columns():
     assert oracle[5].strip() == "+1.00" and by_area[6].strip() == "+1.00"
     assert by_area[1].strip().startswith("0.0") and by_area[4].strip() == "100.0"
     assert "ρ(area)" not in selection_table({"oracle": soft}, strict, soft)
+
+
+def _cells(table: str, row: str) -> list[str]:
+    line = next(ln for ln in table.splitlines() if ln.startswith(f"| {row} |"))
+    return [c.strip() for c in line.strip("|").split("|")][1:]
+
+
+def test_failure_tables_count_what_the_picks_get_wrong():
+    # prompt 0: aligned, extra object, missing object; prompt 1: extra object, aligned, extra object + wrong colour
+    failures = [[[], ["extra object"], ["missing object"]],
+                [["extra object"], [], ["extra object", "wrong colour"]]]
+    ink = np.array([[2.0, 3.0, 1.0], [3.0, 2.0, 4.0]])  # rewards extra objects, punishes missing ones
+    tie = np.zeros((2, 3))
+    top = top1_failure_table({"ink": ink}, failures)
+    modes = ["missing object", "extra object", "wrong colour", "wrong shape", "wrong relation", "wrong count", "none"]
+    assert dict(zip(modes, _cells(top, "all candidates"))) == {
+        "missing object": "17", "extra object": "50", "wrong colour": "17", "wrong shape": "0",
+        "wrong relation": "0", "wrong count": "0", "none": "33"}
+    assert _cells(top, "top-1 by ink")[:3] == ["0", "100", "50"]  # picks candidate 1, then candidate 2
+    pair = pairwise_failure_table({"ink": ink, "tie": tie}, failures)
+    # pairs: (p0: 0 vs 1 extra), (p1: 1 vs 0 extra) → ink ranks the aligned one lower in both; (p0: 0 vs 2 missing) higher
+    assert _cells(pair, "ink")[:3] == ["100", "0", "–"]
+    assert _cells(pair, "tie")[:2] == ["50", "50"]
+    assert _cells(pair, "pairs") == ["1", "2", "0", "0", "0", "0"]
+    with pytest.raises(ValueError, match="2 prompts × 3 candidates"):
+        top1_failure_table({"ink": ink[:, :2]}, failures)
+    with pytest.raises(ValueError, match="failure modes"):
+        pairwise_failure_table({"ink": ink}, [[[]], [[], []]])
