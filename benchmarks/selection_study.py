@@ -4,9 +4,11 @@
 
 For training-split prompts (seeded, balanced over categories), N candidates each are sampled with
 CFG while the paper's trajectory MI is recorded, the per-step integrand is kept, and then every
-candidate is scored by several signals. For each signal the script prints the oracle's strict and
-soft score of the top-1 and bottom-1 candidate per prompt (bootstrap 95 % CIs over prompts) and
-the within-prompt Spearman correlation with the soft score and with the coloured area. Raw
+candidate is scored by several signals. For each signal the script prints the oracle's strict
+score of the top-1 candidate per prompt (bootstrap 95 % CI over prompts) and its ratio to what a
+random pick scores on average (the mean over all candidates), the top-1's soft score, the
+bottom-1's strict score, and the within-prompt Spearman correlation with the soft score and with
+the coloured area (:func:`minitune.evaluate.selection_table`). Raw
 per-candidate values go to ``<out>/candidates.json`` for the book. Two more tables say what each
 signal's top-1 picks get wrong (the oracle's failure modes) and, failure mode by failure mode, how
 often the signal ranks an aligned candidate above a same-prompt candidate with only that failure.
@@ -34,13 +36,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy.stats import spearmanr
 from tqdm.auto import tqdm
 
 from minitune import GUIDANCE_SCALE
 from minitune import mi as M
 from minitune.denoisers import denoiser_for
-from minitune.evaluate import bootstrap_ci, pairwise_failure_table, top1_failure_table
+from minitune.evaluate import pairwise_failure_table, selection_table, top1_failure_table, within_prompt_spearman
 from minitune.sampling import Candidates, sample_with_mi
 from minitune.toy import world
 from minitune.toy.pipeline import load_pipeline
@@ -65,39 +66,6 @@ def renoise_scores(pipe, cands, n_samples, seed, chunk=64):
         out["pointwise"].append(pointwise)
         out["contrast"].append(contrast)
     return {k: torch.cat(v).numpy() for k, v in out.items()}
-
-
-def summarise(name, score, soft, strict, area, rng):
-    """Top-1 / bottom-1 oracle scores and within-prompt rank correlations of one signal [P, N]."""
-    score = score + 1e-9 * rng.standard_normal(score.shape)  # break ties at random
-    top, bot = score.argmax(1), score.argmin(1)
-    P = np.arange(len(score))
-    rho_soft = [spearmanr(s, y)[0] for s, y in zip(score, soft) if np.ptp(y) > 0]
-    rho_area = [spearmanr(s, a)[0] for s, a in zip(score, area) if np.ptp(a) > 0]
-    row = {"signal": name}
-    for tag, idx in (("top1", top), ("bottom1", bot)):
-        for key, val in (("strict", strict), ("soft", soft)):
-            v = val[P, idx]
-            row[f"{tag}_{key}"] = float(v.mean())
-            row[f"{tag}_{key}_ci"] = bootstrap_ci(v)
-    row["rho_soft"] = float(np.nanmean(rho_soft))
-    row["rho_area"] = float(np.nanmean(rho_area))
-    return row
-
-
-def table(rows, random_strict):
-    lines = [
-        "| signal | top-1 strict % (95 % CI) | ×random | top-1 soft % | bottom-1 strict % | ρ(soft) | ρ(area) |",
-        "|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    for r in rows:
-        lo, hi = r["top1_strict_ci"]
-        lines.append(
-            f"| {r['signal']} | {100 * r['top1_strict']:.1f} ({100 * lo:.1f}–{100 * hi:.1f}) | "
-            f"{r['top1_strict'] / max(random_strict, 1e-9):.2f} | {100 * r['top1_soft']:.1f} | "
-            f"{100 * r['bottom1_strict']:.1f} | {r['rho_soft']:+.2f} | {r['rho_area']:+.2f} |"
-        )
-    return "\n".join(lines)
 
 
 def main():
@@ -158,7 +126,7 @@ def main():
         signals["re-noise point-wise"] = rn["pointwise"]
         signals["re-noise orthogonal"] = rn["orthogonal"]
         signals["contrast vs edits"] = rn["contrast"]
-        rho = np.nanmean([spearmanr(a, b)[0] for a, b in zip(G(rn["pointwise"]).numpy(), G(signals["trajectory (paper)"]).numpy())])
+        rho = within_prompt_spearman(G(rn["pointwise"]).numpy(), G(signals["trajectory (paper)"]).numpy())
         rho_line = f"Within-prompt Spearman ρ between re-noising point-wise MI and trajectory MI: {rho:+.2f}\n"
     signals["trajectory / coloured area"] = signals["trajectory (paper)"] / np.maximum(area.reshape(-1), 1.0)
     rng = np.random.default_rng(args.seed)
@@ -167,8 +135,7 @@ def main():
     signals["coloured area"] = area.reshape(-1)
     signals["oracle (soft)"] = soft.reshape(-1)
 
-    rows = [summarise(k, G(v).numpy().astype(float), soft, strict, area, np.random.default_rng(args.seed)) for k, v in signals.items()]
-    random_strict = next(r["top1_strict"] for r in rows if r["signal"] == "random")
+    grouped = {k: G(v).numpy().astype(float) for k, v in signals.items()}
     mean_strict = float(strict.mean())
     report = (
         f"{len(prompts)} training-split prompts × {args.candidates} candidates, CFG {args.cfg}, {args.steps} DDPM steps, "
@@ -176,18 +143,17 @@ def main():
         f"re-noising {t_renoise:.0f} s (when first computed).\n"
         f"Mean strict score of all candidates: {100 * mean_strict:.1f} %; prompts with at least one strictly aligned "
         f"candidate: {100 * float(strict.max(1).mean()):.1f} %.\n\n"
-        f"{table(rows, random_strict)}\n\n"
+        f"{selection_table(grouped, strict, soft, area)}\n\n"
         f"{rho_line}\n"
         "What the top-1 picks get wrong (% of picks showing each failure mode of the oracle; modes can co-occur):\n\n"
-        f"{top1_failure_table({k: G(v).numpy() for k, v in signals.items()}, failures)}\n\n"
+        f"{top1_failure_table(grouped, failures)}\n\n"
         "Aligned against one failure: % of same-prompt pairs (a candidate without failures, a candidate whose only "
         "failure is the one named) in which the signal scores the aligned candidate higher; 50 % is blind, "
         "below 50 % rewards the failure:\n\n"
-        f"{pairwise_failure_table({k: G(v).numpy() for k, v in signals.items()}, failures)}\n"
+        f"{pairwise_failure_table(grouped, failures)}\n"
     )
     print(report)
     (out / "report.md").write_text(report)
-    (out / "summary.json").write_text(json.dumps(rows, indent=1))
     (out / "candidates.json").write_text(json.dumps({
         "prompts": cands.prompts, "seeds": cands.seeds, "soft": soft.reshape(-1).tolist(), "strict": strict.reshape(-1).tolist(),
         "area": area.reshape(-1).tolist(), "timesteps": ts.tolist(), "curve": cands.curve.tolist(),
