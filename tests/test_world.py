@@ -85,3 +85,23 @@ def test_bad_input_is_one_clear_sentence():
         world.evaluate(torch.zeros(2, 32, 32), ["one red circle"] * 2)
     with pytest.raises(ValueError, match="one prompt per image"):
         world.evaluate(np.zeros((2, 32, 32, 3), np.uint8), ["one red circle"] * 3)
+
+
+def test_render_edits_change_one_thing_of_the_aligned_scene():
+    prompts = world.sample_prompts("train", 200, seed=3)
+    seen = set()
+    for i, prompt in enumerate(prompts):
+        edits = world.render_edits(prompt, i)
+        assert np.array_equal(edits["aligned"], world.render(prompt, i))
+        n = world.parse(prompt).n_objects
+        for kind, image in edits.items():
+            verdict = world.check(image, prompt)
+            assert verdict["well_formed"] or verdict["n_blobs"] == 0, (prompt, kind)  # "one red circle" minus one: empty
+            assert verdict["strict"] == (kind == "aligned"), (prompt, kind, verdict["failures"])
+            assert verdict["n_blobs"] == n + {"extra object": 1, "missing object": -1}.get(kind, 0), (prompt, kind)
+            if kind in ("colours swapped", "relation flipped"):  # the same shapes, recoloured or moved
+                assert (image.any(-1)).sum() == (edits["aligned"].any(-1)).sum(), (prompt, kind)
+            seen.add(kind)
+    assert seen == {"aligned", "extra object", "missing object", "colours swapped", "shape changed", "relation flipped"}
+    assert "relation flipped" not in world.render_edits("a red circle and a blue square", 0)
+    assert "colours swapped" not in world.render_edits("three green triangles", 0)

@@ -322,12 +322,59 @@ def _layout(p: Prompt, rng: np.random.Generator):
 
 def render(prompt: str, seed: int) -> np.ndarray:
     """Draw a scene that satisfies `prompt` with a random layout; uint8 array [32, 32, 3]."""
-    p = parse(prompt)
-    rng = np.random.default_rng(seed)
+    return _draw(_layout(parse(prompt), np.random.default_rng(seed)))
+
+
+def _draw(boxes) -> np.ndarray:
     img = np.zeros((SIZE, SIZE, 3), np.uint8)
-    for x, y, s, o in _layout(p, rng):
+    for x, y, s, o in boxes:
         img[y : y + s, x : x + s][_mask(o.shape, s)] = PALETTE[o.color]
     return img
+
+
+def _free_spot(boxes, s: int, rng: np.random.Generator):
+    for _ in range(200):
+        x, y = (int(v) for v in rng.integers(0, SIZE - s + 1, size=2))
+        if all(x + s + GAP <= bx or bx + bs + GAP <= x or y + s + GAP <= by or by + bs + GAP <= y for bx, by, bs, _ in boxes):
+            return x, y
+    return None
+
+
+def render_edits(prompt: str, seed: int) -> dict[str, np.ndarray]:
+    """The aligned render of `prompt` (as :func:`render` draws it) and edits of that same scene with one failure each.
+
+    Returns {"aligned": image, edit: image, ...} with uint8 [32, 32, 3] images, whichever edits the
+    prompt admits: "extra object" (another copy of the first named object in free space), "missing
+    object" (the last object erased), "colours swapped" (between the two kinds of object), "shape
+    changed" (the last object redrawn as a shape the prompt does not name) and "relation flipped"
+    (the two objects of a spatial prompt trade places). Everything else — positions, sizes, the other
+    objects — stays as in the aligned render, so the pair differs only in the one edit: the
+    image-side counterpart of :func:`edits`, for asking which of the two images a score prefers. The
+    oracle fails every edit, though it may name the failure differently (a blue circle left of a red
+    circle is the colours swapped and also the relation flipped).
+    """
+    p = parse(prompt)
+    rng = np.random.default_rng(seed)
+    boxes = _layout(p, rng)
+    out = {"aligned": _draw(boxes)}
+    extra = rng.integers(OBJECT_SIZES[0], OBJECT_SIZES[1] + 1)
+    spot = _free_spot(boxes, int(extra), np.random.default_rng([seed, 1]))
+    if spot is not None:
+        out["extra object"] = _draw([*boxes, (*spot, int(extra), p.first)])
+    out["missing object"] = _draw(boxes[:-1])
+    last = boxes[-1]
+    if p.second and p.first.color != p.second.color:
+        swap = {p.first.color: p.second.color, p.second.color: p.first.color}
+        out["colours swapped"] = _draw([(x, y, s, Obj(swap[o.color], o.shape)) for x, y, s, o in boxes])
+    spare = [s for s in SHAPES if s not in (p.first.shape, p.second.shape if p.second else p.first.shape)]
+    out["shape changed"] = _draw([*boxes[:-1], (*last[:3], Obj(last[3].color, spare[0]))])
+    if p.category == "spatial":
+        (ax, ay, sa, a), (bx, by, sb, b) = boxes
+        ca, cb = (ax + sa / 2, ay + sa / 2), (bx + sb / 2, by + sb / 2)
+        moved = [(round(cb[0] - sa / 2), round(cb[1] - sa / 2), sa, a), (round(ca[0] - sb / 2), round(ca[1] - sb / 2), sb, b)]
+        if all(0 <= x and 0 <= y and x + s <= SIZE and y + s <= SIZE for x, y, s, _ in moved):
+            out["relation flipped"] = _draw(moved)
+    return out
 
 
 def render_batch(prompts_: list[str], seeds) -> torch.Tensor:
