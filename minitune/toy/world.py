@@ -297,6 +297,11 @@ def _relation_holds(rel: str, a: tuple[float, float], b: tuple[float, float], ma
     }[rel]
 
 
+def _fits(x: int, y: int, s: int, boxes) -> bool:
+    """Whether an s×s box at (x, y) keeps GAP empty pixels from every box already placed."""
+    return all(x + s + GAP <= bx or bx + bs + GAP <= x or y + s + GAP <= by or by + bs + GAP <= y for bx, by, bs, _ in boxes)
+
+
 def _layout(p: Prompt, rng: np.random.Generator):
     objs = [p.first] * p.count + ([p.second] if p.second else [])
     for _ in range(1000):
@@ -305,7 +310,7 @@ def _layout(p: Prompt, rng: np.random.Generator):
             s = int(rng.integers(OBJECT_SIZES[0], OBJECT_SIZES[1] + 1))
             for _ in range(50):
                 x, y = (int(v) for v in rng.integers(0, SIZE - s + 1, size=2))
-                if all(x + s + GAP <= bx or bx + bs + GAP <= x or y + s + GAP <= by or by + bs + GAP <= y for bx, by, bs, _ in boxes):
+                if _fits(x, y, s, boxes):
                     boxes.append((x, y, s, o))
                     break
             else:
@@ -335,7 +340,7 @@ def _draw(boxes) -> np.ndarray:
 def _free_spot(boxes, s: int, rng: np.random.Generator):
     for _ in range(200):
         x, y = (int(v) for v in rng.integers(0, SIZE - s + 1, size=2))
-        if all(x + s + GAP <= bx or bx + bs + GAP <= x or y + s + GAP <= by or by + bs + GAP <= y for bx, by, bs, _ in boxes):
+        if _fits(x, y, s, boxes):
             return x, y
     return None
 
