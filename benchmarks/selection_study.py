@@ -99,6 +99,7 @@ def main():
     G = cands.grouped
     soft, strict = G([r["soft"] for r in ev.records]).numpy(), G([r["strict"] for r in ev.records]).numpy()
     area = G([r["area"] for r in ev.records]).numpy().astype(float)
+    failures = [[ev.records[i]["failures"] for i in group] for group in np.arange(len(ev.records)).reshape(area.shape)]
 
     ab = M.alphas_cumprod_of(pipe.scheduler)
     ts = cands.timesteps
@@ -130,7 +131,6 @@ def main():
         rho_line = f"Within-prompt Spearman ρ between re-noising point-wise MI and trajectory MI: {rho:+.2f}\n"
     signals["trajectory / coloured area"] = signals["trajectory (paper)"] / np.maximum(area.reshape(-1), 1.0)
     rng = np.random.default_rng(args.seed)
-    failures = [[ev.records[i]["failures"] for i in group] for group in np.arange(len(ev.records)).reshape(area.shape)]
     signals["random"] = rng.standard_normal(len(cands.prompts))
     signals["coloured area"] = area.reshape(-1)
     signals["oracle (soft)"] = soft.reshape(-1)
