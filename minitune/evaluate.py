@@ -35,9 +35,12 @@ def bootstrap_ci(values, n_boot: int = 2000, seed: int = 0, level: float = 0.95)
 
 
 def oracle_scorer(images, prompts) -> dict:
-    """The Shapes world's exact judge: strict, soft and well-formed per image."""
+    """The Shapes world's exact judge: strict, soft and well-formed per image, and 1.0 / 0.0 for each of
+    the oracle's failure modes (``world.FAILURE_MODES``, e.g. "extra object"), so that their rates are
+    summarised like any other metric."""
     ev = world.evaluate(images, list(prompts))
-    return {k: np.array([r[k] for r in ev.records], float) for k in ("strict", "soft", "well_formed")}
+    scores = {k: np.array([r[k] for r in ev.records], float) for k in ("strict", "soft", "well_formed")}
+    return scores | {m: np.array([m in r["failures"] for r in ev.records], float) for m in world.FAILURE_MODES}
 
 
 def diversity(images: torch.Tensor) -> float:

@@ -178,6 +178,15 @@ def _set_quality(out: Path, cfg: ExperimentConfig, arms) -> dict:
     return quality
 
 
+def _failure_rows(summaries: dict) -> str:
+    """Markdown: each model's rate of every oracle failure mode (– where an older evaluation lacks it)."""
+    modes = world.FAILURE_MODES
+    lines = ["| model | " + " | ".join(modes) + " |", "|---|" + "---:|" * len(modes)]
+    for name, s in summaries.items():
+        lines.append(f"| {name} | " + " | ".join(f"{100 * s['all'][m]:.1f}" if m in s["all"] else "–" for m in modes) + " |")
+    return "\n".join(lines)
+
+
 def _slug(name: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
 
@@ -200,6 +209,8 @@ def _report(out: Path, cfg: ExperimentConfig, results: dict[str, EvalResult], ti
           f"prompts × {cfg.candidates} candidates, top {cfg.top_k}; LoRA rank {cfg.rank}, {cfg.finetune_steps} steps, "
           f"{cfg.rounds} round(s).\n\n## Strict alignment % (95 % CI over prompts)\n\n"
           f"{comparison_table(main, 'strict', 'base')}\n\n## Soft alignment %\n\n{comparison_table(main, 'soft', 'base')}\n\n"
+          "## Failure modes on the held-out prompts (% of images; modes can co-occur)\n\n"
+          f"{_failure_rows({k: summaries[k] for k in main})}\n\n"
           "## What each arm fine-tunes on (the oracle's verdict on the selected training candidates)\n\n"
           + "".join(f"{r}:\n\n| set | images | strict % | soft % | well-formed % | mean trajectory MI |\n|---|---:|---:|---:|---:|---:|\n"
                     + "".join(f"| {k} | {v['images']} | {100 * v['strict']:.1f} | {100 * v['soft']:.1f} | "

@@ -32,6 +32,8 @@ def test_tiny_experiment_writes_tables_and_figures(tiny_run):
     assert pool["images"] == 4 * 3 and set(pool["failures"]) == set(world.FAILURE_MODES)
     assert all(0.0 <= v <= 1.0 for v in pool["failures"].values())
     assert "Failure modes in each set" in (out / "results.md").read_text()
+    assert "Failure modes on the held-out prompts" in (out / "results.md").read_text()
+    assert set(world.FAILURE_MODES) <= set(data["summaries"]["base"]["all"])
 
 
 def test_rerun_continues_and_changed_settings_are_refused(tiny_run):
