@@ -22,7 +22,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from . import GUIDANCE_SCALE, resolve_device
-from .evaluate import EvalResult, comparison_table, evaluate_pipeline
+from .evaluate import EvalResult, comparison_table, evaluate_pipeline, oracle_scorer
 from .toy import world
 
 
@@ -172,18 +172,19 @@ def _set_quality(out: Path, cfg: ExperimentConfig, arms) -> dict:
             records = data.records
             rows[name] = {k: float(np.mean([rec[k] for rec in records])) for k in ("strict", "soft", "well_formed", "mi")}
             rows[name]["images"] = len(records)
-            verdicts = world.evaluate(data.images, data.prompts).records
-            rows[name]["failures"] = {m: float(np.mean([m in v["failures"] for v in verdicts])) for m in world.FAILURE_MODES}
+            scores = oracle_scorer(data.images, data.prompts)
+            rows[name]["failures"] = {m: float(scores[m].mean()) for m in world.FAILURE_MODES}
         quality[f"round {r}"] = rows
     return quality
 
 
-def _failure_rows(summaries: dict) -> str:
-    """Markdown: each model's rate of every oracle failure mode (– where an older evaluation lacks it)."""
+def _failure_rows(label: str, rates: dict) -> str:
+    """Markdown: {row name: {failure mode: rate}} as % per oracle failure mode (– where a row lacks one,
+    e.g. an evaluation saved before failure modes were recorded)."""
     modes = world.FAILURE_MODES
-    lines = ["| model | " + " | ".join(modes) + " |", "|---|" + "---:|" * len(modes)]
-    for name, s in summaries.items():
-        lines.append(f"| {name} | " + " | ".join(f"{100 * s['all'][m]:.1f}" if m in s["all"] else "–" for m in modes) + " |")
+    lines = [f"| {label} | " + " | ".join(modes) + " |", "|---|" + "---:|" * len(modes)]
+    for name, r in rates.items():
+        lines.append(f"| {name} | " + " | ".join(f"{100 * r[m]:.1f}" if m in r else "–" for m in modes) + " |")
     return "\n".join(lines)
 
 
@@ -210,16 +211,14 @@ def _report(out: Path, cfg: ExperimentConfig, results: dict[str, EvalResult], ti
           f"{cfg.rounds} round(s).\n\n## Strict alignment % (95 % CI over prompts)\n\n"
           f"{comparison_table(main, 'strict', 'base')}\n\n## Soft alignment %\n\n{comparison_table(main, 'soft', 'base')}\n\n"
           "## Failure modes on the held-out prompts (% of images; modes can co-occur)\n\n"
-          f"{_failure_rows({k: summaries[k] for k in main})}\n\n"
+          f"{_failure_rows('model', {k: summaries[k]['all'] for k in main})}\n\n"
           "## What each arm fine-tunes on (the oracle's verdict on the selected training candidates)\n\n"
           + "".join(f"{r}:\n\n| set | images | strict % | soft % | well-formed % | mean trajectory MI |\n|---|---:|---:|---:|---:|---:|\n"
                     + "".join(f"| {k} | {v['images']} | {100 * v['strict']:.1f} | {100 * v['soft']:.1f} | "
                               f"{100 * v['well_formed']:.1f} | {v['mi']:.1f} |\n" for k, v in rows.items()) + "\n"
                     for r, rows in sets.items())
           + "Failure modes in each set (% of its images; modes can co-occur):\n\n"
-          + "".join(f"{r}:\n\n| set | " + " | ".join(world.FAILURE_MODES) + " |\n|---|" + "---:|" * len(world.FAILURE_MODES)
-                    + "\n" + "".join(f"| {k} | " + " | ".join(f"{100 * v['failures'][m]:.1f}" for m in world.FAILURE_MODES)
-                                     + " |\n" for k, v in rows.items()) + "\n"
+          + "".join(f"{r}:\n\n{_failure_rows('set', {k: v['failures'] for k, v in rows.items()})}\n\n"
                     for r, rows in sets.items())
           + f"## CFG sweep of the base model (strict %)\n\n"
           f"{comparison_table({k: v for k, v in results.items() if k == 'base' or 'CFG' in k}, 'strict', 'base')}\n\n"
