@@ -55,10 +55,11 @@ def main():
     for s in tqdm(range(0, len(rows), chunk), desc="scoring"):
         idx = list(range(s, min(len(rows), s + chunk)))
         pair = den.eps_pair(conds.take(torch.tensor([rows[j][0] for j in idx])))
-        for form, key in (("pointwise", "point-wise"), ("orthogonal", "orthogonal")):
-            gens = [torch.Generator().manual_seed(seeds[j]) for j in idx]
-            scores[key].append(M.renoise_mi(pair, x0[idx], den.scheduler, n_samples=args.samples, generator=gens,
-                                            form=form)[0])
+        gens = [torch.Generator().manual_seed(seeds[j]) for j in idx]
+        both = M.renoise_mi(pair, x0[idx], den.scheduler, n_samples=args.samples, generator=gens,
+                            form=("pointwise", "orthogonal"))  # one set of network evaluations for both forms
+        scores["point-wise"].append(both["pointwise"][0])
+        scores["orthogonal"].append(both["orthogonal"][0])
         if args.contrast_samples:
             near = [list(world.edits(texts[j]).values()) for j in idx]
             scores["contrast"].append(M.contrast_mi(den, x0[idx], [texts[j] for j in idx], near, seeds=[seeds[j] for j in idx],

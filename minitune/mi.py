@@ -180,8 +180,16 @@ def _check_x0(x0) -> None:
         raise ValueError("x0 contains NaN or inf; check how the images or latents were produced.")
 
 
+def _forms(form) -> tuple[str, ...]:
+    forms = (form,) if isinstance(form, str) else tuple(form)
+    if not forms or any(f not in ("pointwise", "orthogonal") for f in forms):
+        raise ValueError(f'form must be "pointwise", "orthogonal" or a tuple of them, got {form!r}.')
+    return forms
+
+
 def _integrand(eps_pair, x0, alphas_cumprod, t, generator, form, batch_size, sum_dims) -> torch.Tensor:
-    """Re-noise x0 at the timesteps t [n, B] (fresh ε per draw) and return the integrand [n, B, ...].
+    """Re-noise x0 at the timesteps t [n, B] (fresh ε per draw) and return the integrand [n, B, ...]
+    (for a tuple of forms, [len(form), n, B, ...] from the same network evaluations).
 
     Draw j of every image sits in rows j·B..j·B+B−1 of a network call; ``batch_size`` bounds the rows
     per call (whole draws of the batch, at least one). Noise is drawn draw by draw, so the values do
@@ -192,8 +200,7 @@ def _integrand(eps_pair, x0, alphas_cumprod, t, generator, form, batch_size, sum
                (a difference of squares without subtracting two large, nearly equal sums);
     orthogonal: ‖ε̂_c − ε̂_u‖².
     """
-    if form not in ("pointwise", "orthogonal"):
-        raise ValueError(f'form must be "pointwise" or "orthogonal", got {form!r}.')
+    forms = _forms(form)
     n, B = t.shape
     sum_dims = tuple(range(1, x0.ndim)) if sum_dims is None else sum_dims
     per_call = n if batch_size is None else max(1, batch_size // B)
@@ -214,16 +221,16 @@ def _integrand(eps_pair, x0, alphas_cumprod, t, generator, form, batch_size, sum
         acc = torch.promote_types(eps_c.dtype, torch.float32)
         eps, eps_c, eps_u = eps.to(acc), eps_c.to(acc), eps_u.to(acc)
         diff = eps_c - eps_u
-        terms = diff * (2 * eps - eps_c - eps_u) if form == "pointwise" else diff.square()
-        out.append(terms.sum(sum_dims))
-    f = torch.cat(out).view(n, B, *out[0].shape[1:])
+        out.append(torch.stack([(diff * (2 * eps - eps_c - eps_u) if f == "pointwise" else diff.square()).sum(sum_dims)
+                                for f in forms]))
+    f = torch.cat(out, 1).view(len(forms), n, B, *out[0].shape[2:])
     if not bool(torch.isfinite(f).all()):
         raise ValueError("the denoiser returned NaN or inf for some noised inputs; "
                          "check the model's dtype (fp16 overflow) and its inputs.")
-    return f
+    return f[0] if isinstance(form, str) else f
 
 
-def renoise_mi(eps_pair, x0, alphas_cumprod, *, n_samples: int = 64, generator, form: str = "pointwise",
+def renoise_mi(eps_pair, x0, alphas_cumprod, *, n_samples: int = 64, generator, form: str | tuple[str, ...] = "pointwise",
                proposal: str = "importance", t_min: int = 1, batch_size: int | None = None):
     """MI of any image (or latent) x0 [B, ...] with the prompt bound in ``eps_pair``: (estimate, stderr), both [B].
 
@@ -257,7 +264,8 @@ def renoise_mi(eps_pair, x0, alphas_cumprod, *, n_samples: int = 64, generator, 
     ``n_samples`` is the number of ε-pair evaluations per image. ``generator``: one torch.Generator,
     or a list with one per image (then an image's estimate does not depend on the rest of the batch).
     The draws do not depend on ``form`` or ``batch_size`` (rows per network call, whole draws of the
-    batch), so the two forms can be compared on identical noise by reseeding.
+    batch). ``form=("pointwise", "orthogonal")`` computes both forms from the same network
+    evaluations and returns {form: (estimate, stderr)}, equal to two calls with reseeded generators.
     """
     ab = alphas_cumprod_of(alphas_cumprod)
     if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 2:
@@ -276,16 +284,20 @@ def renoise_mi(eps_pair, x0, alphas_cumprod, *, n_samples: int = 64, generator, 
     stratum = (torch.arange(n_samples) // 2).clamp(max=H - 1)
     u = (stratum[:, None] + _draw(torch.rand, (B, n_samples), generator, "cpu", torch.float32).T.double()) / H
     idx = torch.searchsorted(q.cumsum(0), u.contiguous()).clamp(max=len(grid) - 1)  # inverse CDF, [n, B]
-    f = _integrand(eps_pair, x0, ab, grid[idx], generator, form, batch_size, None)
-    g = (w / q)[idx].to(f) * f
+    forms = _forms(form)
+    f = _integrand(eps_pair, x0, ab, grid[idx], generator, forms, batch_size, None)
+    g = (w / q)[idx].to(f) * f  # [forms, n, B]
     stratum, count = stratum.to(g.device), torch.bincount(stratum, minlength=H).to(g)[:, None]
-    mean = g.new_zeros(H, B).index_add_(0, stratum, g) / count
-    var = g.new_zeros(H, B).index_add_(0, stratum, (g - mean[stratum]).square()) / (count - 1)
-    return mean.mean(0), (var / count).sum(0).sqrt() / H
+    mean = g.new_zeros(len(forms), H, B).index_add_(1, stratum, g) / count
+    var = g.new_zeros(len(forms), H, B).index_add_(1, stratum, (g - mean[:, stratum]).square()) / (count - 1)
+    stats = {name: (m.mean(0), (v / count).sum(0).sqrt() / H) for name, m, v in zip(forms, mean, var)}
+    return stats[form] if isinstance(form, str) else stats
 
 
 def _curve(eps_pair, x0, alphas_cumprod, timesteps, n_noise, generator, form, batch_size, sum_dims):
     """Integrand at each given timestep averaged over n_noise draws: [B, len(timesteps), ...]."""
+    if not isinstance(form, str):
+        raise ValueError(f'form must be "pointwise" or "orthogonal" (one form per curve or map), got {form!r}.')
     ab = alphas_cumprod_of(alphas_cumprod)
     t = _as_timesteps(timesteps, len(ab))
     if isinstance(n_noise, bool) or not isinstance(n_noise, int) or n_noise < 1:

@@ -97,6 +97,8 @@ def test_errors_say_what_was_wrong():
         mi.quadrature_weights(AB, [900, 100, 500])
     with pytest.raises(ValueError, match="form must be"):
         mi.renoise_mi(blind, IMAGES, AB, n_samples=4, generator=gen(), form="both")
+    with pytest.raises(ValueError, match="form must be"):
+        mi.mi_curve(blind, IMAGES, AB, [500], generator=gen(), form=("pointwise", "orthogonal"))
     with pytest.raises(ValueError, match="batch tensor"):
         mi.renoise_mi(blind, torch.zeros(5), AB, n_samples=4, generator=gen())
     with pytest.raises(ValueError, match=r"\[B, C, H, W\]"):
@@ -112,3 +114,20 @@ def test_errors_say_what_was_wrong():
         mi.prompt_swap_test(lambda prompts: torch.zeros(len(prompts)), [], [])
     with pytest.raises(ValueError, match="equally many"):
         mi.prompt_swap_test(lambda prompts: torch.zeros(len(prompts)), ["a"], ["b", "c"])
+
+
+def test_both_forms_from_one_set_of_network_evaluations():
+    y = G.mean_y + torch.randn(G.mean_y.shape, generator=gen(1), dtype=torch.float64)
+    x = torch.stack([G.cond_mean(y), G.cond_mean(y) + 0.5])
+    calls = []
+
+    def counted(z_t, t):
+        calls.append(len(z_t))
+        return G.eps_pair(y, AB)(z_t, t)
+
+    both = mi.renoise_mi(counted, x, AB, n_samples=8, generator=gen(3), form=("pointwise", "orthogonal"))
+    assert sum(calls) == 2 * 8
+    for form in ("pointwise", "orthogonal"):
+        est, se = mi.renoise_mi(counted, x, AB, n_samples=8, generator=gen(3), form=form)
+        assert torch.equal(both[form][0], est) and torch.equal(both[form][1], se)
+    assert sum(calls) == 3 * 2 * 8
