@@ -11,6 +11,10 @@ image is scored under the true prompt with the same noise draws as its aligned s
 
 - re-noising point-wise MI, log p(x|y) − log p(x) (unbiased);
 - re-noising orthogonal MI, ‖ε̂_c − ε̂_u‖² integrated;
+- the two halves of the point-wise form, log p(x|y) and log p(x) up to a constant that the
+  common noise cancels (``form="conditional"`` / ``"unconditional"``), from the same network
+  evaluations: is an edit penalised because it is unlikely under the prompt, or rewarded because it
+  is unlikely without one?
 - with ``--contrast-samples S``, the contrast against the prompt's near-miss prompts
   (:func:`minitune.mi.contrast_mi`), which cancels log p(x).
 
@@ -50,16 +54,17 @@ def main():
     texts = [prompts[i] for i, _, _ in rows]
     seeds = [args.seed + i for i, _, _ in rows]  # an image shares its noise draws with its prompt's aligned scene
     conds = den.encode(prompts)
-    scores = {"point-wise": [], "orthogonal": [], "contrast": []}
+    forms = {"point-wise": "pointwise", "orthogonal": "orthogonal", "log p(x|y)": "conditional", "log p(x)": "unconditional"}
+    scores = {**{k: [] for k in forms}, "contrast": []}
     chunk = 32
     for s in tqdm(range(0, len(rows), chunk), desc="scoring"):
         idx = list(range(s, min(len(rows), s + chunk)))
         pair = den.eps_pair(conds.take(torch.tensor([rows[j][0] for j in idx])))
         gens = [torch.Generator().manual_seed(seeds[j]) for j in idx]
-        both = M.renoise_mi(pair, x0[idx], den.scheduler, n_samples=args.samples, generator=gens,
-                            form=("pointwise", "orthogonal"))  # one set of network evaluations for both forms
-        scores["point-wise"].append(both["pointwise"][0])
-        scores["orthogonal"].append(both["orthogonal"][0])
+        est = M.renoise_mi(pair, x0[idx], den.scheduler, n_samples=args.samples, generator=gens,
+                           form=tuple(forms.values()))  # one set of network evaluations for all forms
+        for name, form in forms.items():
+            scores[name].append(est[form][0])
         if args.contrast_samples:
             near = [list(world.edits(texts[j]).values()) for j in idx]
             scores["contrast"].append(M.contrast_mi(den, x0[idx], [texts[j] for j in idx], near, seeds=[seeds[j] for j in idx],
@@ -70,16 +75,18 @@ def main():
     print(f"{len(prompts)} training-split prompts, ground-truth renders and one-edit copies of each; "
           f"{args.samples} re-noising draws per image" + (f", contrast with {args.contrast_samples}" if args.contrast_samples else "")
           + f" (common noise per scene); seed {args.seed}; {time.time() - t0:.0f} s\n")
-    print("| edit | pairs | " + " | ".join(f"aligned wins %, {k}" for k in scores) + " | median gap, point-wise (nats) |")
-    print("|---|---:|" + "---:|" * (len(scores) + 1))
+    gaps = ("point-wise", "log p(x|y)", "log p(x)")
+    print("| edit | pairs | " + " | ".join(f"aligned wins %, {k}" for k in scores) + " | "
+          + " | ".join(f"median gap, {k} (nats)" for k in gaps) + " |")
+    print("|---|---:|" + "---:|" * (len(scores) + len(gaps)))
     for kind in kinds:
         pairs = [(aligned[i], j) for j, (i, k, _) in enumerate(rows) if k == kind]
         cells = []
         for v in scores.values():
             wins = [1.0 if v[a] > v[e] else 0.5 if v[a] == v[e] else 0.0 for a, e in pairs]
             cells.append(f"{100 * np.mean(wins):.0f}")
-        gap = np.median([scores["point-wise"][a] - scores["point-wise"][e] for a, e in pairs])
-        print(f"| {kind} | {len(pairs)} | " + " | ".join(cells) + f" | {gap:+.1f} |")
+        cells += [f"{np.median([scores[k][a] - scores[k][e] for a, e in pairs]):+.1f}" for k in gaps]
+        print(f"| {kind} | {len(pairs)} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

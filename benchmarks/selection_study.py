@@ -14,7 +14,7 @@ signal's top-1 picks get wrong (the oracle's failure modes) and, failure mode by
 often the signal ranks an aligned candidate above a same-prompt candidate with only that failure.
 
 The sampled candidates are kept in ``<out>/candidates.pt`` and the re-noising scores in
-``<out>/renoise.pt``; a rerun with the same model, prompts, candidates, CFG, steps and seed (and
+``<out>/renoise.pt`` (and ``likelihood.pt``); a rerun with the same model, prompts, candidates, CFG, steps and seed (and
 re-noising samples) reuses them, so the tables can be redone without sampling again.
 
 Signals:
@@ -23,6 +23,10 @@ Signals:
 - ``re-noise point-wise`` / ``re-noise orthogonal``: :func:`minitune.mi.renoise_mi` on the final image;
 - ``contrast vs edits``: point-wise MI under the prompt minus the largest point-wise MI under its
   near-miss edits (:func:`minitune.toy.world.edits`), on common noise, so log p(x) cancels;
+- ``log p(x|y)`` / ``log p(x)``, denoising bound: the two halves of the point-wise form
+  (``form="conditional"`` / ``"unconditional"``, t ≥ 50), each up to a constant shared by the
+  candidates of a prompt, which are re-noised with common noise; their difference; and the
+  halfway mix log p(x|y) − ½ log p(x);
 - ``trajectory / coloured area``: the paper's MI per coloured pixel (a diagnostic of the area confound);
 - references: ``random``, ``coloured area`` and ``oracle (soft)``.
 """
@@ -68,6 +72,44 @@ def renoise_scores(pipe, cands, n_samples, seed, chunk=64):
     return {k: torch.cat(v).numpy() for k, v in out.items()}
 
 
+def likelihood_scores(pipe, cands, n_samples, seed, t_min=50):
+    """log p(x|y) and log p(x) up to a shared constant (the halves of the point-wise form), per candidate.
+
+    All candidates of a prompt are re-noised with the same t and ε (one seed per prompt), so the
+    constant and most of the noise cancel between them; only within-prompt ranks are meaningful.
+    """
+    den = denoiser_for(pipe)
+    ab = M.alphas_cumprod_of(den.scheduler)
+    N = cands.n_per_prompt
+    uniq = [cands.prompts[s] for s in range(0, len(cands.prompts), N)]
+    conds = den.encode(uniq)
+    out = {"conditional": [], "unconditional": []}
+    for p in tqdm(range(len(uniq)), desc="likelihoods"):
+        pair = den.eps_pair(conds.take(torch.full((N,), p)))
+        gens = [torch.Generator().manual_seed(seed + 100_000 + p) for _ in range(N)]
+        est = M.renoise_mi(pair, cands.latents[p * N : (p + 1) * N], ab, n_samples=n_samples, generator=gens,
+                           form=tuple(out), t_min=t_min)
+        for k in out:
+            out[k].append(est[k][0])
+    return {k: torch.cat(v).numpy() for k, v in out.items()}
+
+
+def cached_scores(path: Path, key: dict, compute):
+    """Scores {name: array} from `path` if it was made with `key`, else computed, timed and saved; with
+    the seconds they took. Zero samples in the key means the signal is off: ({}, 0)."""
+    if not list(key.values())[-1]:
+        return {}, 0.0
+    kept = torch.load(path) if path.is_file() else {}
+    if kept.get("key") == key:
+        print(f"reusing the scores in {path}")
+        return {k: v.numpy() for k, v in kept["scores"].items()}, kept["seconds"]
+    t0 = time.time()
+    scores = compute()
+    seconds = time.time() - t0
+    torch.save({"key": key, "scores": {k: torch.from_numpy(v) for k, v in scores.items()}, "seconds": seconds}, path)
+    return scores, seconds
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default=None, help="a saved Shapes pipeline (default: the shipped base model)")
@@ -76,6 +118,8 @@ def main():
     ap.add_argument("--cfg", type=float, default=GUIDANCE_SCALE, help="guidance scale (default: the documented one)")
     ap.add_argument("--steps", type=int, default=25)
     ap.add_argument("--renoise-samples", type=int, default=16, help="re-noising samples per candidate (0: skip re-noising)")
+    ap.add_argument("--likelihood-samples", type=int, default=8,
+                    help="re-noising samples for log p(x|y) and log p(x) per candidate (0: skip)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="runs/selection")
     args = ap.parse_args()
@@ -110,18 +154,10 @@ def main():
         band = ((ts >= max(a, 51)) & (ts < a + T // 4)).float()
         w = kappa * band
         signals[f"trajectory t∈[{max(a, 51)},{a + T // 4})"] = (cands.curve * w).sum(1).div(band.sum()).numpy()
-    rn, t_renoise = {}, 0.0
-    if args.renoise_samples > 0:
-        rn_cache, rn_key = out / "renoise.pt", {**key, "renoise_samples": args.renoise_samples}
-        kept = torch.load(rn_cache) if rn_cache.is_file() else {}
-        if kept.get("key") == rn_key:
-            rn, t_renoise = {k: v.numpy() for k, v in kept["scores"].items()}, kept["seconds"]
-            print(f"reusing the re-noising scores in {rn_cache}")
-        else:
-            t1 = time.time()
-            rn = renoise_scores(pipe, cands, args.renoise_samples, args.seed)
-            t_renoise = time.time() - t1
-            torch.save({"key": rn_key, "scores": {k: torch.from_numpy(v) for k, v in rn.items()}, "seconds": t_renoise}, rn_cache)
+    rn, t_renoise = cached_scores(out / "renoise.pt", {**key, "renoise_samples": args.renoise_samples},
+                                  lambda: renoise_scores(pipe, cands, args.renoise_samples, args.seed))
+    lk, t_lk = cached_scores(out / "likelihood.pt", {**key, "likelihood_samples": args.likelihood_samples},
+                             lambda: likelihood_scores(pipe, cands, args.likelihood_samples, args.seed))
     rho_line = ""
     if rn:
         signals["re-noise point-wise"] = rn["pointwise"]
@@ -129,6 +165,11 @@ def main():
         signals["contrast vs edits"] = rn["contrast"]
         rho = within_prompt_spearman(G(rn["pointwise"]).numpy(), G(signals["trajectory (paper)"]).numpy())
         rho_line = f"Within-prompt Spearman ρ between re-noising point-wise MI and trajectory MI: {rho:+.2f}\n"
+    if lk:
+        signals["log p(x|y), denoising bound"] = lk["conditional"]
+        signals["log p(x), denoising bound"] = lk["unconditional"]
+        signals["their difference (point-wise MI, common noise)"] = lk["conditional"] - lk["unconditional"]
+        signals["log p(x|y) − ½ log p(x)"] = lk["conditional"] - 0.5 * lk["unconditional"]
     signals["trajectory / coloured area"] = signals["trajectory (paper)"] / np.maximum(area.reshape(-1), 1.0)
     rng = np.random.default_rng(args.seed)
     signals["random"] = rng.standard_normal(len(cands.prompts))
@@ -140,7 +181,7 @@ def main():
     report = (
         f"{len(prompts)} training-split prompts × {args.candidates} candidates, CFG {args.cfg}, {args.steps} DDPM steps, "
         f"re-noising with {args.renoise_samples} samples; seed {args.seed}. Sampling took {'an unrecorded time' if t_sample is None else f'{t_sample:.0f} s'}, "
-        f"re-noising {t_renoise:.0f} s (when first computed).\n"
+        f"re-noising {t_renoise:.0f} s, likelihoods ({args.likelihood_samples} samples) {t_lk:.0f} s (when first computed).\n"
         f"Mean strict score of all candidates: {100 * mean_strict:.1f} %; prompts with at least one strictly aligned "
         f"candidate: {100 * float(strict.max(1).mean()):.1f} %.\n\n"
         f"{selection_table(grouped, strict, soft, area)}\n\n"

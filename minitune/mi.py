@@ -13,7 +13,12 @@ The two identities this module estimates (Kong et al. 2023; Franzese et al. 2024
 The first holds for each x; the second only on average over x ~ p(x|y) (for optimal denoisers
 ε − ε̂_c is orthogonal to anything computed from z_t, which turns the first integrand into the
 second), but its integrand is never negative and usually has less variance, which is why MI-TUNE
-uses it.
+uses it. The point-wise integrand is a difference of two denoising errors, and each alone gives a
+log-density: over a finite range of λ, ½ ∫ E_ε[−‖ε − ε̂_c‖²] dλ = log p(x|y) + C, with C set by the
+range and the dimension alone, and likewise log p(x) (the denoising bound, tight for optimal
+denoisers, up to the ends of the range): :func:`renoise_mi` returns them as the forms
+``"conditional"`` and ``"unconditional"``, which say whether an image's MI is high because the
+prompt makes it likely or because it is unlikely without one.
 
 Everything here talks to the model through an **ε-pair predictor**: any callable
 ``eps_pair(z_t, t) -> (eps_c, eps_u)`` with z_t [n, ...] and t a tensor [n] of integer timesteps
@@ -180,11 +185,22 @@ def _check_x0(x0) -> None:
         raise ValueError("x0 contains NaN or inf; check how the images or latents were produced.")
 
 
+FORMS = ("pointwise", "orthogonal", "conditional", "unconditional")
+
+
 def _forms(form) -> tuple[str, ...]:
     forms = (form,) if isinstance(form, str) else tuple(form)
-    if not forms or any(f not in ("pointwise", "orthogonal") for f in forms):
-        raise ValueError(f'form must be "pointwise", "orthogonal" or a tuple of them, got {form!r}.')
+    if not forms or any(f not in FORMS for f in forms):
+        raise ValueError(f"form must be one of {', '.join(FORMS)} or a tuple of them, got {form!r}.")
     return forms
+
+
+def _term(form: str, eps, eps_c, eps_u, diff, sum_dims) -> torch.Tensor:
+    if form == "pointwise":
+        return (diff * (2 * eps - eps_c - eps_u)).sum(sum_dims)
+    if form == "orthogonal":
+        return diff.square().sum(sum_dims)
+    return -(eps - (eps_c if form == "conditional" else eps_u)).square().sum(sum_dims)
 
 
 def _integrand(eps_pair, x0, alphas_cumprod, t, generator, form, batch_size, sum_dims) -> torch.Tensor:
@@ -198,7 +214,8 @@ def _integrand(eps_pair, x0, alphas_cumprod, t, generator, form, batch_size, sum
 
     pointwise: ‖ε − ε̂_u‖² − ‖ε − ε̂_c‖², computed as the equal ⟨ε̂_c − ε̂_u, 2ε − ε̂_c − ε̂_u⟩
                (a difference of squares without subtracting two large, nearly equal sums);
-    orthogonal: ‖ε̂_c − ε̂_u‖².
+    orthogonal: ‖ε̂_c − ε̂_u‖²;
+    conditional / unconditional: −‖ε − ε̂_c‖² / −‖ε − ε̂_u‖² (their difference is the point-wise term).
     """
     forms = _forms(form)
     n, B = t.shape
@@ -221,8 +238,7 @@ def _integrand(eps_pair, x0, alphas_cumprod, t, generator, form, batch_size, sum
         acc = torch.promote_types(eps_c.dtype, torch.float32)
         eps, eps_c, eps_u = eps.to(acc), eps_c.to(acc), eps_u.to(acc)
         diff = eps_c - eps_u
-        out.append(torch.stack([(diff * (2 * eps - eps_c - eps_u) if f == "pointwise" else diff.square()).sum(sum_dims)
-                                for f in forms]))
+        out.append(torch.stack([_term(f, eps, eps_c, eps_u, diff, sum_dims) for f in forms]))
     f = torch.cat(out, 1).view(len(forms), n, B, *out[0].shape[2:])
     if not bool(torch.isfinite(f).all()):
         raise ValueError("the denoiser returned NaN or inf for some noised inputs; "
@@ -243,7 +259,16 @@ def renoise_mi(eps_pair, x0, alphas_cumprod, *, n_samples: int = 64, generator, 
 
     * ``form="pointwise"``: f = ‖ε − ε̂_u‖² − ‖ε − ε̂_c‖², estimating log p(x0|y) − log p(x0);
     * ``form="orthogonal"``: f = ‖ε̂_c − ε̂_u‖² (never negative, less noise; equals the point-wise value
-      only on average over x0 ~ p(x|y)).
+      only on average over x0 ~ p(x|y));
+    * ``form="conditional"`` / ``"unconditional"``: f = −‖ε − ε̂_c‖² / −‖ε − ε̂_u‖², the two halves of
+      the point-wise form (conditional − unconditional = point-wise, draw by draw). Each estimates
+      log p(x0|y) / log p(x0) *up to an additive constant* that depends on the schedule, t_min and
+      the image size but not on x0 or y, apart from the part of the integral outside the grid; the
+      integrand itself does not decay at high SNR, so a single value means nothing and its noise is
+      large. Compare images only under
+      common random numbers: the same generator seed for each of them, so they share t and ε, and
+      the constant and most of the noise cancel in the difference. With ``t_min`` around 50 the
+      far high-SNR end, where the bound diverges for near-discrete pixels, is left out.
 
     Proposals: ``"uniform"`` is uniform over t. ``"importance"`` is a logistic density in λ with
     location 0 and scale 2, q ∝ |Δλ_t| sech²(λ_t/4): it has the bell shape of the typical integrand,
@@ -297,7 +322,7 @@ def renoise_mi(eps_pair, x0, alphas_cumprod, *, n_samples: int = 64, generator, 
 def _curve(eps_pair, x0, alphas_cumprod, timesteps, n_noise, generator, form, batch_size, sum_dims):
     """Integrand at each given timestep averaged over n_noise draws: [B, len(timesteps), ...]."""
     if not isinstance(form, str):
-        raise ValueError(f'form must be "pointwise" or "orthogonal" (one form per curve or map), got {form!r}.')
+        raise ValueError(f"form must be one of {', '.join(FORMS)} (one form per curve or map), got {form!r}.")
     ab = alphas_cumprod_of(alphas_cumprod)
     t = _as_timesteps(timesteps, len(ab))
     if isinstance(n_noise, bool) or not isinstance(n_noise, int) or n_noise < 1:

@@ -195,3 +195,22 @@ def test_contrast_mi_matches_the_closed_form_log_likelihood_ratio():
         mi.contrast_mi(den, x[:1], ["true"], [[]], seeds=[0])
     with pytest.raises(ValueError, match="one of each per image"):
         mi.contrast_mi(den, x, ["true"], near, seeds=[0, 1, 2])
+
+
+def test_conditional_and_unconditional_forms_rank_images_by_log_density():
+    """The two halves of the point-wise form estimate log p(x|y) and log p(x) up to one constant:
+    re-noised with common random numbers (one seed for every image), differences between images
+    match the closed-form log-density differences (0.6–1.8 nats here).
+
+    At 2^15 draws each image's standard error is ~0.12 nats, but the differences, with the constant
+    and most of the noise shared, scatter by only 0.02–0.03 (measured over 20 seeds at 2^13 draws:
+    0.035–0.058, bias under 0.015). The point-wise form is their difference, draw by draw.
+    """
+    x = G.sample_x_given_y(Y, 4, gen(3))
+    out = mi.renoise_mi(G.eps_pair(Y, AB), x, AB, n_samples=2**15, generator=[gen(7) for _ in x], form=mi.FORMS)
+    (cond, se), (uncond, _) = out["conditional"], out["unconditional"]
+    assert torch.allclose(out["pointwise"][0], cond - uncond, atol=1e-10)
+    for est, truth in ((cond, G.conditional(Y).log_prob(x)), (uncond, G.marginal().log_prob(x))):
+        err = (est - est[0]) - (truth - truth[0])
+        assert err.abs().max() <= 0.12, (est - est[0], truth - truth[0])
+    assert se.min() >= 0.1  # alone, each value is far noisier than the differences
