@@ -46,6 +46,7 @@ From a sum over timesteps to the integral over log SNR, two weightings:
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 
@@ -246,6 +247,57 @@ def _integrand(eps_pair, x0, alphas_cumprod, t, generator, form, batch_size, sum
     return f[0] if isinstance(form, str) else f
 
 
+def _proposal(proposal, ab, grid, w) -> torch.Tensor:
+    """The proposal's probabilities over the grid (float64, summing to 1)."""
+    if isinstance(proposal, torch.Tensor):
+        q = proposal.detach().to("cpu", torch.float64)
+        if q.shape != grid.shape or not bool(torch.isfinite(q).all()) or bool((q <= 0).any()):
+            raise ValueError(f"a proposal tensor must hold {len(grid)} positive, finite weights, one per timestep "
+                             f"t = {int(grid[0])}..{int(grid[-1])} (as fit_proposal returns for this t_min), "
+                             f"got shape {tuple(q.shape)}.")
+    elif proposal == "importance":
+        q = w / torch.cosh(log_snr(ab[grid]) / 4) ** 2
+    elif proposal == "uniform":
+        q = torch.ones_like(w)
+    else:
+        raise ValueError(f'proposal must be "importance", "uniform" or a tensor from fit_proposal, got {proposal!r}.')
+    return q / q.sum()
+
+
+def fit_proposal(eps_pair, x0, alphas_cumprod, *, n_samples: int = 64, generator, form: str = "orthogonal",
+                 t_min: int = 1, defensive: float = 0.3, batch_size: int | None = None) -> torch.Tensor:
+    """A proposal over t fitted to this model's integrand, for :func:`renoise_mi`'s ``proposal``.
+
+    The variance-minimising proposal for a sum Σ_t w_t E f(t) draws t with probability ∝
+    w_t · √E[f(t)²]. A pilot measures √E[f²] on the images x0 (a few are enough, e.g. renders or
+    candidates of the kind to be scored) at ``n_samples`` timesteps, the quantiles of the default
+    logistic proposal, with fresh noise per image; between those timesteps it is interpolated
+    linearly in λ. A share ``defensive`` of the default proposal is mixed in, so that w/q stays
+    bounded where the pilot saw nothing. Fit once per model (and form), then pass the tensor to
+    every call: the estimator stays unbiased whatever the pilot measured; only its variance changes.
+    Costs n_samples ε-pair evaluations per pilot image.
+    """
+    ab = alphas_cumprod_of(alphas_cumprod)
+    if not 0 < defensive <= 1:
+        raise ValueError(f"defensive must lie in (0, 1], got {defensive}.")
+    if isinstance(form, bool) or not isinstance(form, str):
+        raise ValueError(f"form must be one of {', '.join(FORMS)} (the proposal is fitted to one form), got {form!r}.")
+    _check_x0(x0)
+    grid = torch.arange(t_min, len(ab))
+    w = quadrature_weights(ab, grid)
+    base = _proposal("importance", ab, grid, w)
+    u = (torch.arange(n_samples, dtype=torch.float64) + 0.5) / n_samples
+    idx = torch.searchsorted(base.cumsum(0), u).clamp(max=len(grid) - 1).unique()
+    t = grid[idx][:, None].expand(-1, x0.shape[0])
+    rms = _integrand(eps_pair, x0, ab, t, generator, form, batch_size, None).double().square().mean(1).sqrt().cpu()
+    lam, at = log_snr(ab[grid]).double(), log_snr(ab[grid[idx]]).double()  # λ falls as t grows
+    profile = torch.from_numpy(np.interp(-lam.numpy(), -at.numpy(), rms.numpy()))
+    fitted = w * profile
+    if not bool(fitted.sum() > 0):
+        return base
+    return (1 - defensive) * fitted / fitted.sum() + defensive * base
+
+
 def renoise_mi(eps_pair, x0, alphas_cumprod, *, n_samples: int = 64, generator, form: str | tuple[str, ...] = "pointwise",
                proposal: str = "importance", t_min: int = 1, batch_size: int | None = None):
     """MI of any image (or latent) x0 [B, ...] with the prompt bound in ``eps_pair``: (estimate, stderr), both [B].
@@ -277,7 +329,9 @@ def renoise_mi(eps_pair, x0, alphas_cumprod, *, n_samples: int = 64, generator, 
     (benchmarks/renoise_variance.py) it beat uniform-in-t, uniform-in-λ and logistic scales 1 and 3
     for the point-wise form, with 1.2–2.2× less variance than uniform-in-t under DDPM's linear
     schedule (about the same under the cosine schedule, where uniform in t already is a sech
-    density in λ), and was within ~10 % (in std) of the best for the orthogonal form.
+    density in λ), and was within ~10 % (in std) of the best for the orthogonal form. A learned
+    denoiser's integrand need not have that shape; a tensor from :func:`fit_proposal`, fitted to
+    the model on a few images, is the third choice.
 
     Draws are stratified: the proposal's probability mass is cut into n_samples // 2 equal strata
     with two independent draws each (three in the last one when n_samples is odd); the estimate is the
@@ -298,13 +352,10 @@ def renoise_mi(eps_pair, x0, alphas_cumprod, *, n_samples: int = 64, generator, 
                          f"got {n_samples!r}.")
     if not 0 <= t_min < len(ab) - 1:
         raise ValueError(f"t_min must lie in 0..{len(ab) - 2} so that at least two timesteps remain, got {t_min}.")
-    if proposal not in ("importance", "uniform"):
-        raise ValueError(f'proposal must be "importance" or "uniform", got {proposal!r}.')
     _check_x0(x0)
     grid = torch.arange(t_min, len(ab))
     w = quadrature_weights(ab, grid)
-    q = w / torch.cosh(log_snr(ab[grid]) / 4) ** 2 if proposal == "importance" else torch.ones_like(w)
-    q = q / q.sum()
+    q = _proposal(proposal, ab, grid, w)
     B, H = x0.shape[0], n_samples // 2
     stratum = (torch.arange(n_samples) // 2).clamp(max=H - 1)
     u = (stratum[:, None] + _draw(torch.rand, (B, n_samples), generator, "cpu", torch.float32).T.double()) / H
@@ -402,7 +453,7 @@ def prompt_swap_test(mi_fn, true_prompts: list[str], edited_prompts: list[str]) 
 
 
 def renoise_mi_fn(denoiser, x0, *, n_samples: int = 32, seed: int = 0, form: str = "pointwise",
-                  batch_size: int | None = 256):
+                  proposal="importance", batch_size: int | None = 256):
     """An ``mi_fn`` for :func:`word_attribution` and :func:`prompt_swap_test`: prompts -> re-noising MI [n].
 
     ``denoiser``: a :mod:`minitune.denoisers` adapter (anything with ``encode(prompts)``,
@@ -412,6 +463,7 @@ def renoise_mi_fn(denoiser, x0, *, n_samples: int = 32, seed: int = 0, form: str
     ``seed + b`` (the single image with ``seed``), so every prompt sees the same noise and
     differences between prompts are not Monte Carlo noise between draws. Values are cached per list
     of prompts, so repeating the true prompts (as :func:`prompt_swap_test` does per edit) costs nothing.
+    ``proposal`` is :func:`renoise_mi`'s (e.g. a tensor from :func:`fit_proposal`).
     """
     _check_x0(x0)
     cache = {}
@@ -426,14 +478,14 @@ def renoise_mi_fn(denoiser, x0, *, n_samples: int = 32, seed: int = 0, form: str
             gens = [torch.Generator().manual_seed(seed + (b if x0.shape[0] > 1 else 0)) for b in range(len(prompts))]
             pair = denoiser.eps_pair(denoiser.encode(list(prompts)))
             cache[prompts] = renoise_mi(pair, x, denoiser.scheduler, n_samples=n_samples, generator=gens, form=form,
-                                        batch_size=batch_size)[0].detach().cpu()
+                                        proposal=proposal, batch_size=batch_size)[0].detach().cpu()
         return cache[prompts]
 
     return mi_fn
 
 
 def contrast_mi(denoiser, x0, prompts: list[str], near_misses: list[list[str]], *, seeds: list[int],
-                n_samples: int = 16, batch_size: int | None = 256) -> tuple[torch.Tensor, torch.Tensor]:
+                n_samples: int = 16, proposal="importance", batch_size: int | None = 256) -> tuple[torch.Tensor, torch.Tensor]:
     """How much better its own prompt explains each image than the best of its near misses.
 
     Returns ``(contrast, pointwise)``, both [B] in nats: ``pointwise`` is the unbiased re-noising MI
@@ -447,6 +499,7 @@ def contrast_mi(denoiser, x0, prompts: list[str], near_misses: list[list[str]], 
     Image b is re-noised with the generator seeded ``seeds[b]`` under every prompt, so the
     differences are not Monte Carlo noise between draws, and its values do not depend on the rest of
     the batch. Costs (1 + number of near misses) × ``n_samples`` ε-pair evaluations per image.
+    ``proposal`` is :func:`renoise_mi`'s (e.g. a tensor from :func:`fit_proposal`).
     """
     _check_x0(x0)
     B = x0.shape[0]
@@ -465,7 +518,7 @@ def contrast_mi(denoiser, x0, prompts: list[str], near_misses: list[list[str]], 
         pair = denoiser.eps_pair(conds.take(torch.tensor([index[t] for t in texts_of_rows])))
         gens = [torch.Generator(denoiser.device).manual_seed(seeds[b]) for b in rows]
         return renoise_mi(pair, x0[rows], ab, n_samples=n_samples, generator=gens, form="pointwise",
-                          batch_size=batch_size)[0]
+                          proposal=proposal, batch_size=batch_size)[0]
 
     own = pointwise(list(range(B)), list(prompts))
     best = torch.full_like(own, -float("inf"))

@@ -99,6 +99,13 @@ def test_errors_say_what_was_wrong():
         mi.renoise_mi(blind, IMAGES, AB, n_samples=4, generator=gen(), form="both")
     with pytest.raises(ValueError, match="form must be"):
         mi.mi_curve(blind, IMAGES, AB, [500], generator=gen(), form=("pointwise", "orthogonal"))
+    for bad in (torch.ones(10), -torch.ones(999), "logistic"):
+        with pytest.raises(ValueError, match="proposal"):
+            mi.renoise_mi(blind, IMAGES, AB, n_samples=4, generator=gen(), proposal=bad)
+    with pytest.raises(ValueError, match="defensive must lie in"):
+        mi.fit_proposal(blind, IMAGES, AB, generator=gen(), defensive=0)
+    with pytest.raises(ValueError, match="fitted to one form"):
+        mi.fit_proposal(blind, IMAGES, AB, generator=gen(), form=("pointwise", "orthogonal"))
     with pytest.raises(ValueError, match="batch tensor"):
         mi.renoise_mi(blind, torch.zeros(5), AB, n_samples=4, generator=gen())
     with pytest.raises(ValueError, match=r"\[B, C, H, W\]"):

@@ -214,3 +214,39 @@ def test_conditional_and_unconditional_forms_rank_images_by_log_density():
         err = (est - est[0]) - (truth - truth[0])
         assert err.abs().max() <= 0.12, (est - est[0], truth - truth[0])
     assert se.min() >= 0.1  # alone, each value is far noisier than the differences
+
+
+def test_fitted_proposal_follows_the_integrand_and_keeps_the_estimate_unbiased():
+    """fit_proposal puts the draws where this denoiser's integrand is. A denoiser whose prompt only
+    matters at high SNR (t < 100), where the default logistic proposal rarely looks, has a
+    deterministic orthogonal integrand: with the fitted proposal the spread at 64 evaluations falls
+    to a small fraction of the default's (measured 1.3 % against 8.6 %), and both stay unbiased
+    against the exact sum over the grid. On the Gaussian the fitted proposal is no worse than the
+    default (measured 14.4 % against 16.2 % at the conditional mode, pointwise, 400 replicates)."""
+    def late(z_t, t):  # ε̂_c − ε̂_u = 1 per element for t < 100, 0.01 above
+        gap = torch.where(t < 100, 1.0, 0.01).to(z_t).view(-1, *[1] * (z_t.ndim - 1))
+        return z_t * 0 + gap, z_t * 0
+
+    x = torch.zeros(400, 4, dtype=torch.float64)
+    exact = float((mi.quadrature_weights(AB, GRID) * 4 * torch.where(GRID < 100, 1.0, 1e-4)).sum())
+    fitted = mi.fit_proposal(late, x[:4], AB, generator=gen(1))
+    assert fitted.shape == GRID.shape and fitted.sum().item() == pytest.approx(1.0)
+    spread = {}
+    for name, proposal in (("importance", "importance"), ("fitted", fitted)):
+        est, se = mi.renoise_mi(late, x, AB, n_samples=64, generator=gen(2), form="orthogonal", proposal=proposal)
+        assert abs(est.mean().item() - exact) <= 3 * est.std().item() / len(est) ** 0.5 + 1e-9, (name, est.mean(), exact)
+        spread[name] = est.std().item() / exact
+    assert spread["fitted"] < 0.25 * spread["importance"], spread
+
+    pilot = G.sample_x_given_y(Y, 16, gen(3))
+    fitted = mi.fit_proposal(G.eps_pair(Y, AB), pilot, AB, generator=gen(4), form="pointwise")
+    x = G.cond_mean(Y)[None].repeat(400, 1)
+    spread = {name: mi.renoise_mi(G.eps_pair(Y, AB), x, AB, n_samples=64, generator=gen(5), proposal=p)[0].std()
+              for name, p in (("importance", "importance"), ("fitted", fitted))}
+    assert spread["fitted"] < 1.05 * spread["importance"], spread
+    den = _GaussianDenoiser({"true": Y})  # the helpers pass the proposal on
+    direct = mi.renoise_mi(G.eps_pair(Y, AB), pilot[:2], AB, n_samples=8, generator=[gen(6), gen(7)], proposal=fitted)[0]
+    via_fn = mi.renoise_mi_fn(den, pilot[:2], n_samples=8, seed=6, proposal=fitted, batch_size=None)(["true", "true"])
+    _, via_contrast = mi.contrast_mi(den, pilot[:2], ["true"] * 2, [["true"]] * 2, seeds=[6, 7], n_samples=8,
+                                     proposal=fitted, batch_size=None)
+    assert torch.allclose(via_fn, direct, rtol=1e-12) and torch.allclose(via_contrast, direct, rtol=1e-12)
