@@ -13,9 +13,10 @@ per-candidate values go to ``<out>/candidates.json`` for the book. Two more tabl
 signal's top-1 picks get wrong (the oracle's failure modes) and, failure mode by failure mode, how
 often the signal ranks an aligned candidate above a same-prompt candidate with only that failure.
 
-The sampled candidates are kept in ``<out>/candidates.pt`` and the re-noising scores in
-``<out>/renoise.pt`` (and ``likelihood.pt``); a rerun with the same model, prompts, candidates, CFG, steps and seed (and
-re-noising samples) reuses them, so the tables can be redone without sampling again.
+The sampled candidates are kept in ``<out>/candidates.pt``, the re-noising scores in
+``<out>/renoise.pt`` and ``<out>/likelihood.pt``; a rerun with the same model, prompts, candidates,
+CFG, steps and seed (and re-noising samples) reuses them, so the tables can be redone without
+sampling again.
 
 Signals:
 - ``trajectory (paper)``: MI-TUNE Alg. 2, κ_t-weighted mean over steps with t > 50;

@@ -299,7 +299,7 @@ def fit_proposal(eps_pair, x0, alphas_cumprod, *, n_samples: int = 64, generator
 
 
 def renoise_mi(eps_pair, x0, alphas_cumprod, *, n_samples: int = 64, generator, form: str | tuple[str, ...] = "pointwise",
-               proposal: str = "importance", t_min: int = 1, batch_size: int | None = None):
+               proposal: str | torch.Tensor = "importance", t_min: int = 1, batch_size: int | None = None):
     """MI of any image (or latent) x0 [B, ...] with the prompt bound in ``eps_pair``: (estimate, stderr), both [B].
 
     Monte Carlo over noise levels. The target is the trapezoidal sum Σ_t w_t E_ε f(t) over the grid
@@ -317,10 +317,10 @@ def renoise_mi(eps_pair, x0, alphas_cumprod, *, n_samples: int = 64, generator, 
       log p(x0|y) / log p(x0) *up to an additive constant* that depends on the schedule, t_min and
       the image size but not on x0 or y, apart from the part of the integral outside the grid; the
       integrand itself does not decay at high SNR, so a single value means nothing and its noise is
-      large. Compare images only under
-      common random numbers: the same generator seed for each of them, so they share t and ε, and
-      the constant and most of the noise cancel in the difference. With ``t_min`` around 50 the
-      far high-SNR end, where the bound diverges for near-discrete pixels, is left out.
+      large. Compare images only under common random numbers: the same generator seed for each of
+      them, so they share t and ε, and the constant and most of the noise cancel in the difference.
+      With ``t_min`` around 50 the far high-SNR end, where the bound diverges for near-discrete
+      pixels, is left out.
 
     Proposals: ``"uniform"`` is uniform over t. ``"importance"`` is a logistic density in λ with
     location 0 and scale 2, q ∝ |Δλ_t| sech²(λ_t/4): it has the bell shape of the typical integrand,
@@ -453,7 +453,7 @@ def prompt_swap_test(mi_fn, true_prompts: list[str], edited_prompts: list[str]) 
 
 
 def renoise_mi_fn(denoiser, x0, *, n_samples: int = 32, seed: int = 0, form: str = "pointwise",
-                  proposal="importance", batch_size: int | None = 256):
+                  proposal: str | torch.Tensor = "importance", batch_size: int | None = 256):
     """An ``mi_fn`` for :func:`word_attribution` and :func:`prompt_swap_test`: prompts -> re-noising MI [n].
 
     ``denoiser``: a :mod:`minitune.denoisers` adapter (anything with ``encode(prompts)``,
@@ -485,7 +485,8 @@ def renoise_mi_fn(denoiser, x0, *, n_samples: int = 32, seed: int = 0, form: str
 
 
 def contrast_mi(denoiser, x0, prompts: list[str], near_misses: list[list[str]], *, seeds: list[int],
-                n_samples: int = 16, proposal="importance", batch_size: int | None = 256) -> tuple[torch.Tensor, torch.Tensor]:
+                n_samples: int = 16, proposal: str | torch.Tensor = "importance",
+                batch_size: int | None = 256) -> tuple[torch.Tensor, torch.Tensor]:
     """How much better its own prompt explains each image than the best of its near misses.
 
     Returns ``(contrast, pointwise)``, both [B] in nats: ``pointwise`` is the unbiased re-noising MI
