@@ -247,6 +247,19 @@ def _integrand(eps_pair, x0, alphas_cumprod, t, generator, form, batch_size, sum
     return f[0] if isinstance(form, str) else f
 
 
+def _grid(ab: torch.Tensor, t_min: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The timesteps t_min..T−1 that re-noising draws from, and their trapezoidal weights ½|Δλ|."""
+    if not 0 <= t_min < len(ab) - 1:
+        raise ValueError(f"t_min must lie in 0..{len(ab) - 2} so that at least two timesteps remain, got {t_min}.")
+    grid = torch.arange(t_min, len(ab))
+    return grid, quadrature_weights(ab, grid)
+
+
+def _inverse_cdf(q: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Grid indices of the proposal q's quantiles u."""
+    return torch.searchsorted(q.cumsum(0), u.contiguous()).clamp(max=len(q) - 1)
+
+
 def _proposal(proposal, ab, grid, w) -> torch.Tensor:
     """The proposal's probabilities over the grid (float64, summing to 1)."""
     if isinstance(proposal, torch.Tensor):
@@ -283,11 +296,9 @@ def fit_proposal(eps_pair, x0, alphas_cumprod, *, n_samples: int = 64, generator
     if isinstance(form, bool) or not isinstance(form, str):
         raise ValueError(f"form must be one of {', '.join(FORMS)} (the proposal is fitted to one form), got {form!r}.")
     _check_x0(x0)
-    grid = torch.arange(t_min, len(ab))
-    w = quadrature_weights(ab, grid)
+    grid, w = _grid(ab, t_min)
     base = _proposal("importance", ab, grid, w)
-    u = (torch.arange(n_samples, dtype=torch.float64) + 0.5) / n_samples
-    idx = torch.searchsorted(base.cumsum(0), u).clamp(max=len(grid) - 1).unique()
+    idx = _inverse_cdf(base, (torch.arange(n_samples, dtype=torch.float64) + 0.5) / n_samples).unique()
     t = grid[idx][:, None].expand(-1, x0.shape[0])
     rms = _integrand(eps_pair, x0, ab, t, generator, form, batch_size, None).double().square().mean(1).sqrt().cpu()
     lam, at = log_snr(ab[grid]).double(), log_snr(ab[grid[idx]]).double()  # λ falls as t grows
@@ -350,16 +361,13 @@ def renoise_mi(eps_pair, x0, alphas_cumprod, *, n_samples: int = 64, generator, 
     if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 2:
         raise ValueError("n_samples must be an integer ≥ 2 (two draws per stratum give the standard error), "
                          f"got {n_samples!r}.")
-    if not 0 <= t_min < len(ab) - 1:
-        raise ValueError(f"t_min must lie in 0..{len(ab) - 2} so that at least two timesteps remain, got {t_min}.")
     _check_x0(x0)
-    grid = torch.arange(t_min, len(ab))
-    w = quadrature_weights(ab, grid)
+    grid, w = _grid(ab, t_min)
     q = _proposal(proposal, ab, grid, w)
     B, H = x0.shape[0], n_samples // 2
     stratum = (torch.arange(n_samples) // 2).clamp(max=H - 1)
     u = (stratum[:, None] + _draw(torch.rand, (B, n_samples), generator, "cpu", torch.float32).T.double()) / H
-    idx = torch.searchsorted(q.cumsum(0), u.contiguous()).clamp(max=len(grid) - 1)  # inverse CDF, [n, B]
+    idx = _inverse_cdf(q, u)  # [n, B]
     forms = _forms(form)
     f = _integrand(eps_pair, x0, ab, grid[idx], generator, forms, batch_size, None)
     g = (w / q)[idx].to(f) * f  # [forms, n, B]

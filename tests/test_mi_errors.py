@@ -104,6 +104,8 @@ def test_errors_say_what_was_wrong():
             mi.renoise_mi(blind, IMAGES, AB, n_samples=4, generator=gen(), proposal=bad)
     with pytest.raises(ValueError, match="defensive must lie in"):
         mi.fit_proposal(blind, IMAGES, AB, generator=gen(), defensive=0)
+    with pytest.raises(ValueError, match="t_min must lie in"):
+        mi.fit_proposal(blind, IMAGES, AB, generator=gen(), t_min=999)
     with pytest.raises(ValueError, match="fitted to one form"):
         mi.fit_proposal(blind, IMAGES, AB, generator=gen(), form=("pointwise", "orthogonal"))
     with pytest.raises(ValueError, match="batch tensor"):

@@ -308,14 +308,11 @@ def _layout(p: Prompt, rng: np.random.Generator):
         boxes, ok = [], True
         for o in objs:
             s = int(rng.integers(OBJECT_SIZES[0], OBJECT_SIZES[1] + 1))
-            for _ in range(50):
-                x, y = (int(v) for v in rng.integers(0, SIZE - s + 1, size=2))
-                if _fits(x, y, s, boxes):
-                    boxes.append((x, y, s, o))
-                    break
-            else:
+            spot = _free_spot(boxes, s, rng, tries=50)
+            if spot is None:
                 ok = False
                 break
+            boxes.append((*spot, s, o))
         if ok and p.relation:
             b = boxes[-1]
             cb = (b[0] + b[2] / 2, b[1] + b[2] / 2)
@@ -337,8 +334,9 @@ def _draw(boxes) -> np.ndarray:
     return img
 
 
-def _free_spot(boxes, s: int, rng: np.random.Generator):
-    for _ in range(200):
+def _free_spot(boxes, s: int, rng: np.random.Generator, tries: int = 200):
+    """A random (x, y) where an s×s box fits next to `boxes`, or None after `tries` draws."""
+    for _ in range(tries):
         x, y = (int(v) for v in rng.integers(0, SIZE - s + 1, size=2))
         if _fits(x, y, s, boxes):
             return x, y
