@@ -16,7 +16,9 @@ image is scored under the true prompt with the same noise draws as its aligned s
   evaluations: is an edit penalised because it is unlikely under the prompt, or rewarded because it
   is unlikely without one?
 - with ``--contrast-samples S``, the contrast against the prompt's near-miss prompts
-  (:func:`minitune.mi.contrast_mi`), which cancels log p(x).
+  (:func:`minitune.mi.contrast_mi`), which cancels log p(x): against its edits
+  (:func:`minitune.toy.world.edits`, one fact wrong) and against the wider neighbourhood of
+  :func:`minitune.toy.world.near_misses` (the edits, and one object more or fewer).
 
 For each edit it prints in how many pairs the aligned image scores higher (ties count half;
 50 % is blind to the edit, below 50 % prefers it) and the median gap aligned − edited in nats.
@@ -55,7 +57,8 @@ def main():
     seeds = [args.seed + i for i, _, _ in rows]  # an image shares its noise draws with its prompt's aligned scene
     conds = den.encode(prompts)
     forms = {"point-wise": "pointwise", "orthogonal": "orthogonal", "log p(x|y)": "conditional", "log p(x)": "unconditional"}
-    scores = {**{k: [] for k in forms}, "contrast": []}
+    rivals = {"contrast": lambda p: list(world.edits(p).values()), "contrast, ± one object": world.near_misses}
+    scores = {**{k: [] for k in forms}, **{k: [] for k in rivals}}
     chunk = 32
     for s in tqdm(range(0, len(rows), chunk), desc="scoring"):
         idx = list(range(s, min(len(rows), s + chunk)))
@@ -65,10 +68,10 @@ def main():
                            form=tuple(forms.values()))  # one set of network evaluations for all forms
         for name, form in forms.items():
             scores[name].append(est[form][0])
-        if args.contrast_samples:
-            near = [list(world.edits(texts[j]).values()) for j in idx]
-            scores["contrast"].append(M.contrast_mi(den, x0[idx], [texts[j] for j in idx], near, seeds=[seeds[j] for j in idx],
-                                                    n_samples=args.contrast_samples, batch_size=None)[0])
+        for name, of in rivals.items() if args.contrast_samples else ():
+            near = [of(texts[j]) for j in idx]
+            scores[name].append(M.contrast_mi(den, x0[idx], [texts[j] for j in idx], near, seeds=[seeds[j] for j in idx],
+                                              n_samples=args.contrast_samples, batch_size=None)[0])
     scores = {k: torch.cat(v).numpy() for k, v in scores.items() if v}
     aligned = {i: j for j, (i, kind, _) in enumerate(rows) if kind == "aligned"}
     kinds = list(dict.fromkeys(kind for _, kind, _ in rows if kind != "aligned"))

@@ -14,7 +14,7 @@ signal's top-1 picks get wrong (the oracle's failure modes) and, failure mode by
 often the signal ranks an aligned candidate above a same-prompt candidate with only that failure.
 
 The sampled candidates are kept in ``<out>/candidates.pt``, the re-noising scores in
-``<out>/renoise.pt`` and ``<out>/likelihood.pt``; a rerun with the same model, prompts, candidates,
+``<out>/renoise.pt``, ``<out>/likelihood.pt`` and ``<out>/neighbourhood.pt``; a rerun with the same model, prompts, candidates,
 CFG, steps and seed (and re-noising samples) reuses them, so the tables can be redone without
 sampling again.
 
@@ -24,6 +24,9 @@ Signals:
 - ``re-noise point-wise`` / ``re-noise orthogonal``: :func:`minitune.mi.renoise_mi` on the final image;
 - ``contrast vs edits``: point-wise MI under the prompt minus the largest point-wise MI under its
   near-miss edits (:func:`minitune.toy.world.edits`), on common noise, so log p(x) cancels;
+- ``contrast vs near misses (± one object)``: the same against :func:`minitune.toy.world.near_misses`,
+  which adds to the edits the prompts with one object more or one fewer (``--contrast-samples``,
+  cached in ``<out>/neighbourhood.pt``);
 - ``log p(x|y)`` / ``log p(x)``, denoising bound: the two halves of the point-wise form
   (``form="conditional"`` / ``"unconditional"``, t ≥ 50), each up to a constant shared by the
   candidates of a prompt, which are re-noised with common noise; their difference; and the
@@ -71,6 +74,19 @@ def renoise_scores(pipe, cands, n_samples, seed, chunk=64):
         out["pointwise"].append(pointwise)
         out["contrast"].append(contrast)
     return {k: torch.cat(v).numpy() for k, v in out.items()}
+
+
+def neighbourhood_scores(pipe, cands, n_samples, seed, chunk=64):
+    """The contrast against every near miss of :func:`minitune.toy.world.near_misses` (the edits, and
+    one object more or fewer), per candidate, on the same noise draws as :func:`renoise_scores`."""
+    den = denoiser_for(pipe)
+    out, n = [], len(cands.prompts)
+    for s in tqdm(range(0, n, chunk), desc="contrast vs near misses"):
+        prompts = cands.prompts[s : s + chunk]
+        out.append(M.contrast_mi(den, cands.latents[s : s + chunk], prompts, [world.near_misses(p) for p in prompts],
+                                 seeds=[seed + r for r in range(s, s + len(prompts))], n_samples=n_samples,
+                                 batch_size=256)[0])
+    return {"contrast": torch.cat(out).numpy()}
 
 
 def likelihood_scores(pipe, cands, n_samples, seed, t_min=50):
@@ -121,6 +137,8 @@ def main():
     ap.add_argument("--renoise-samples", type=int, default=16, help="re-noising samples per candidate (0: skip re-noising)")
     ap.add_argument("--likelihood-samples", type=int, default=8,
                     help="re-noising samples for log p(x|y) and log p(x) per candidate (0: skip)")
+    ap.add_argument("--contrast-samples", type=int, default=8,
+                    help="re-noising samples per candidate and prompt for the contrast vs near misses (0: skip it)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="runs/selection")
     args = ap.parse_args()
@@ -159,6 +177,8 @@ def main():
                                   lambda: renoise_scores(pipe, cands, args.renoise_samples, args.seed))
     lk, t_lk = cached_scores(out / "likelihood.pt", {**key, "likelihood_samples": args.likelihood_samples},
                              lambda: likelihood_scores(pipe, cands, args.likelihood_samples, args.seed))
+    nb, t_nb = cached_scores(out / "neighbourhood.pt", {**key, "contrast_samples": args.contrast_samples},
+                             lambda: neighbourhood_scores(pipe, cands, args.contrast_samples, args.seed))
     rho_line = ""
     if rn:
         signals["re-noise point-wise"] = rn["pointwise"]
@@ -166,6 +186,8 @@ def main():
         signals["contrast vs edits"] = rn["contrast"]
         rho = within_prompt_spearman(G(rn["pointwise"]).numpy(), G(signals["trajectory (paper)"]).numpy())
         rho_line = f"Within-prompt Spearman ρ between re-noising point-wise MI and trajectory MI: {rho:+.2f}\n"
+    if nb:
+        signals["contrast vs near misses (± one object)"] = nb["contrast"]
     if lk:
         signals["log p(x|y), denoising bound"] = lk["conditional"]
         signals["log p(x), denoising bound"] = lk["unconditional"]
@@ -182,7 +204,8 @@ def main():
     report = (
         f"{len(prompts)} training-split prompts × {args.candidates} candidates, CFG {args.cfg}, {args.steps} DDPM steps, "
         f"re-noising with {args.renoise_samples} samples; seed {args.seed}. Sampling took {'an unrecorded time' if t_sample is None else f'{t_sample:.0f} s'}, "
-        f"re-noising {t_renoise:.0f} s, likelihoods ({args.likelihood_samples} samples) {t_lk:.0f} s (when first computed).\n"
+        f"re-noising {t_renoise:.0f} s, likelihoods ({args.likelihood_samples} samples) {t_lk:.0f} s, "
+        f"contrast vs near misses ({args.contrast_samples} samples) {t_nb:.0f} s (when first computed).\n"
         f"Mean strict score of all candidates: {100 * mean_strict:.1f} %; prompts with at least one strictly aligned "
         f"candidate: {100 * float(strict.max(1).mean()):.1f} %.\n\n"
         f"{selection_table(grouped, strict, soft, area)}\n\n"

@@ -31,6 +31,14 @@ class Conditioning:
         return Conditioning(self.cond[index.to(self.cond.device)], self.uncond[index.to(self.uncond.device)],
                             pick(self.added_cond), pick(self.added_uncond))
 
+    def paired(self, other: "Conditioning") -> "Conditioning":
+        """These prompts' conditional inputs on the conditional side and `other`'s on the unconditional side.
+
+        ``eps_pair`` of the result predicts ε̂ under two prompts in one forward: what
+        :func:`minitune.mi.contrast_mi` uses to score an image under two rival prompts per call.
+        """
+        return Conditioning(self.cond, other.cond, self.added_cond, other.added_cond)
+
     def __len__(self) -> int:
         return len(self.cond)
 

@@ -501,14 +501,16 @@ def contrast_mi(denoiser, x0, prompts: list[str], near_misses: list[list[str]], 
     log p(x_b|y_b) − log p(x_b) (:func:`renoise_mi`), and ``contrast`` is
     log p(x_b|y_b) − max_j log p(x_b|y'_bj) = pointwise − max_j MI(x_b, y'_bj). The log p(x) term cancels,
     so whatever the unconditional model finds likely (e.g. more ink) does not count; only what tells
-    the prompt apart from ``near_misses[b]`` (other prompts that get one fact wrong, such as
-    :func:`minitune.toy.world.edits`) does. It is the log-likelihood ratio of a diffusion classifier
-    between the prompt and its closest rival.
+    the prompt apart from ``near_misses[b]`` (other prompts, such as :func:`minitune.toy.world.near_misses`:
+    one fact wrong, one object more or fewer) does. It is the log-likelihood ratio of a diffusion
+    classifier between the prompt and its closest rival.
 
     Image b is re-noised with the generator seeded ``seeds[b]`` under every prompt, so the
     differences are not Monte Carlo noise between draws, and its values do not depend on the rest of
-    the batch. Costs (1 + number of near misses) × ``n_samples`` ε-pair evaluations per image.
-    ``proposal`` is :func:`renoise_mi`'s (e.g. a tensor from :func:`fit_proposal`).
+    the batch. The rivals need only their conditional predictions, two per network call
+    (:meth:`~minitune.denoisers.Conditioning.paired`): an image costs (1 + ⌈R/2⌉) × ``n_samples``
+    ε-pair evaluations for R near misses. ``proposal`` is :func:`renoise_mi`'s (e.g. a tensor from
+    :func:`fit_proposal`).
     """
     _check_x0(x0)
     B = x0.shape[0]
@@ -521,17 +523,21 @@ def contrast_mi(denoiser, x0, prompts: list[str], near_misses: list[list[str]], 
     texts = list(dict.fromkeys([*prompts, *(r for rivals in near_misses for r in rivals)]))
     index = {t: i for i, t in enumerate(texts)}
     conds = denoiser.encode(texts)
+    rows_of = lambda ts: conds.take(torch.tensor([index[t] for t in ts]))  # noqa: E731
     ab = alphas_cumprod_of(denoiser.scheduler)
 
-    def pointwise(rows: list[int], texts_of_rows: list[str]) -> torch.Tensor:
-        pair = denoiser.eps_pair(conds.take(torch.tensor([index[t] for t in texts_of_rows])))
-        gens = [torch.Generator(denoiser.device).manual_seed(seeds[b]) for b in rows]
-        return renoise_mi(pair, x0[rows], ab, n_samples=n_samples, generator=gens, form="pointwise",
-                          proposal=proposal, batch_size=batch_size)[0]
+    def estimate(images: list[int], cond, forms: tuple[str, str]):
+        gens = [torch.Generator(denoiser.device).manual_seed(seeds[b]) for b in images]
+        est = renoise_mi(denoiser.eps_pair(cond), x0[images], ab, n_samples=n_samples, generator=gens, form=forms,
+                         proposal=proposal, batch_size=batch_size)
+        return [est[f][0] for f in forms]
 
-    own = pointwise(list(range(B)), list(prompts))
+    pointwise, own = estimate(list(range(B)), rows_of(prompts), ("pointwise", "conditional"))
+    jobs = [(b, rivals[k], rivals[min(k + 1, len(rivals) - 1)])  # (image, rival, rival): two per call
+            for b, rivals in enumerate(near_misses) for k in range(0, len(rivals), 2)]
+    first, second = estimate([b for b, _, _ in jobs], rows_of([r for _, r, _ in jobs]).paired(rows_of([r for _, _, r in jobs])),
+                             ("conditional", "unconditional"))
     best = torch.full_like(own, -float("inf"))
-    for j in range(max(len(r) for r in near_misses)):
-        rows = [b for b in range(B) if len(near_misses[b]) > j]
-        best[rows] = torch.maximum(best[rows], pointwise(rows, [near_misses[b][j] for b in rows]))
-    return own - best, own
+    for (b, _, _), u, v in zip(jobs, first, second):
+        best[b] = torch.maximum(best[b], torch.maximum(u, v))
+    return own - best, pointwise

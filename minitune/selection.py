@@ -252,12 +252,12 @@ def _pool_manifest(pipe, prompts, *, n_candidates, guidance_scale, num_inference
 
 
 def _near_misses(prompts, given, shapes_world: bool, pipeline: str) -> dict[str, list[str]]:
-    """Each prompt's near misses for the contrast signal: given, or the Shapes world's edits."""
+    """Each prompt's near misses for the contrast signal: given, or the Shapes world's :func:`~minitune.toy.world.near_misses`."""
     if given is None:
         if not shapes_world:
             raise ValueError(f"The contrast signal needs near-miss prompts, and a {pipeline} has no grammar to make "
                              "them; pass near_misses={prompt: [prompts that get one fact wrong]}.")
-        given = {p: list(world.edits(p).values()) for p in prompts}
+        given = {p: world.near_misses(p) for p in prompts}
     missing = [p for p in prompts if not isinstance(given.get(p), (list, tuple)) or not given[p]]
     if missing:
         raise ValueError(f"The prompt {missing[0]!r} has no near-miss prompts ({len(missing)} prompt(s) in all); "
@@ -371,7 +371,7 @@ def build_pool(pipe, prompts: list[str], out_dir, n_candidates: int = 16, *, gui
     re-noising MI (:func:`~minitune.mi.renoise_mi`) with a generator seeded by the candidate's seed + 1.
     ``contrast_samples > 0`` adds ``mi_contrast`` (:func:`~minitune.mi.contrast_mi`, seed + 2): point-wise MI
     under the prompt minus the largest under its ``near_misses[prompt]`` (default for a Shapes pipeline:
-    :func:`~minitune.toy.world.edits`; required for any other pipeline), stored in the manifest.
+    :func:`~minitune.toy.world.near_misses`; required for any other pipeline), stored in the manifest.
     ``keep_latents`` stores the latents and prompt embeddings per prompt in safetensors. ``batch_size``
     bounds the images per network call (a chunk is ``batch_size // n_candidates`` prompts, at least one);
     keep it when resuming. ``model`` names the model in the manifest (default: the pipeline's path or

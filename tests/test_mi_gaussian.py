@@ -154,6 +154,12 @@ class _Rows:
     def take(self, index):
         return _Rows(self.y[index])
 
+    def paired(self, other):
+        """Prompt vectors on both sides of the ε-pair, as Conditioning.paired gives a UNet."""
+        rows = _Rows(self.y)
+        rows.other = other.y
+        return rows
+
 
 class _GaussianDenoiser:
     """The closed-form Gaussian behind the adapter interface contrast_mi uses: named prompt vectors."""
@@ -167,7 +173,10 @@ class _GaussianDenoiser:
         return _Rows(torch.stack([self.named[t] for t in texts]))
 
     def eps_pair(self, rows):
-        return G.eps_pair(rows.y, AB)
+        if not hasattr(rows, "other"):
+            return G.eps_pair(rows.y, AB)
+        first, second = G.eps_pair(rows.y, AB), G.eps_pair(rows.other, AB)
+        return lambda z, t: (first(z, t)[0], second(z, t)[0])
 
 
 def test_contrast_mi_matches_the_closed_form_log_likelihood_ratio():

@@ -37,6 +37,18 @@ def test_renoising_runs_on_every_family(any_pipe):
     assert est.shape == se.shape == (2,) and torch.isfinite(est).all() and (est > 0).all()
 
 
+def test_paired_conditioning_predicts_under_two_prompts_in_one_call(any_pipe):
+    den = denoiser_for(any_pipe)
+    conds = den.encode(PROMPTS)
+    a, b = conds.take(torch.tensor([0, 1])), conds.take(torch.tensor([1, 0]))
+    z = torch.randn(2, *den.latent_shape, generator=torch.Generator().manual_seed(0))
+    t = torch.tensor([10, 500])
+    first, second = den.eps_pair(a.paired(b))(z, t)
+    assert torch.allclose(first, den.eps_pair(a)(z, t)[0], atol=1e-5)
+    assert torch.allclose(second, den.eps_pair(b)(z, t)[0], atol=1e-5)
+    assert not torch.allclose(first, second, atol=1e-5)
+
+
 def test_mi_tracking_is_free_and_exact_for_the_toy_pipeline(toy):
     c = sample_with_mi(toy, PROMPTS, 2, num_inference_steps=4, guidance_scale=4.0, seed=3, progress=False)
     gens = [torch.Generator().manual_seed(s) for s in c.seeds]

@@ -48,9 +48,9 @@ def test_pool_stores_every_candidate(toy, built):
     for r in records:
         assert r["seed"] == candidate_seed(0, r["text"], r["candidate"])
         assert r["mi_renoise"] > 0 and 0 <= r["strict"] <= r["soft"] <= 1 and np.isfinite(r["mi_contrast"])
-    assert manifest["near_misses"] == {p: list(world.edits(p).values()) for p in PROMPTS}
+    assert manifest["near_misses"] == {p: world.near_misses(p) for p in PROMPTS}
     one = direct.latents[5:6]  # prompt 1, candidate 1: its contrast, recomputed alone
-    contrast, _ = contrast_mi(denoiser_for(toy), one, [PROMPTS[1]], [list(world.edits(PROMPTS[1]).values())],
+    contrast, _ = contrast_mi(denoiser_for(toy), one, [PROMPTS[1]], [world.near_misses(PROMPTS[1])],
                               seeds=[records[5]["seed"] + 2], n_samples=2)
     assert records[5]["mi_contrast"] == pytest.approx(float(contrast[0]), rel=1e-5)
     lat = load_file(built["pool"] / "latents" / "00001.safetensors")

@@ -105,3 +105,19 @@ def test_render_edits_change_one_thing_of_the_aligned_scene():
     assert seen == {"aligned", "extra object", "missing object", "colours swapped", "shape changed", "relation flipped"}
     assert "relation flipped" not in world.render_edits("a red circle and a blue square", 0)
     assert "colours swapped" not in world.render_edits("three green triangles", 0)
+
+
+def test_near_misses_add_one_object_more_or_fewer_to_the_edits():
+    spatial = "a red circle left of a blue square"
+    assert world.near_misses(spatial) == [*world.edits(spatial).values(), "one red circle", "one blue square",
+                                          "two red circles left of a blue square", "two blue squares right of a red circle"]
+    assert world.near_misses("two red circles above a blue square")[-2:] == ["a red circle above a blue square", "two red circles"]
+    assert world.near_misses("two green triangles") == ["three green triangles", "one green triangle"]
+    assert len(world.near_misses("a red circle and a blue square")) == 2 + 2 + 8  # an added object in each relation
+    for prompt in world.prompts("train"):
+        keys = [world.parse(r).key for r in world.near_misses(prompt)]
+        assert world.parse(prompt).key not in keys and len(set(keys)) == len(keys), prompt
+    for i, prompt in enumerate(world.sample_prompts("train", 100, seed=4)):  # an erased object: a near miss says it
+        image = world.render_edits(prompt, i)["missing object"]
+        if image.any():
+            assert any(world.check(image, r)["strict"] for r in world.near_misses(prompt)), prompt

@@ -207,6 +207,36 @@ def edits(prompt: str) -> dict[str, str]:
     return kept
 
 
+def near_misses(prompt: str) -> list[str]:
+    """The prompt's neighbourhood for a diffusion classifier: every :func:`edits` prompt, plus the scenes
+    with one object more or one fewer that the grammar can say.
+
+    For "a red circle left of a blue square" that adds "one red circle" and "one blue square" (an object
+    dropped) and "two red circles left of a blue square", "two blue squares right of a red circle" (an
+    object added); a pair without a relation gets the added object in each of the four relations; a
+    count prompt gets the other two counts. An image with an extra or a missing object is then better
+    explained by one of these rivals than by its own prompt, which :func:`edits` alone cannot say.
+    Prompts describing the same scene as the prompt or as an earlier rival are left out.
+    """
+    p = parse(prompt)
+    a, b = p.first, p.second
+    out = list(edits(prompt).values())
+    if p.category == "count":
+        out += [make_prompt("count", a, count=n) for n in NUMBERS.values()]
+    elif p.category == "complex":
+        out += [make_prompt("spatial", a, b, p.relation), make_prompt("count", a, count=2)]
+    else:
+        out += [make_prompt("count", a), make_prompt("count", b)]
+        for rel in [p.relation] if p.relation else RELATIONS:
+            out += [make_prompt("complex", a, b, rel, count=2), make_prompt("complex", b, a, _OPPOSITE[rel], count=2)]
+    kept, keys = [], {p.key}
+    for text in out:
+        if parse(text).key not in keys:
+            kept.append(text)
+            keys.add(parse(text).key)
+    return kept
+
+
 def _all_scenes():
     objs = [Obj(c, s) for c in PALETTE for s in SHAPES]
     for a, b in itertools.permutations(objs, 2):
