@@ -47,7 +47,8 @@ def without_extra(image: np.ndarray, prompt: str):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--from", dest="source", default="runs/selection", help="a selection-study output folder")
-    ap.add_argument("--model", default=None, help="the Shapes pipeline that sampled them (default: the shipped base model)")
+    ap.add_argument("--model", default=None, help="the Shapes pipeline whose density judges them (default: the shipped "
+                    "base model, which sampled the study's candidates)")
     ap.add_argument("--pairs", type=int, default=100, help="at most this many pairs of each kind")
     ap.add_argument("--samples", type=int, default=32, help="re-noising draws per image")
     ap.add_argument("--contrast-samples", type=int, default=8, help="draws per image and prompt for the contrast")
