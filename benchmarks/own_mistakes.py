@@ -59,14 +59,13 @@ def main():
         raise SystemExit(f"{path} does not exist: run benchmarks/selection_study.py --out {args.source} first.")
     t0 = time.time()
     cands = Candidates(**torch.load(path)["candidates"])
-    ev = world.evaluate(cands.images, cands.prompts)
+    images = world.to_uint8(cands.images)
     own = []  # (prompt, clean image, image with the model's extra object)
-    for i, record in enumerate(ev.records):
+    for image, prompt, record in zip(images, cands.prompts, world.evaluate(images, cands.prompts).records):
         if record["failures"] == ["extra object"] and len(own) < args.pairs:
-            image = world.to_uint8(cands.images[i : i + 1])[0]
-            clean = without_extra(image, cands.prompts[i])
+            clean = without_extra(image, prompt)
             if clean is not None:
-                own.append((cands.prompts[i], clean, image))
+                own.append((prompt, clean, image))
     renders = []
     for j, (prompt, _, _) in enumerate(own):
         scene = world.render_edits(prompt, args.seed + j)

@@ -537,7 +537,6 @@ def contrast_mi(denoiser, x0, prompts: list[str], near_misses: list[list[str]], 
             for b, rivals in enumerate(near_misses) for k in range(0, len(rivals), 2)]
     first, second = estimate([b for b, _, _ in jobs], rows_of([r for _, r, _ in jobs]).paired(rows_of([r for _, _, r in jobs])),
                              ("conditional", "unconditional"))
-    best = torch.full_like(own, -float("inf"))
-    for (b, _, _), u, v in zip(jobs, first, second):
-        best[b] = torch.maximum(best[b], torch.maximum(u, v))
+    image_of_job = torch.tensor([b for b, _, _ in jobs], device=own.device)
+    best = torch.full_like(own, -float("inf")).scatter_reduce(0, image_of_job, torch.maximum(first, second), "amax")
     return own - best, pointwise

@@ -199,12 +199,17 @@ def edits(prompt: str) -> dict[str, str]:
     spare = [s for s in SHAPES if s not in (a.shape, b.shape)]
     if spare:
         out["shape changed"] = make_prompt(p.category, a, Obj(b.color, spare[0]), p.relation, p.count)
-    kept, keys = {}, {p.key}
-    for kind, text in out.items():  # drop edits that describe the same scene as the prompt or an earlier edit
-        if parse(text).key not in keys:
-            kept[kind] = text
-            keys.add(parse(text).key)
-    return kept
+    return dict(_new_scenes(p, out.items()))
+
+
+def _new_scenes(p: Prompt, items):
+    """The (label, text) items whose scene differs from the prompt's and from every earlier item's."""
+    keys = {p.key}
+    for label, text in items:
+        key = parse(text).key
+        if key not in keys:
+            keys.add(key)
+            yield label, text
 
 
 def near_misses(prompt: str) -> list[str]:
@@ -229,12 +234,7 @@ def near_misses(prompt: str) -> list[str]:
         out += [make_prompt("count", a), make_prompt("count", b)]
         for rel in [p.relation] if p.relation else RELATIONS:
             out += [make_prompt("complex", a, b, rel, count=2), make_prompt("complex", b, a, _OPPOSITE[rel], count=2)]
-    kept, keys = [], {p.key}
-    for text in out:
-        if parse(text).key not in keys:
-            kept.append(text)
-            keys.add(parse(text).key)
-    return kept
+    return [text for _, text in _new_scenes(p, enumerate(out))]
 
 
 def _all_scenes():
