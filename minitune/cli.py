@@ -41,7 +41,8 @@ def cmd_toy_train(args):
     from .toy.train import TrainConfig, train
 
     cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                      checkpoint_every=args.checkpoint_every, snr_gamma=args.snr_gamma)
+                      checkpoint_every=args.checkpoint_every, snr_gamma=args.snr_gamma,
+                      caption_noise=args.caption_noise)
     final = train(args.output_dir, cfg)
     print(f"pipeline saved to {final}")
 
@@ -223,6 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--checkpoint-every", type=int, default=250)
     p.add_argument("--snr-gamma", type=float, help="Min-SNR-γ loss weighting (e.g. 5; default: plain ε-loss)")
+    p.add_argument("--caption-noise", type=float, default=0.0,
+                   help="fraction of training images that leave out one object their caption names (loose captions)")
     p.set_defaults(func=cmd_toy_train)
 
     p = sub.add_parser("toy-ship", help="copy a trained base model (with config and curve) into the package")

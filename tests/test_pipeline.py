@@ -108,3 +108,16 @@ def test_snr_gamma_trains_and_old_checkpoints_resume(tmp_path):
         train(tmp_path / "plain", weighted, progress=False)
     losses = [float(r[1]) for r in list(csv.reader(open(train(tmp_path / "w", weighted, progress=False).parent / "loss.csv")))[1:]]
     assert len(losses) == 2 and all(0 < v < 10 for v in losses)
+
+
+def test_caption_noise_leaves_an_object_out_of_that_fraction_of_the_training_images():
+    from minitune.toy.train import batch
+
+    exact, loose = batch(TrainConfig(batch_size=32), 3), batch(TrainConfig(batch_size=32, caption_noise=0.5), 3)
+    assert exact[0] == loose[0]  # the same captions (and prompt dropout)
+    assert torch.equal(exact[1], batch(TrainConfig(batch_size=32), 3)[1])
+    changed = (exact[1] != loose[1]).flatten(1).any(1)
+    assert 5 < changed.sum() < 27
+    prompts = world.sample_prompts("train", 32, seed=3)
+    assert world.evaluate(exact[1], prompts).strict == 1.0
+    assert [r["strict"] for r in world.evaluate(loose[1], prompts).records] == (~changed).tolist()

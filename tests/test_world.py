@@ -121,3 +121,17 @@ def test_near_misses_add_one_object_more_or_fewer_to_the_edits():
         image = world.render_edits(prompt, i)["missing object"]
         if image.any():
             assert any(world.check(image, r)["strict"] for r in world.near_misses(prompt)), prompt
+
+
+def test_render_missing_leaves_out_one_named_object_of_the_same_scene():
+    kept = set()
+    for i, prompt in enumerate(world.sample_prompts("train", 100, seed=5)):
+        full, loose = world.render(prompt, i), world.render_missing(prompt, i)
+        assert np.array_equal(loose, world.render_missing(prompt, i))  # seeded
+        assert (loose == full)[loose.any(-1)].all(), prompt  # nothing drawn that the full scene lacks
+        verdict = world.check(loose, prompt)
+        p = world.parse(prompt)
+        assert not verdict["strict"] and verdict["n_blobs"] == p.n_objects - 1, prompt
+        if p.second and p.count == 1 and p.first.color != p.second.color:  # which of the two was left out
+            kept.add(next(c for c in (p.first.color, p.second.color) if (loose == world.PALETTE[c]).all(-1).any()))
+    assert len(kept) > 1  # either named object can be the one missing

@@ -7,7 +7,10 @@ encoder are trained jointly with the plain ε-prediction loss; ~10 % of prompts 
 the empty prompt so that classifier-free guidance works. With ``snr_gamma`` set, each sample's loss
 is weighted by min(SNR_t, γ)/SNR_t (Min-SNR-γ, Hang et al. 2023, as in diffusers' training
 examples): the nearly clean timesteps, where the ε-loss is easy and uninformative about layout,
-count for less, and training converges faster. An exponential moving average (EMA) of the
+count for less, and training converges faster. With ``caption_noise`` set, that fraction of the
+images leaves out one object that its caption names (:func:`world.render_missing`), like the loose
+captions of web data: the model learns to neglect named objects, a failure that selection by MI can
+see. An exponential moving average (EMA) of the
 weights is what gets saved as the pipeline.
 """
 
@@ -44,6 +47,7 @@ class TrainConfig:
     channels: list = field(default_factory=lambda: [32, 64, 64])
     checkpoint_every: int = 250
     snr_gamma: float | None = None
+    caption_noise: float = 0.0
 
 
 def _atomic_save(obj, path: Path):
@@ -70,7 +74,12 @@ def loss_weights(alphas_cumprod: torch.Tensor, t: torch.Tensor, snr_gamma: float
 def batch(cfg: TrainConfig, step: int):
     """The prompts, clean images and noise generator of one training step (pure function of seed, step)."""
     prompts = world.sample_prompts("train", cfg.batch_size, seed=cfg.seed * 1_000_003 + step)
-    images = world.render_batch(prompts, np.random.default_rng([cfg.seed, step]).integers(2**32, size=cfg.batch_size))
+    seeds = np.random.default_rng([cfg.seed, step]).integers(2**32, size=cfg.batch_size)
+    images = world.render_batch(prompts, seeds)
+    if cfg.caption_noise:
+        loose = np.random.default_rng([cfg.seed, step, 1]).random(cfg.batch_size) < cfg.caption_noise
+        for i in np.flatnonzero(loose):
+            images[i] = world.to_tensor(world.render_missing(prompts[i], int(seeds[i]))[None])[0]
     g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
     drop = torch.rand(cfg.batch_size, generator=g) < cfg.prompt_dropout
     prompts = ["" if d else p for p, d in zip(prompts, drop.tolist())]

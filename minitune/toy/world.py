@@ -357,6 +357,15 @@ def render(prompt: str, seed: int) -> np.ndarray:
     return _draw(_layout(parse(prompt), np.random.default_rng(seed)))
 
 
+def render_missing(prompt: str, seed: int) -> np.ndarray:
+    """The scene :func:`render` draws for `prompt` and `seed`, with one of its objects (chosen by the
+    seed) left out: the picture of a loose caption that names something the image lacks, as web
+    captions often do. uint8 array [32, 32, 3], which the oracle fails."""
+    boxes = _layout(parse(prompt), np.random.default_rng(seed))
+    drop = int(np.random.default_rng([seed, 2]).integers(len(boxes)))
+    return _draw(boxes[:drop] + boxes[drop + 1 :])
+
+
 def _draw(boxes) -> np.ndarray:
     img = np.zeros((SIZE, SIZE, 3), np.uint8)
     for x, y, s, o in boxes:
