@@ -112,8 +112,10 @@ def run_experiment(output_dir, cfg: ExperimentConfig = PRESETS["full"], *, model
     prompts = train_prompts(cfg.n_prompts, seed=cfg.seed)
     arms = (*cfg.selectors, *CONTROLS)
     adapters: dict[str, Path | None] = dict.fromkeys(arms)
+    # the pool scores only what a selector ranks by: re-noising and contrast MI cost network evaluations
     pool_args = dict(guidance_scale=cfg.guidance_scale, num_inference_steps=cfg.steps, batch_size=cfg.batch_size,
-                     renoise_samples=cfg.renoise_samples, contrast_samples=cfg.contrast_samples, progress=progress)
+                     renoise_samples=cfg.renoise_samples if "mi_renoise" in cfg.selectors else 0,
+                     contrast_samples=cfg.contrast_samples if "mi_contrast" in cfg.selectors else 0, progress=progress)
     for r in tqdm(range(1, cfg.rounds + 1), desc="rounds", disable=not progress or cfg.rounds == 1):
         rdir = out / f"round{r}"
         # round 1: one pool from the base model for every arm; later rounds: each arm samples its own model

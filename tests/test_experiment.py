@@ -44,3 +44,10 @@ def test_rerun_continues_and_changed_settings_are_refused(tiny_run):
         run_experiment(out, replace(PRESETS["tiny"], top_k=2), progress=False)
     with pytest.raises(ValueError, match="renoise_samples"):
         run_experiment(out / "new", replace(PRESETS["tiny"], renoise_samples=0), progress=False)
+
+
+def test_the_pool_scores_only_what_the_selectors_rank_by(tmp_path):
+    data = run_experiment(tmp_path, replace(PRESETS["tiny"], selectors=("mi",), eval_images=1), progress=False)
+    manifest = json.loads((tmp_path / "round1" / "pool" / "manifest.json").read_text())
+    assert manifest["renoise_samples"] == 0 and manifest["contrast_samples"] == 0  # the preset's 2 and 2 not spent
+    assert {"base", "MI-TUNE (paper MI)", "random-k", "oracle top-k", "base, CFG 4"} == set(data["summaries"])
