@@ -110,7 +110,7 @@ def test_snr_gamma_trains_and_old_checkpoints_resume(tmp_path):
     assert len(losses) == 2 and all(0 < v < 10 for v in losses)
 
 
-def test_caption_noise_leaves_an_object_out_of_that_fraction_of_the_training_images():
+def test_caption_noise_leaves_an_object_out_of_that_fraction_of_the_training_images(tmp_path):
     from minitune.toy.train import batch
 
     exact, loose = batch(TrainConfig(batch_size=32), 3), batch(TrainConfig(batch_size=32, caption_noise=0.5), 3)
@@ -121,3 +121,6 @@ def test_caption_noise_leaves_an_object_out_of_that_fraction_of_the_training_ima
     prompts = world.sample_prompts("train", 32, seed=3)
     assert world.evaluate(exact[1], prompts).strict == 1.0
     assert [r["strict"] for r in world.evaluate(loose[1], prompts).records] == (~changed).tolist()
+    with pytest.raises(ValueError, match="from 0 to 1"):
+        train(tmp_path / "run", TrainConfig(caption_noise=1.5), progress=False)
+    assert not (tmp_path / "run").exists()

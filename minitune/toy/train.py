@@ -96,6 +96,9 @@ def train(output_dir: str | os.PathLike, cfg: TrainConfig | None = None, progres
     schedule is then that of the longer run, a warm restart).
     """
     cfg = cfg or TrainConfig()
+    if not 0.0 <= cfg.caption_noise <= 1.0:
+        raise ValueError(f"caption_noise is the fraction of training images with an object left out, from 0 to 1; "
+                         f"got {cfg.caption_noise}.")
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
