@@ -1,8 +1,8 @@
 """Is it the fine-tuning step or the fine-tuning data? Self-training checks on training-split prompts.
 
-    python benchmarks/self_training_check.py [--prompts 64] [--dev 64] [--candidates 8] [--arms ...]
-                                             [--steps S] [--lr LR] [--checkpoints 25,75] [--model DIR]
-                                             [--out runs/self_training]
+    python benchmarks/self_training_check.py [--prompts 64] [--dev 64] [--candidates 8] [--k 2] [--arms ...]
+                                             [--rank R] [--steps S] [--lr LR] [--rounds 1] [--checkpoints 25,75]
+                                             [--model DIR] [--out runs/self_training]
 
 In the full experiment every arm, the oracle's included, loses alignment and well-formedness. This
 script separates the two suspects without touching the test prompts. Training-split prompts are
@@ -14,6 +14,7 @@ fine-tuning prompt taken from:
 - ``oracle top-k (CFG g)``: the oracle's best k of the model's own N candidates sampled with CFG g
   (the best data self-training can select), for the experiment's CFG and for CFG 1 (no guidance);
 - ``random-k (CFG g)``: a random k of the same CFG-g pool;
+- ``MI top-k (CFG g)``: the top k of the same pool by the paper's trajectory MI (the method itself);
 - ``perfect own (CFG g)``: only the own candidates the oracle finds strictly aligned and well formed
   (up to k per prompt; prompts without one contribute nothing): is it what the images show or how
   they are drawn?
@@ -22,7 +23,12 @@ It prints what each set holds (the oracle's verdict, the coloured area and the s
 model's denoising loss on it) and how the base and every adapter do on the dev prompts (strict alignment
 with the paired change vs the base, soft, well-formed, coloured area, mean trajectory MI);
 ``--checkpoints`` also judges the adapters part-way through their training (a dose-response).
-Every stage is skipped when its result is already in ``--out``.
+``--k``, ``--candidates``, ``--rank`` and ``--rounds`` vary the knobs of the method itself: with
+``--rounds R`` every arm that picks from the model's own samples (oracle, random, MI) samples a new
+pool from its latest adapter, picks again the same way and fine-tunes on from that adapter, R times
+in all. The LoRA alpha follows the rank, so the adapter's scale stays 1.
+Every stage is skipped when its result is already in ``--out``; one folder holds one setting of
+these knobs (the script refuses a folder made with other settings), and arms can be added to it later.
 """
 
 from __future__ import annotations
@@ -95,7 +101,9 @@ def set_row(folder: Path, lora: Path) -> dict:
             "base_loss": float(val[0][1]) if val else float("nan")}
 
 
-ARMS = ("renders", "oracle", "random", "oracle-cfg1", "perfect")
+ARMS = ("renders", "oracle", "random", "mi", "oracle-cfg1", "perfect")
+OWN_SAMPLES = ("oracle", "random", "mi")  # the arms that pick from the model's own samples, round after round
+SET_NAMES = {"oracle": "oracle top-k", "random": "random-k", "mi": "MI top-k"}
 
 
 def main(argv=None):
@@ -104,10 +112,13 @@ def main(argv=None):
     ap.add_argument("--dev", type=int, default=64, help="other training-split prompts to judge on (the same "
                     "prompts whatever --prompts is)")
     ap.add_argument("--candidates", type=int, default=8, help="N candidates per prompt in each pool")
+    ap.add_argument("--k", type=int, help="images per fine-tuning prompt (default: the full experiment's)")
     ap.add_argument("--images", type=int, default=2, help="images per dev prompt")
     ap.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated, from {', '.join(ARMS)}")
     ap.add_argument("--steps", type=int, help="fine-tuning steps (default: the full experiment's)")
     ap.add_argument("--lr", type=float, help="fine-tuning learning rate (default: the full experiment's)")
+    ap.add_argument("--rank", type=int, help="LoRA rank, with alpha equal to it (default: the full experiment's)")
+    ap.add_argument("--rounds", type=int, default=1, help="self-training rounds of the own-sample arms")
     ap.add_argument("--checkpoints", default="", help="also judge the adapters after these steps, e.g. 25,50,100 "
                     "(a dose-response: does a lighter touch help?)")
     ap.add_argument("--model", help="a Shapes pipeline folder (save_pretrained) to start from instead of the shipped model")
@@ -119,10 +130,22 @@ def main(argv=None):
     if set(arms) - set(ARMS):
         ap.error(f"unknown arm(s) {', '.join(sorted(set(arms) - set(ARMS)))}: use {', '.join(ARMS)}.")
     cfg = replace(PRESETS["full"], n_prompts=args.prompts, candidates=args.candidates, seed=args.seed)
-    cfg = replace(cfg, finetune_steps=args.steps or cfg.finetune_steps, lr=args.lr or cfg.lr)
+    cfg = replace(cfg, finetune_steps=args.steps or cfg.finetune_steps, lr=args.lr or cfg.lr,
+                  top_k=args.k or cfg.top_k, rank=args.rank or cfg.rank, alpha=float(args.rank or cfg.alpha))
     if any(not 0 < d < cfg.finetune_steps for d in doses):
         ap.error(f"--checkpoints must lie between 1 and {cfg.finetune_steps - 1} (the fine-tuning steps).")
+    if not 1 <= cfg.top_k <= args.candidates:
+        ap.error(f"--k must lie between 1 and --candidates ({args.candidates}), got {cfg.top_k}.")
+    if args.rounds < 1 or cfg.rank < 1:
+        ap.error("--rounds and --rank must be at least 1.")
     out = Path(args.out)
+    settings = {key: getattr(args, key) for key in ("prompts", "dev", "candidates", "images", "rounds", "model", "seed")}
+    settings.update(k=cfg.top_k, rank=cfg.rank, steps=cfg.finetune_steps, lr=cfg.lr)
+    written = out / "settings.json"
+    if written.exists() and json.loads(written.read_text()) != settings:
+        ap.error(f"{out} holds a run with other settings ({written.read_text().strip()}); choose another --out.")
+    out.mkdir(parents=True, exist_ok=True)
+    written.write_text(json.dumps(settings))
     t_start = time.time()
     prompts = train_prompts(args.dev + args.prompts, seed=cfg.seed)
     dev, train = prompts[: args.dev], prompts[args.dev :]
@@ -130,7 +153,7 @@ def main(argv=None):
     sets = {}
     if "renders" in arms:
         sets["renders"] = render_set(train, cfg.top_k, out / "renders" / "set", seed=10_000 * (cfg.seed + 1))
-    for arm in ("oracle", "random", "oracle-cfg1", "perfect"):
+    for arm in ("oracle", "random", "mi", "oracle-cfg1", "perfect"):
         if arm not in arms:
             continue
         g = 1.0 if arm == "oracle-cfg1" else cfg.guidance_scale
@@ -149,16 +172,34 @@ def main(argv=None):
             continue
         if not (folder / "manifest.json").exists():
             select(pool, folder, cfg.top_k, by=by, seed=cfg.seed)
-        sets[f"{'oracle top-k' if by == 'oracle' else 'random-k'} (CFG {g:g})"] = folder
+        sets[f"{SET_NAMES[by]} (CFG {g:g})"] = folder
 
-    adapters = {}
-    for name, folder in sets.items():
-        lora = folder.parent / "lora"
+    def tune(folder: Path, lora: Path, init=None) -> Path:
         if not (lora / WEIGHTS_NAME).exists():
             finetune(load_pipeline(args.model), folder, lora, rank=cfg.rank, alpha=cfg.alpha, steps=cfg.finetune_steps,
                      batch_size=cfg.finetune_batch, lr=cfg.lr, prompt_dropout=cfg.prompt_dropout, seed=cfg.seed,
-                     sample_prompts=0, checkpoint_every=math.gcd(cfg.finetune_steps, *doses))
-        adapters[name] = lora
+                     sample_prompts=0, checkpoint_every=math.gcd(cfg.finetune_steps, *doses),
+                     init_adapter=init and str(init))
+        return lora
+
+    adapters = {name: tune(folder, folder.parent / "lora") for name, folder in sets.items()}
+    for name, folder in list(sets.items()):
+        by = folder.parent.name.split("-")[0]
+        if by not in OWN_SAMPLES or args.rounds == 1:
+            continue
+        g = float(folder.parent.name.split("cfg")[1])
+        for r in range(2, args.rounds + 1):  # sample the latest adapter, pick again, fine-tune on from it
+            rdir = folder.parent / f"round{r}"
+            if not pool_complete(rdir / "pool"):
+                pipe = load_pipeline(args.model)
+                pipe.load_lora_weights(str(adapters[name]))
+                build_pool(pipe, train, rdir / "pool", cfg.candidates, guidance_scale=g, num_inference_steps=cfg.steps,
+                           seed=cfg.seed + r - 1, batch_size=cfg.batch_size)
+            if not (rdir / "set" / "manifest.json").exists():
+                select(rdir / "pool", rdir / "set", cfg.top_k, by=by, seed=cfg.seed)
+            adapters[name] = tune(rdir / "set", rdir / "lora", init=adapters[name])
+        adapters[f"{name}, {args.rounds} rounds"] = adapters.pop(name)
+        sets[f"{name}, round {args.rounds}"] = rdir / "set"
 
     models = {"base": None}
     for name, lora in adapters.items():
@@ -180,7 +221,7 @@ def main(argv=None):
         results[name] = EvalResult.load(path)
 
     print(f"{args.prompts} training-split prompts to fine-tune on (k = {cfg.top_k} per prompt; pools of N = "
-          f"{args.candidates}, {cfg.steps} steps), {args.dev} other training-split "
+          f"{args.candidates}, {cfg.steps} steps; {args.rounds} round(s)), {args.dev} other training-split "
           f"prompts × {args.images} images to judge on; LoRA rank {cfg.rank}, {cfg.finetune_steps} steps of batch "
           f"{cfg.finetune_batch}, lr {cfg.lr:g}, prompt dropout {cfg.prompt_dropout:g}; seed {cfg.seed}; "
           f"model {args.model or 'shipped'}; "
@@ -189,7 +230,7 @@ def main(argv=None):
     print("| set | images | strict % | soft % | well-formed % | coloured px | base loss |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for name, folder in sets.items():
-        r = set_row(folder, adapters[name])
+        r = set_row(folder, folder.parent / "lora")
         print(f"| {name} | {r['images']} | {100 * r['strict']:.1f} | {100 * r['soft']:.1f} | "
               f"{100 * r['well_formed']:.1f} | {r['area']:.0f} | {r['base_loss']:.4f} |")
     print(f"\nOn the dev prompts (strict % with 95 % CI over prompts)\n\n{comparison_table(results, 'strict', 'base')}\n")
