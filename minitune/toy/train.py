@@ -76,8 +76,7 @@ def batch(cfg: TrainConfig, step: int):
     prompts = world.sample_prompts("train", cfg.batch_size, seed=cfg.seed * 1_000_003 + step)
     seeds = np.random.default_rng([cfg.seed, step]).integers(2**32, size=cfg.batch_size)
     loose = np.random.default_rng([cfg.seed, step, 1]).random(cfg.batch_size) < cfg.caption_noise
-    images = world.to_tensor(np.stack([(world.render_missing if lo else world.render)(p, int(s))
-                                       for p, s, lo in zip(prompts, seeds, loose)]))
+    images = world.render_batch(prompts, seeds, missing=loose)
     g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
     drop = torch.rand(cfg.batch_size, generator=g) < cfg.prompt_dropout
     prompts = ["" if d else p for p, d in zip(prompts, drop.tolist())]

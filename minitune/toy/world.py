@@ -419,9 +419,13 @@ def render_edits(prompt: str, seed: int) -> dict[str, np.ndarray]:
     return out
 
 
-def render_batch(prompts_: list[str], seeds) -> torch.Tensor:
-    """Render many scenes as a model-ready float tensor [B, 3, 32, 32] in [-1, 1]."""
-    return to_tensor(np.stack([render(p, int(s)) for p, s in zip(prompts_, seeds)]))
+def render_batch(prompts_: list[str], seeds, missing=None) -> torch.Tensor:
+    """Render many scenes as a model-ready float tensor [B, 3, 32, 32] in [-1, 1].
+
+    missing: optional booleans, one per scene; where true the scene is drawn by :func:`render_missing`.
+    """
+    missing = [False] * len(prompts_) if missing is None else missing
+    return to_tensor(np.stack([(render_missing if m else render)(p, int(s)) for p, s, m in zip(prompts_, seeds, missing)]))
 
 
 def to_tensor(images: np.ndarray) -> torch.Tensor:
