@@ -102,7 +102,6 @@ def set_row(folder: Path, lora: Path) -> dict:
 
 
 ARMS = ("renders", "oracle", "random", "mi", "oracle-cfg1", "perfect")
-OWN_SAMPLES = ("oracle", "random", "mi")  # the arms that pick from the model's own samples, round after round
 SET_NAMES = {"oracle": "oracle top-k", "random": "random-k", "mi": "MI top-k"}
 
 
@@ -150,17 +149,24 @@ def main(argv=None):
     prompts = train_prompts(args.dev + args.prompts, seed=cfg.seed)
     dev, train = prompts[: args.dev], prompts[args.dev :]
 
-    sets = {}
+    def own_pool(folder: Path, g: float, seed: int, adapter=None) -> Path:
+        """N candidates per fine-tuning prompt from the model (with `adapter` loaded, if given) at CFG g."""
+        if not pool_complete(folder):
+            pipe = load_pipeline(args.model)
+            if adapter is not None:
+                pipe.load_lora_weights(str(adapter))
+            build_pool(pipe, train, folder, cfg.candidates, guidance_scale=g, num_inference_steps=cfg.steps, seed=seed,
+                       batch_size=cfg.batch_size)
+        return folder
+
+    sets, picks = {}, {}  # picks: the sets chosen from own samples, with what chose them and the pool's CFG
     if "renders" in arms:
         sets["renders"] = render_set(train, cfg.top_k, out / "renders" / "set", seed=10_000 * (cfg.seed + 1))
     for arm in ("oracle", "random", "mi", "oracle-cfg1", "perfect"):
         if arm not in arms:
             continue
         g = 1.0 if arm == "oracle-cfg1" else cfg.guidance_scale
-        pool = out / f"pool-cfg{g:g}"
-        if not pool_complete(pool):
-            build_pool(load_pipeline(args.model), train, pool, cfg.candidates, guidance_scale=g, num_inference_steps=cfg.steps,
-                       seed=cfg.seed, batch_size=cfg.batch_size)
+        pool = own_pool(out / f"pool-cfg{g:g}", g, cfg.seed)
         by = arm.split("-")[0]
         folder = out / f"{by}-cfg{g:g}" / "set"
         if by == "perfect":
@@ -173,6 +179,7 @@ def main(argv=None):
         if not (folder / "manifest.json").exists():
             select(pool, folder, cfg.top_k, by=by, seed=cfg.seed)
         sets[f"{SET_NAMES[by]} (CFG {g:g})"] = folder
+        picks[f"{SET_NAMES[by]} (CFG {g:g})"] = by, g
 
     def tune(folder: Path, lora: Path, init=None) -> Path:
         if not (lora / WEIGHTS_NAME).exists():
@@ -183,18 +190,10 @@ def main(argv=None):
         return lora
 
     adapters = {name: tune(folder, folder.parent / "lora") for name, folder in sets.items()}
-    for name, folder in list(sets.items()):
-        by = folder.parent.name.split("-")[0]
-        if by not in OWN_SAMPLES or args.rounds == 1:
-            continue
-        g = float(folder.parent.name.split("cfg")[1])
+    for name, (by, g) in picks.items() if args.rounds > 1 else ():
         for r in range(2, args.rounds + 1):  # sample the latest adapter, pick again, fine-tune on from it
-            rdir = folder.parent / f"round{r}"
-            if not pool_complete(rdir / "pool"):
-                pipe = load_pipeline(args.model)
-                pipe.load_lora_weights(str(adapters[name]))
-                build_pool(pipe, train, rdir / "pool", cfg.candidates, guidance_scale=g, num_inference_steps=cfg.steps,
-                           seed=cfg.seed + r - 1, batch_size=cfg.batch_size)
+            rdir = sets[name].parent / f"round{r}"
+            own_pool(rdir / "pool", g, cfg.seed + r - 1, adapter=adapters[name])
             if not (rdir / "set" / "manifest.json").exists():
                 select(rdir / "pool", rdir / "set", cfg.top_k, by=by, seed=cfg.seed)
             adapters[name] = tune(rdir / "set", rdir / "lora", init=adapters[name])
