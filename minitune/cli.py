@@ -42,7 +42,7 @@ def cmd_toy_train(args):
 
     cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                       checkpoint_every=args.checkpoint_every, snr_gamma=args.snr_gamma,
-                      caption_noise=args.caption_noise)
+                      caption_noise=args.caption_noise, channels=args.channels, width=args.width)
     final = train(args.output_dir, cfg)
     print(f"pipeline saved to {final}")
 
@@ -224,6 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--checkpoint-every", type=int, default=250)
     p.add_argument("--snr-gamma", type=float, help="Min-SNR-γ loss weighting (e.g. 5; default: plain ε-loss)")
+    p.add_argument("--channels", type=int, nargs=3, default=[32, 64, 64], metavar="C",
+                   help="UNet channels at 32×32, 16×16 and 8×8")
+    p.add_argument("--width", type=int, default=64, help="text-encoder width (= the UNet's cross-attention dimension)")
     p.add_argument("--caption-noise", type=float, default=0.0,
                    help="fraction of training images that leave out one object their caption names (loose captions)")
     p.set_defaults(func=cmd_toy_train)

@@ -1,6 +1,7 @@
 import pytest
 
 from minitune.cli import main
+from minitune.toy.pipeline import load_pipeline
 
 
 def test_help_lists_subcommands(capsys):
@@ -38,3 +39,12 @@ def test_evaluate_writes_its_table_and_refuses_a_missing_adapter(capsys, tmp_pat
     assert "No LoRA adapter" in capsys.readouterr().err
     assert main(args + ["--output-dir", str(tmp_path)]) == 0
     assert "| base |" in capsys.readouterr().out and (tmp_path / "eval.json").is_file()
+
+
+def test_toy_train_takes_the_architecture(capsys, tmp_path):
+    out = tmp_path / "run"
+    assert main(["toy-train", "--output-dir", str(out), "--steps", "2", "--batch-size", "4", "--checkpoint-every", "2",
+                 "--channels", "16", "16", "32", "--width", "32"]) == 0
+    pipe = load_pipeline(out / "pipeline-2")
+    assert list(pipe.unet.config.block_out_channels) == [16, 16, 32] and pipe.text_encoder.config.hidden_size == 32
+    assert pipe.unet.config.cross_attention_dim == 32

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from minitune.toy import world
-from minitune.toy.pipeline import ShapesPipeline, load_pipeline
+from minitune.toy.pipeline import WEIGHTS_DIR, ShapesPipeline, load_pipeline
 from minitune.toy.train import TrainConfig, loss_weights, train
 
 from conftest import PROMPTS
@@ -53,8 +53,9 @@ def test_bad_input(toy, tmp_path):
         load_pipeline(tmp_path / "nowhere")
 
 
-def test_shipped_base_model_loads_and_draws():
-    pipe = load_pipeline()
+@pytest.mark.parametrize("folder", [None, WEIGHTS_DIR.parent / "shapes-small"], ids=["shapes-base", "shapes-small"])
+def test_shipped_base_model_loads_and_draws(folder):
+    pipe = load_pipeline(folder)
     prompts = [p for p in ("one red circle", "two green squares", "a blue triangle left of a yellow circle") for _ in range(4)]
     imgs = pipe(prompts, num_inference_steps=25, generator=torch.Generator().manual_seed(0), output_type="pt").images
     ev = world.evaluate(imgs, prompts)

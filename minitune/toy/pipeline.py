@@ -3,7 +3,7 @@
 Four components, as in Stable Diffusion but tiny and in pixel space (no VAE):
 
 - ``tokenizer``: a word-level ``PreTrainedTokenizerFast`` over the Shapes-world vocabulary;
-- ``text_encoder``: a 2-layer ``CLIPTextModel`` (hidden size 64);
+- ``text_encoder``: a 2-layer ``CLIPTextModel`` (hidden size 128 in the shipped model);
 - ``unet``: a ``UNet2DConditionModel`` on 32×32 RGB with cross-attention to the prompt;
 - ``scheduler``: a ``DDPMScheduler`` (cosine schedule, ε-prediction).
 
@@ -50,7 +50,7 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
 
 
 def build_components(seed: int = 0, width: int = 64, channels=(32, 64, 64)) -> dict:
-    """Freshly initialised components (the architecture of the shipped model)."""
+    """Freshly initialised components; the shipped model has ``width=128, channels=(32, 64, 128)``."""
     torch.manual_seed(seed)
     tokenizer = build_tokenizer()
     text_encoder = CLIPTextModel(
