@@ -42,7 +42,8 @@ def cmd_toy_train(args):
 
     cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                       checkpoint_every=args.checkpoint_every, snr_gamma=args.snr_gamma,
-                      caption_noise=args.caption_noise, channels=args.channels, width=args.width)
+                      caption_noise=args.caption_noise, channels=args.channels, width=args.width,
+                      category_weights=args.category_weights)
     final = train(args.output_dir, cfg)
     print(f"pipeline saved to {final}")
 
@@ -229,6 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--width", type=int, default=64, help="text-encoder width (= the UNet's cross-attention dimension)")
     p.add_argument("--caption-noise", type=float, default=0.0,
                    help="fraction of training images that leave out one object their caption names (loose captions)")
+    p.add_argument("--category-weights", type=float, nargs=5, metavar="W",
+                   help="share of the batches for color, shape, spatial, count and complex prompts (default: equal)")
     p.set_defaults(func=cmd_toy_train)
 
     p = sub.add_parser("toy-ship", help="copy a trained base model (with config and curve) into the package")

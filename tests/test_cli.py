@@ -1,3 +1,5 @@
+import json
+
 import pytest
 
 from minitune.cli import main
@@ -48,3 +50,13 @@ def test_toy_train_takes_the_architecture(capsys, tmp_path):
     pipe = load_pipeline(out / "pipeline-2")
     assert list(pipe.unet.config.block_out_channels) == [16, 16, 32] and pipe.text_encoder.config.hidden_size == 32
     assert pipe.unet.config.cross_attention_dim == 32
+
+
+def test_toy_train_takes_category_weights_and_refuses_bad_ones(capsys, tmp_path):
+    out = tmp_path / "run"
+    args = ["toy-train", "--output-dir", str(out), "--steps", "1", "--batch-size", "4", "--checkpoint-every", "1",
+            "--channels", "16", "16", "16", "--width", "16", "--category-weights"]
+    assert main(args + ["1", "0", "0", "0", "-1"]) == 2
+    assert "non-negative" in capsys.readouterr().err and not out.exists()
+    assert main(args + ["0", "0", "0", "0", "1"]) == 0
+    assert json.loads((out / "config.json").read_text())["category_weights"] == [0, 0, 0, 0, 1]

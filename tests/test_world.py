@@ -87,6 +87,17 @@ def test_bad_input_is_one_clear_sentence():
         world.evaluate(np.zeros((2, 32, 32, 3), np.uint8), ["one red circle"] * 3)
 
 
+def test_category_weights_set_the_share_of_each_category():
+    drawn = [world.parse(p).category for p in world.sample_prompts("train", 4000, seed=6, weights=[0, 1, 1, 0, 2])]
+    share = {c: drawn.count(c) / len(drawn) for c in world.CATEGORIES}
+    assert share["color"] == share["count"] == 0
+    assert abs(share["complex"] - 0.5) < 0.03 and abs(share["shape"] - 0.25) < 0.03
+    assert world.sample_prompts("train", 50, seed=7) == world.sample_prompts("train", 50, seed=7, weights=None)
+    for bad in ([1, 1], [1, -1, 1, 1, 1], [0, 0, 0, 0, 0]):
+        with pytest.raises(ValueError, match="one non-negative number for each of color"):
+            world.sample_prompts("train", 5, weights=bad)
+
+
 def test_render_edits_change_one_thing_of_the_aligned_scene():
     prompts = world.sample_prompts("train", 200, seed=3)
     seen = set()

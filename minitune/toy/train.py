@@ -48,6 +48,7 @@ class TrainConfig:
     checkpoint_every: int = 250
     snr_gamma: float | None = None
     caption_noise: float = 0.0
+    category_weights: list | None = None  # share of each category in the batches (default: equal)
 
 
 def _atomic_save(obj, path: Path):
@@ -73,7 +74,8 @@ def loss_weights(alphas_cumprod: torch.Tensor, t: torch.Tensor, snr_gamma: float
 
 def batch(cfg: TrainConfig, step: int):
     """The prompts, clean images and noise generator of one training step (pure function of seed, step)."""
-    prompts = world.sample_prompts("train", cfg.batch_size, seed=cfg.seed * 1_000_003 + step)
+    prompts = world.sample_prompts("train", cfg.batch_size, seed=cfg.seed * 1_000_003 + step,
+                                   weights=cfg.category_weights)
     seeds = np.random.default_rng([cfg.seed, step]).integers(2**32, size=cfg.batch_size)
     loose = np.random.default_rng([cfg.seed, step, 1]).random(cfg.batch_size) < cfg.caption_noise
     images = world.render_batch(prompts, seeds, missing=loose)
@@ -96,6 +98,7 @@ def train(output_dir: str | os.PathLike, cfg: TrainConfig | None = None, progres
     if not 0.0 <= cfg.caption_noise <= 1.0:
         raise ValueError(f"caption_noise is the fraction of training images with an object left out, from 0 to 1; "
                          f"got {cfg.caption_noise}.")
+    world.sample_prompts("train", 1, weights=cfg.category_weights)  # bad weights fail before anything is written
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)

@@ -278,14 +278,24 @@ def prompts(split: str = "train", category: str | None = None) -> list[str]:
     return [p for c in cats for p in _SPLIT[split][c]]
 
 
-def sample_prompts(split: str, n: int, seed: int = 0, per_category: bool = True) -> list[str]:
-    """Draw n prompts of a split; with per_category, categories are drawn uniformly first."""
+def sample_prompts(split: str, n: int, seed: int = 0, per_category: bool = True,
+                   weights=None) -> list[str]:
+    """Draw n prompts of a split; with per_category, a category is drawn first, uniformly or with
+    `weights` (one non-negative number per category, in the order of CATEGORIES)."""
     rng = np.random.default_rng(seed)
     if not per_category:
         pool = prompts(split)
         return [pool[i] for i in rng.integers(len(pool), size=n)]
+    if weights is None:
+        cats = rng.integers(len(CATEGORIES), size=n)
+    else:
+        w = np.asarray(weights, dtype=float)
+        if w.shape != (len(CATEGORIES),) or (w < 0).any() or not w.sum() > 0:
+            raise ValueError(f"Category weights need one non-negative number for each of {', '.join(CATEGORIES)} "
+                             f"(not all zero); got {list(weights)}.")
+        cats = rng.choice(len(CATEGORIES), size=n, p=w / w.sum())
     out = []
-    for c in rng.integers(len(CATEGORIES), size=n):
+    for c in cats:
         pool = _SPLIT[split][CATEGORIES[c]]
         out.append(pool[rng.integers(len(pool))])
     return out
