@@ -10,7 +10,7 @@ color       "a red circle and a blue square"              binding two colours to
 shape       "a red circle and a red triangle"             drawing two different shapes
 spatial     "a red circle left of a blue square"          a relation (left of, right of, above, below)
 count       "three green triangles"                       one to three objects of a kind
-complex     "two red circles above a blue square"         count + relation + binding at once
+complex     "two red circles and a blue square"           count + binding at once
 ==========  ============================================  =========================================
 
 Every prompt has a list of *facts* (each object is there, the relation holds, the count is
@@ -102,6 +102,8 @@ class Prompt:
         a, b, rel = self.first, self.second, self.relation
         if self.category == "count":
             return f"count:{self.count}:{a}"
+        if self.category == "complex":
+            return f"complex:{self.count}:{a}+{b}"
         if rel is None:
             return f"{self.category}:" + "+".join(sorted([str(a), str(b)]))
         if self.category == "spatial" and rel in ("right of", "below"):
@@ -128,7 +130,7 @@ _OBJ = r"(\w+) (\w+)"
 _PATTERNS = [
     ("pair", re.compile(rf"^a {_OBJ} and a {_OBJ}$")),
     ("spatial", re.compile(rf"^a {_OBJ} (left of|right of|above|below) a {_OBJ}$")),
-    ("complex", re.compile(rf"^two {_OBJ} (left of|right of|above|below) a {_OBJ}$")),
+    ("complex", re.compile(rf"^two {_OBJ} and a {_OBJ}$")),
     ("count", re.compile(rf"^(one|two|three) {_OBJ}$")),
 ]
 
@@ -164,18 +166,22 @@ def parse(text: str) -> Prompt:
             if a == b:
                 break
             return Prompt(norm, "shape" if a.color == b.color else "color", a, b)
-        if kind in ("spatial", "complex"):
-            n = 2 if kind == "complex" else 1
-            a, b = _obj(g[0], g[1], n > 1, text), _obj(g[3], g[4], False, text)
+        if kind == "spatial":
+            a, b = _obj(g[0], g[1], False, text), _obj(g[3], g[4], False, text)
             if a == b:
                 break
-            return Prompt(norm, kind, a, b, relation=g[2], count=n)
+            return Prompt(norm, kind, a, b, relation=g[2])
+        if kind == "complex":
+            a, b = _obj(g[0], g[1], True, text), _obj(g[2], g[3], False, text)
+            if a == b:
+                break
+            return Prompt(norm, kind, a, b, count=2)
         n = NUMBERS[g[0]]
         return Prompt(norm, "count", _obj(g[1], g[2], n > 1, text), count=n)
     raise ValueError(
         f"Prompt {text!r} does not follow the Shapes-world grammar: use e.g. 'a red circle and a blue "
         f"square', 'a red circle left of a blue square', 'three green triangles' or 'two red circles "
-        f"above a blue square' (two different objects)."
+        f"and a blue square' (two different objects)."
     )
 
 
@@ -217,9 +223,9 @@ def near_misses(prompt: str) -> list[str]:
     with one object more or one fewer that the grammar can say.
 
     For "a red circle left of a blue square" that adds "one red circle" and "one blue square" (an object
-    dropped) and "two red circles left of a blue square", "two blue squares right of a red circle" (an
-    object added); a pair without a relation gets the added object in each of the four relations; a
-    count prompt gets the other two counts. An image with an extra or a missing object is then better
+    dropped) and "two red circles and a blue square", "two blue squares and a red circle" (an object
+    added); a ``complex`` prompt gets its scene with one of the pair fewer and with the single object
+    dropped; a count prompt gets the other two counts. An image with an extra or a missing object is then better
     explained by one of these rivals than by its own prompt, which :func:`edits` alone cannot say.
     Prompts describing the same scene as the prompt or as an earlier rival are left out.
     """
@@ -229,11 +235,10 @@ def near_misses(prompt: str) -> list[str]:
     if p.category == "count":
         out += [make_prompt("count", a, count=n) for n in NUMBERS.values()]
     elif p.category == "complex":
-        out += [make_prompt("spatial", a, b, p.relation), make_prompt("count", a, count=2)]
+        out += [make_prompt("color" if a.shape != b.shape else "shape", a, b), make_prompt("count", a, count=2)]
     else:
         out += [make_prompt("count", a), make_prompt("count", b)]
-        for rel in [p.relation] if p.relation else RELATIONS:
-            out += [make_prompt("complex", a, b, rel, count=2), make_prompt("complex", b, a, _OPPOSITE[rel], count=2)]
+        out += [make_prompt("complex", a, b, count=2), make_prompt("complex", b, a, count=2)]
     return [text for _, text in _new_scenes(p, enumerate(out))]
 
 
@@ -244,9 +249,9 @@ def _all_scenes():
             yield make_prompt("color", a, b)
         if a.color == b.color:
             yield make_prompt("shape", a, b)
+        yield make_prompt("complex", a, b, count=2)
         for rel in RELATIONS:
             yield make_prompt("spatial", a, b, rel)
-            yield make_prompt("complex", a, b, rel, count=2)
     for a in objs:
         for n in NUMBERS.values():
             yield make_prompt("count", a, count=n)
