@@ -225,8 +225,9 @@ def near_misses(prompt: str) -> list[str]:
     For "a red circle left of a blue square" that adds "one red circle" and "one blue square" (an object
     dropped) and "two red circles and a blue square", "two blue squares and a red circle" (an object
     added); a ``complex`` prompt gets its scene with one of the pair fewer and with the single object
-    dropped; a count prompt gets the other two counts. An image with an extra or a missing object is then better
-    explained by one of these rivals than by its own prompt, which :func:`edits` alone cannot say.
+    dropped; a count prompt gets the other two counts. An image with an extra or a missing object is
+    then better explained by one of these rivals than by its own prompt, which :func:`edits` alone
+    cannot say.
     Prompts describing the same scene as the prompt or as an earlier rival are left out.
     """
     p = parse(prompt)
