@@ -236,7 +236,7 @@ def near_misses(prompt: str) -> list[str]:
     if p.category == "count":
         out += [make_prompt("count", a, count=n) for n in NUMBERS.values()]
     elif p.category == "complex":
-        out += [make_prompt("color" if a.shape != b.shape else "shape", a, b), make_prompt("count", a, count=2)]
+        out += [make_prompt("pair", a, b), make_prompt("count", a, count=2)]
     else:
         out += [make_prompt("count", a), make_prompt("count", b)]
         out += [make_prompt("complex", a, b, count=2), make_prompt("complex", b, a, count=2)]
