@@ -101,8 +101,9 @@ def set_row(folder: Path, lora: Path) -> dict:
             "base_loss": float(val[0][1]) if val else float("nan")}
 
 
-ARMS = ("renders", "oracle", "random", "mi", "oracle-cfg1", "perfect")
+ARMS = ("renders", "oracle", "random", "mi", "oracle-cfg1", "perfect", "oracle-dpo", "random-dpo", "mi-dpo")
 SET_NAMES = {"oracle": "oracle top-k", "random": "random-k", "mi": "MI top-k"}
+DPO_NAMES = {"oracle": "oracle pairs, DPO", "random": "random pairs, DPO", "mi": "MI pairs, DPO"}
 
 
 def main(argv=None):
@@ -118,6 +119,9 @@ def main(argv=None):
     ap.add_argument("--lr", type=float, help="fine-tuning learning rate (default: the full experiment's)")
     ap.add_argument("--rank", type=int, help="LoRA rank, with alpha equal to it (default: the full experiment's)")
     ap.add_argument("--rounds", type=int, default=1, help="self-training rounds of the own-sample arms")
+    ap.add_argument("--dpo-beta", type=float, default=2000.0, help="β of the *-dpo arms (Diffusion-DPO)")
+    ap.add_argument("--dpo-lr", type=float, help="learning rate of the *-dpo arms (default: --lr)")
+    ap.add_argument("--dpo-steps", type=int, help="fine-tuning steps of the *-dpo arms (default: --steps)")
     ap.add_argument("--checkpoints", default="", help="also judge the adapters after these steps, e.g. 25,50,100 "
                     "(a dose-response: does a lighter touch help?)")
     ap.add_argument("--model", help="a Shapes pipeline folder (save_pretrained) to start from instead of the shipped model")
@@ -131,20 +135,28 @@ def main(argv=None):
     cfg = replace(PRESETS["full"], n_prompts=args.prompts, candidates=args.candidates, seed=args.seed)
     cfg = replace(cfg, finetune_steps=args.steps or cfg.finetune_steps, lr=args.lr or cfg.lr,
                   top_k=args.k or cfg.top_k, rank=args.rank or cfg.rank, alpha=float(args.rank or cfg.alpha))
-    if any(not 0 < d < cfg.finetune_steps for d in doses):
-        ap.error(f"--checkpoints must lie between 1 and {cfg.finetune_steps - 1} (the fine-tuning steps).")
+    longest = max(cfg.finetune_steps, args.dpo_steps or 0)
+    if any(not 0 < d < longest for d in doses):
+        ap.error(f"--checkpoints must lie between 1 and {longest - 1} (the fine-tuning steps).")
     if not 1 <= cfg.top_k <= args.candidates:
         ap.error(f"--k must lie between 1 and --candidates ({args.candidates}), got {cfg.top_k}.")
     if args.rounds < 1 or cfg.rank < 1:
         ap.error("--rounds and --rank must be at least 1.")
+    if not args.dpo_beta > 0 or (args.dpo_lr is not None and not args.dpo_lr > 0) or (args.dpo_steps or 1) < 1:
+        ap.error("--dpo-beta, --dpo-lr and --dpo-steps must be positive.")
+    dpo = dict(objective="dpo", dpo_beta=args.dpo_beta, lr=args.dpo_lr or cfg.lr,
+               steps=args.dpo_steps or cfg.finetune_steps, prompt_dropout=0.0)
     out = Path(args.out)
     settings = {key: getattr(args, key) for key in ("prompts", "dev", "candidates", "images", "rounds", "model", "seed")}
     settings.update(k=cfg.top_k, rank=cfg.rank, steps=cfg.finetune_steps, lr=cfg.lr)
+    if any(a.endswith("-dpo") for a in arms):
+        settings.update(dpo_beta=dpo["dpo_beta"], dpo_lr=dpo["lr"], dpo_steps=dpo["steps"])
     written = out / "settings.json"
-    if written.exists() and json.loads(written.read_text()) != settings:
+    saved = json.loads(written.read_text()) if written.exists() else {}
+    if any(saved[key] != value for key, value in settings.items() if key in saved):  # DPO settings may be added later
         ap.error(f"{out} holds a run with other settings ({written.read_text().strip()}); choose another --out.")
     out.mkdir(parents=True, exist_ok=True)
-    written.write_text(json.dumps(settings))
+    written.write_text(json.dumps({**saved, **settings}))
     t_start = time.time()
     prompts = train_prompts(args.dev + args.prompts, seed=cfg.seed)
     dev, train = prompts[: args.dev], prompts[args.dev :]
@@ -180,16 +192,27 @@ def main(argv=None):
             select(pool, folder, cfg.top_k, by=by, seed=cfg.seed)
         sets[f"{SET_NAMES[by]} (CFG {g:g})"] = folder
         picks[f"{SET_NAMES[by]} (CFG {g:g})"] = by, g
+    pairs = {}  # preference sets (chosen vs rejected candidate of the same prompt) for the *-dpo arms
+    for by in (a.removesuffix("-dpo") for a in arms if a.endswith("-dpo")):
+        g = cfg.guidance_scale
+        pool = own_pool(out / f"pool-cfg{g:g}", g, cfg.seed)
+        folder = out / f"{by}-pairs-cfg{g:g}" / "set"
+        if not (folder / "manifest.json").exists():
+            select(pool, folder, cfg.top_k, by=by, seed=cfg.seed, pairs=True)
+        pairs[f"{DPO_NAMES[by]} (CFG {g:g})"] = folder
 
-    def tune(folder: Path, lora: Path, init=None) -> Path:
+    def tune(folder: Path, lora: Path, init=None, **options) -> Path:
         if not (lora / WEIGHTS_NAME).exists():
-            finetune(load_pipeline(args.model), folder, lora, rank=cfg.rank, alpha=cfg.alpha, steps=cfg.finetune_steps,
-                     batch_size=cfg.finetune_batch, lr=cfg.lr, prompt_dropout=cfg.prompt_dropout, seed=cfg.seed,
-                     sample_prompts=0, checkpoint_every=math.gcd(cfg.finetune_steps, *doses),
-                     init_adapter=init and str(init))
+            steps = options.get("steps", cfg.finetune_steps)
+            finetune(load_pipeline(args.model), folder, lora, **{
+                "rank": cfg.rank, "alpha": cfg.alpha, "steps": steps, "batch_size": cfg.finetune_batch, "lr": cfg.lr,
+                "prompt_dropout": cfg.prompt_dropout, "seed": cfg.seed, "sample_prompts": 0,
+                "checkpoint_every": math.gcd(steps, *(d for d in doses if d < steps)), "init_adapter": init and str(init), **options})
         return lora
 
     adapters = {name: tune(folder, folder.parent / "lora") for name, folder in sets.items()}
+    adapters.update({name: tune(folder, folder.parent / f"lora-beta{dpo['dpo_beta']:g}-lr{dpo['lr']:g}-{dpo['steps']}",
+                                **dpo) for name, folder in pairs.items()})
     for name, (by, g) in picks.items() if args.rounds > 1 else ():
         for r in range(2, args.rounds + 1):  # sample the latest adapter, pick again, fine-tune on from it
             rdir = sets[name].parent / f"round{r}"
@@ -202,13 +225,17 @@ def main(argv=None):
 
     models = {"base": None}
     for name, lora in adapters.items():
-        models.update({f"{name} @ {d} steps": lora / f"checkpoint-{d}" for d in doses})
-        models[name + (f" @ {cfg.finetune_steps} steps" if doses else "")] = lora
+        steps = dpo["steps"] if name in pairs else cfg.finetune_steps
+        models.update({f"{name} @ {d} steps": lora / f"checkpoint-{d}" for d in doses if d < steps})
+        models[name + (f" @ {steps} steps" if doses else "")] = lora
 
     results = {}
     (out / "eval").mkdir(parents=True, exist_ok=True)
     for name, lora in models.items():
-        path = out / "eval" / f"{name.replace(' ', '_').replace('(', '').replace(')', '').replace('@_', '')}.json"
+        slug = name.replace(' ', '_').replace('(', '').replace(')', '').replace('@_', '').replace(',', '')
+        if name.split(" @ ")[0] in pairs:
+            slug += f"_beta{dpo['dpo_beta']:g}_lr{dpo['lr']:g}_{dpo['steps']}"
+        path = out / "eval" / f"{slug}.json"
         if not path.exists():
             pipe = load_pipeline(args.model)
             if lora is not None:
@@ -232,6 +259,16 @@ def main(argv=None):
         r = set_row(folder, folder.parent / "lora")
         print(f"| {name} | {r['images']} | {100 * r['strict']:.1f} | {100 * r['soft']:.1f} | "
               f"{100 * r['well_formed']:.1f} | {r['area']:.0f} | {r['base_loss']:.4f} |")
+    if pairs:
+        print("\nWhat each preference set holds (chosen / rejected; ties, which DPO leaves out, counted apart)\n")
+        print("| pairs | pairs | ties | chosen strict % | rejected strict % | chosen px | rejected px |")
+        print("|---|---:|---:|---:|---:|---:|---:|")
+    for name, folder in pairs.items():
+        data = load_finetune_set(folder)
+        win, lose = judge(data.images, data.prompts), judge(data.rejected, data.prompts)
+        ties = sum(bool(r.get("tie")) for r in data.records)
+        print(f"| {name} | {len(data.prompts)} | {ties} | {100 * win['strict'].mean():.1f} | "
+              f"{100 * lose['strict'].mean():.1f} | {win['area'].mean():.0f} | {lose['area'].mean():.0f} |")
     print(f"\nOn the dev prompts (strict % with 95 % CI over prompts)\n\n{comparison_table(results, 'strict', 'base')}\n")
     print("| model | soft % | coloured px |")
     print("|---|---:|---:|")

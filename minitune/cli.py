@@ -138,17 +138,23 @@ def cmd_evaluate(args):
 def cmd_experiment(args):
     from dataclasses import replace
 
-    from .experiment import PRESETS, run_experiment
+    from .experiment import PRESETS, publish, run_experiment
 
     cfg = PRESETS[args.preset]
     overrides = {k: v for k, v in (("selectors", args.selectors and tuple(args.selectors)), ("rounds", args.rounds),
                                    ("renoise_samples", args.renoise_samples),
-                                   ("contrast_samples", args.contrast_samples)) if v is not None}
+                                   ("contrast_samples", args.contrast_samples), ("objective", args.objective),
+                                   ("dpo_beta", args.dpo_beta)) if v is not None}
     t0 = time.time()
-    run_experiment(args.output_dir, replace(cfg, **overrides), model=None if args.model == "toy" else args.model,
-                   device=args.device)
+    data = run_experiment(args.output_dir, replace(cfg, **overrides), model=None if args.model == "toy" else args.model,
+                          device=args.device)
     print((Path(args.output_dir) / "results.md").read_text())
     print(f"wrote {args.output_dir}/results.json, results.md and figures/ in {time.time() - t0:.0f} s")
+    if args.results_dir:
+        wall = sum(data["timings"].values())
+        paths = publish(data, args.results_dir, model=args.model, command="minitune " + " ".join(sys.argv[1:]),
+                        wall_s=wall)
+        print(f"wrote {paths[0]} and {paths[1]}")
 
 
 def cmd_build(args):
@@ -163,7 +169,7 @@ def cmd_build(args):
     paths = build(_pipe(args), prompts, args.output_dir, args.candidates, args.top_k, selectors=selectors,
                   guidance_scale=args.cfg, num_inference_steps=args.steps, seed=args.seed, batch_size=args.batch_size,
                   renoise_samples=args.renoise_samples, contrast_samples=args.contrast_samples,
-                  keep_latents=args.keep_latents, model=args.model)
+                  keep_latents=args.keep_latents, model=args.model, pairs=args.pairs)
     print(f"{len(prompts)} prompts × {args.candidates} candidates, top-{args.top_k} per prompt; CFG {args.cfg}, "
           f"{args.steps} DDPM steps, seed {args.seed}\n")
     print("| folder | images | mean MI (nats) | strict % | soft % |\n|---|---:|---:|---:|---:|")
@@ -181,7 +187,8 @@ def cmd_finetune(args):
     cfg = FinetuneConfig(rank=args.rank, alpha=args.alpha if args.alpha is not None else args.rank, dora=args.dora,
                          steps=args.steps, batch_size=args.batch_size, lr=args.lr, prompt_dropout=args.prompt_dropout,
                          seed=args.seed, validate_every=args.validate_every, checkpoint_every=args.checkpoint_every,
-                         sample_prompts=args.sample_prompts, init_adapter=args.init_adapter)
+                         sample_prompts=args.sample_prompts, init_adapter=args.init_adapter, objective=args.objective,
+                         dpo_beta=args.dpo_beta)
     data = load_finetune_set(args.data_dir)  # a bad set is reported before the model loads
     out = finetune(_pipe(args), data, args.output_dir, cfg, device=args.device)
     if PartialState().is_main_process:  # once, also under `accelerate launch`
@@ -264,6 +271,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=int, help="self-training rounds")
     p.add_argument("--renoise-samples", type=int, help="re-noising MI samples per candidate (needed by mi_renoise)")
     p.add_argument("--contrast-samples", type=int, help="contrast MI samples per candidate and prompt (needed by mi_contrast)")
+    p.add_argument("--objective", choices=["mse", "dpo"],
+                   help="fine-tune on each arm's top-k (mse, the paper) or by Diffusion-DPO on its best-vs-worst pairs (dpo)")
+    p.add_argument("--dpo-beta", type=float, help="DPO's β (with --objective dpo)")
+    p.add_argument("--results-dir", help="also write experiment.json and experiment.md here (e.g. book/results), "
+                   "headed with the model, commit, command and wall time")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_experiment)
 
@@ -285,6 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--selector", choices=["mi", "mi_renoise", "mi_contrast", "random", "oracle"], default="mi")
     p.add_argument("--controls", action="store_true", help="also write the random-k and oracle top-k sets of the same pool")
     p.add_argument("--keep-latents", action="store_true", help="also store latents and prompt embeddings (safetensors)")
+    p.add_argument("--pairs", action="store_true", help="preference sets for `finetune --objective dpo`: each kept "
+                   "candidate paired with a worst one of its prompt (needs --candidates ≥ 2 × --top-k)")
     p.add_argument("--output-dir", default="runs/build", help="gets pool/ and one folder per selected set")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_build)
@@ -305,6 +319,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-every", type=int, default=250)
     p.add_argument("--sample-prompts", type=int, default=4, help="prompts in each validation sample grid (0: no grids)")
     p.add_argument("--init-adapter", help="continue from this adapter folder (e.g. the previous self-training round)")
+    p.add_argument("--objective", choices=["mse", "dpo"], default="mse", help="mse: the diffusion loss on the set's "
+                   "images; dpo: Diffusion-DPO on a preference set (`minitune build --pairs`) against the starting model")
+    p.add_argument("--dpo-beta", type=float, default=2000.0, help="DPO's β: larger keeps the adapter closer to the model")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_finetune)
 

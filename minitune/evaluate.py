@@ -35,11 +35,12 @@ def bootstrap_ci(values, n_boot: int = 2000, seed: int = 0, level: float = 0.95)
 
 
 def oracle_scorer(images, prompts) -> dict:
-    """The Shapes world's exact judge: strict, soft and well-formed per image, and 1.0 / 0.0 for each of
+    """The Shapes world's exact judge: strict, soft and well-formed per image, its coloured area (pixels,
+    how much it draws), and 1.0 / 0.0 for each of
     the oracle's failure modes (``world.FAILURE_MODES``, e.g. "extra object"), so that their rates are
     summarised like any other metric."""
     ev = world.evaluate(images, list(prompts))
-    scores = {k: np.array([r[k] for r in ev.records], float) for k in ("strict", "soft", "well_formed")}
+    scores = {k: np.array([r[k] for r in ev.records], float) for k in ("strict", "soft", "well_formed", "area")}
     return scores | {m: np.array([m in r["failures"] for r in ev.records], float) for m in world.FAILURE_MODES}
 
 
@@ -150,7 +151,7 @@ def evaluate_pipeline(pipe, prompts: list[str], n_per_prompt: int = 4, *, guidan
     return EvalResult(records, div, settings), cands
 
 
-def _paired_delta(a: EvalResult, b: EvalResult, metric: str, category: str) -> tuple[float, tuple[float, float]]:
+def paired_delta(a: EvalResult, b: EvalResult, metric: str, category: str) -> tuple[float, tuple[float, float]]:
     pa, pb = a.per_prompt(metric, category), b.per_prompt(metric, category)
     if pa.keys() != pb.keys():
         raise ValueError("The two evaluations used different prompts; compare models on the same prompts and seeds.")
@@ -174,7 +175,7 @@ def comparison_table(results: dict[str, EvalResult], metric: str = "strict", bas
         if name == baseline:
             delta = "–"
         else:
-            d, (lo, hi) = _paired_delta(base, res, metric, "all")
+            d, (lo, hi) = paired_delta(base, res, metric, "all")
             delta = f"{100 * d:+.1f} ({100 * lo:+.1f} to {100 * hi:+.1f})"
         wf = f"{100 * s['all']['well_formed']:.1f}" if "well_formed" in s["all"] else "–"
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {delta} | {wf} | {s['all']['diversity']:.3f} | {s['all']['mi']:.1f} |")

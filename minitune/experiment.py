@@ -22,7 +22,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from . import GUIDANCE_SCALE, resolve_device
-from .evaluate import EvalResult, comparison_table, evaluate_pipeline, oracle_scorer
+from .evaluate import EvalResult, paired_delta, comparison_table, evaluate_pipeline, oracle_scorer
+from .finetune import OBJECTIVES
 from .toy import world
 
 
@@ -48,6 +49,10 @@ class ExperimentConfig:
     # prompts dropped to "" while fine-tuning, as in base training: without it the adapter also moves the
     # unconditional prediction, which nothing anchors, and classifier-free guidance breaks
     prompt_dropout: float = 0.1
+    # "mse": fine-tune on each arm's top-k (the paper); "dpo": Diffusion-DPO on each arm's k pairs per prompt, its
+    # r-th best candidate against its r-th worst, which cancels what both share (how the model itself draws)
+    objective: str = "mse"
+    dpo_beta: float = 2000.0
     eval_per_category: int = 30  # held-out test prompts per category (fewer where a category has fewer)
     eval_images: int = 2  # images per test prompt (same seeds for every model)
     cfg_sweep: tuple[float, ...] = (4.0,)  # extra CFG scales for the base model
@@ -83,6 +88,8 @@ def run_experiment(output_dir, cfg: ExperimentConfig = PRESETS["full"], *, model
 
     if not cfg.selectors or set(cfg.selectors) - set(SIGNALS):
         raise ValueError(f"selectors must be one or more of {', '.join(SIGNALS)}, got {cfg.selectors}.")
+    if cfg.objective not in OBJECTIVES:
+        raise ValueError(f"Unknown objective {cfg.objective!r}: use one of {', '.join(OBJECTIVES)}.")
     for signal, samples in (("mi_renoise", cfg.renoise_samples), ("mi_contrast", cfg.contrast_samples)):
         if signal in cfg.selectors and samples < 2:
             raise ValueError(f"The {signal} selector needs {signal[3:]}_samples ≥ 2 (MI samples per candidate).")
@@ -127,12 +134,12 @@ def run_experiment(output_dir, cfg: ExperimentConfig = PRESETS["full"], *, model
         for arm in arms:
             set_dir, lora_dir = rdir / arm / "set", rdir / arm / "lora"
             if not (set_dir / "manifest.json").exists():
-                select(pools[arm], set_dir, cfg.top_k, by=arm, seed=cfg.seed)
+                select(pools[arm], set_dir, cfg.top_k, by=arm, seed=cfg.seed, pairs=cfg.objective == "dpo")
             if not (lora_dir / WEIGHTS_NAME).exists():
                 timed(f"round{r}/finetune/{arm}", finetune, pipeline(), set_dir, lora_dir, rank=cfg.rank,
                       alpha=cfg.alpha, steps=cfg.finetune_steps, batch_size=cfg.finetune_batch, lr=cfg.lr,
                       prompt_dropout=cfg.prompt_dropout, seed=cfg.seed, init_adapter=adapters[arm] and str(adapters[arm]),
-                      sample_prompts=0, progress=progress)
+                      objective=cfg.objective, dpo_beta=cfg.dpo_beta, sample_prompts=0, progress=progress)
             adapters[arm] = lora_dir
 
     test_prompts = world.eval_prompts(cfg.eval_per_category, seed=cfg.seed)
@@ -155,6 +162,59 @@ def run_experiment(output_dir, cfg: ExperimentConfig = PRESETS["full"], *, model
         results[name] = res
 
     return _report(out, cfg, results, timings, _set_quality(out, cfg, arms))
+
+
+def arm_rows(results: dict[str, EvalResult], cfg: ExperimentConfig) -> dict:
+    """One row per arm, keyed "base", "random", "oracle", "mi", ...: strict, its paired change vs the base with a
+    95 % CI over prompts, well-formed, coloured area and, for the MI arms, their share of the oracle arm's gain."""
+    base = results["base"]
+    ids = {"base": "base", **{ARM_NAMES[a]: a for a in (*cfg.selectors, *CONTROLS)}}
+    rows = {}
+    for name, arm in ids.items():
+        s = results[name].summary()["all"]
+        delta, ci = (0.0, (0.0, 0.0)) if arm == "base" else paired_delta(base, results[name], "strict", "all")
+        rows[arm] = {"name": name, "strict": s["strict"], "delta_strict": delta, "delta_ci": list(ci),
+                     "well_formed": s["well_formed"], "area": s.get("area", float("nan"))}
+    gain = rows["oracle"]["delta_strict"]
+    for arm in cfg.selectors:
+        rows[arm]["share_of_oracle"] = rows[arm]["delta_strict"] / gain if gain > 0 else None
+    return rows
+
+
+def publish(data: dict, results_dir, *, model: str, command: str, wall_s: float) -> tuple[Path, Path]:
+    """Write ``experiment.json`` and ``experiment.md`` into `results_dir` (the book's results), headed with the
+    model, the commit, the command and the wall time, from an experiment's ``results.json`` content."""
+    folder = Path(results_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    head = {"model": model, "commit": git_commit(), "command": command, "wall_time_min": round(wall_s / 60, 1)}
+    _write_json(folder / "experiment.json", {**head, "config": data["config"], "arms": data["arms"],
+                                              "sets": data["sets"], "summaries": data["summaries"]})
+    lines = ["| arm | strict % | Δ strict vs base (95 % CI) | well-formed % | coloured px | share of oracle's gain |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for arm, r in data["arms"].items():
+        share = r.get("share_of_oracle")
+        lines.append(f"| {r['name']} | {100 * r['strict']:.1f} | " + ("–" if arm == "base" else
+                     f"{100 * r['delta_strict']:+.1f} ({100 * r['delta_ci'][0]:+.1f} to {100 * r['delta_ci'][1]:+.1f})")
+                     + f" | {100 * r['well_formed']:.1f} | {r['area']:.0f} | "
+                     + (f"{100 * share:.0f} %" if share is not None else "–") + " |")
+    md = (f"<!-- written by `{command}`; model {model}, commit {head['commit']}, "
+          f"{head['wall_time_min']} min -->\n\n" + "\n".join(lines) + "\n")
+    (folder / "experiment.md").write_text(md)
+    return folder / "experiment.json", folder / "experiment.md"
+
+
+def git_commit() -> str:
+    """The commit of the working tree the package runs from ("unknown" outside a git checkout)."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                             cwd=Path(__file__).parent, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, cwd=Path(__file__).parent).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return out.stdout.strip() + ("+local changes" if dirty else "")
 
 
 def _set_quality(out: Path, cfg: ExperimentConfig, arms) -> dict:
@@ -205,7 +265,8 @@ def _report(out: Path, cfg: ExperimentConfig, results: dict[str, EvalResult], ti
     gap = strict[ARM_NAMES["oracle"]] - strict["base"]
     closed = {ARM_NAMES[a]: (strict[ARM_NAMES[a]] - strict["base"]) / gap if gap > 0 else float("nan")
               for a in cfg.selectors}
-    data = {"config": asdict(cfg), "timings": timings, "summaries": summaries, "closed_fraction": closed, "sets": sets}
+    data = {"config": asdict(cfg), "timings": timings, "summaries": summaries, "closed_fraction": closed, "sets": sets,
+            "arms": arm_rows(results, cfg)}
     _write_json(out / "results.json", data)
     md = (f"# MI-TUNE in the Shapes world\n\n{len(results['base'].per_prompt('strict'))} held-out test prompts × "
           f"{cfg.eval_images} images, CFG {cfg.guidance_scale:g}, {cfg.steps} steps; pool of {cfg.n_prompts} training "

@@ -36,6 +36,7 @@ from . import GUIDANCE_SCALE
 ADAPTER = "minitune"
 WEIGHTS_NAME = "pytorch_lora_weights.safetensors"
 TARGET_MODULES = ["to_q", "to_k", "to_v", "to_out.0"]
+OBJECTIVES = ("mse", "dpo")
 VAL_DRAWS = 4  # (timestep, noise) draws per held-out image, fixed for the whole run
 # Options that may change when a run is resumed; all others must match the saved run.
 RESUMABLE = {"steps", "validate_every", "checkpoint_every", "sample_prompts", "sample_steps", "guidance_scale"}
@@ -62,6 +63,8 @@ class FinetuneConfig:
     sample_steps: int = 25
     guidance_scale: float = GUIDANCE_SCALE
     init_adapter: str | None = None  # start from this adapter folder (a previous self-training round)
+    objective: str = "mse"  # "mse": the diffusion loss on the set's images; "dpo": Diffusion-DPO on its pairs
+    dpo_beta: float = 2000.0  # DPO's β: how far the adapter may move from the starting model for a preference
 
 
 @dataclass
@@ -73,6 +76,7 @@ class FinetuneSet:
     prompts: list[str]
     records: list[dict]  # the metadata lines (file_name, text, mi, seed, rank, ...)
     fingerprint: str  # sha256 over metadata.jsonl and the image files
+    rejected: torch.Tensor | None = None  # a preference set's rejected image of each line, [N, 3, H, W]
 
 
 def load_finetune_set(data_dir: str | os.PathLike) -> FinetuneSet:
@@ -88,7 +92,19 @@ def load_finetune_set(data_dir: str | os.PathLike) -> FinetuneSet:
         raise FileNotFoundError(f"{folder} has no metadata.jsonl: a fine-tuning set lists its images there, one JSON "
                                 f"line with file_name and text per image.")
     digest = hashlib.sha256(meta.read_bytes())
-    records, arrays = [], []
+
+    def read(name: str) -> np.ndarray:
+        path = folder / name
+        if not path.is_file():
+            raise FileNotFoundError(f"{meta} lists {name}, which is missing from {folder}; rebuild the set.")
+        data = path.read_bytes()
+        digest.update(data)
+        try:
+            return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+        except (UnidentifiedImageError, OSError):
+            raise ValueError(f"{path} is not a readable image; rebuild the set.") from None
+
+    records, arrays, rejected = [], [], []
     for i, line in enumerate(meta.read_text().splitlines(), 1):
         if not line.strip():
             continue
@@ -98,23 +114,31 @@ def load_finetune_set(data_dir: str | os.PathLike) -> FinetuneSet:
         except (json.JSONDecodeError, KeyError, TypeError):
             raise ValueError(f"{meta} line {i} is not a JSON object with file_name and text; "
                              f"rebuild the set.") from None
-        path = folder / name
-        if not path.is_file():
-            raise FileNotFoundError(f"{meta} lists {name}, which is missing from {folder}; rebuild the set.")
-        data = path.read_bytes()
-        digest.update(data)
-        try:
-            arrays.append(np.asarray(Image.open(io.BytesIO(data)).convert("RGB")))
-        except (UnidentifiedImageError, OSError):
-            raise ValueError(f"{path} is not a readable image; rebuild the set.") from None
+        arrays.append(read(name))
+        if "rejected_file_name" in rec:
+            rejected.append(read(rec["rejected_file_name"]))
         records.append(rec)
     if not records:
         raise ValueError(f"{meta} lists no images; build a set with at least one image.")
-    if len({a.shape for a in arrays}) > 1:
+    if rejected and len(rejected) != len(records):
+        raise ValueError(f"Only some lines of {meta} name a rejected_file_name; a preference set pairs every image, "
+                         f"rebuild it with select(..., pairs=True).")
+    if len({a.shape for a in arrays + rejected}) > 1:
         raise ValueError(f"The images in {folder} differ in size; a fine-tuning set needs images of one size.")
     from .toy.world import to_tensor
 
-    return FinetuneSet(folder, to_tensor(np.stack(arrays)), [r["text"] for r in records], records, digest.hexdigest())
+    return FinetuneSet(folder, to_tensor(np.stack(arrays)), [r["text"] for r in records], records, digest.hexdigest(),
+                       to_tensor(np.stack(rejected)) if rejected else None)
+
+
+def _without_ties(data: FinetuneSet) -> FinetuneSet:
+    """A preference set without its pairs marked ``"tie"``: two equally good images state no preference."""
+    keep = [i for i, r in enumerate(data.records) if not r.get("tie")]
+    if not keep:
+        raise ValueError(f"Every pair in {data.folder} is a tie, so it states no preference; build the set from a "
+                         f"pool with more candidates per prompt or with another selector.")
+    return replace(data, images=data.images[keep], prompts=[data.prompts[i] for i in keep],
+                   records=[data.records[i] for i in keep], rejected=data.rejected[keep])
 
 
 def _generator(seed: int, stream: int, index: int) -> torch.Generator:
@@ -159,6 +183,23 @@ def _unet_inputs(cond, rows: torch.Tensor, drop: torch.Tensor, dtype):
 def _target(sched, x0, noise, t):
     kind = sched.config.prediction_type
     return noise if kind == "epsilon" else sched.get_velocity(x0, noise, t)
+
+
+def dpo_loss(pred: torch.Tensor, ref: torch.Tensor, target: torch.Tensor, beta: float):
+    """Diffusion-DPO's loss (Wallace et al. 2023) and its preference accuracy, from [B, 2, ...] predictions.
+
+    Index 0 along dim 1 is the chosen image, 1 the rejected one, noised with the same noise at the
+    same timestep; `ref` is the frozen starting model's prediction. With e = ‖target − pred‖² (mean
+    over elements) and e_ref the same for `ref`, the loss is −log σ(−β/2 · [(e_w − e_ref,w) − (e_l − e_ref,l)]):
+    the adapter is rewarded for denoising the chosen image better *than the starting model does* and the
+    rejected one worse. What both images share, such as the way the model itself draws, cancels out of the
+    difference, so training on the model's own samples does not pull it toward its own sampling habits.
+    """
+    err = (pred - target).pow(2).flatten(2).mean(-1)
+    ref_err = (ref - target).pow(2).flatten(2).mean(-1)
+    gain = err - ref_err
+    inside = -0.5 * beta * (gain[:, 0] - gain[:, 1])
+    return -F.logsigmoid(inside).mean(), (inside > 0).float().mean()
 
 
 def lora_config(cfg: FinetuneConfig):
@@ -245,16 +286,25 @@ def _check(cfg: FinetuneConfig) -> None:
         raise ValueError("rank, steps, batch size and checkpoint interval must be positive (validation interval >= 0).")
     if not 0 <= cfg.prompt_dropout < 1 or not 0 <= cfg.val_fraction < 1 or cfg.lr <= 0:
         raise ValueError("prompt dropout and validation fraction must lie in [0, 1) and the learning rate be positive.")
+    if cfg.objective not in OBJECTIVES:
+        raise ValueError(f"Unknown objective {cfg.objective!r}: use one of {', '.join(OBJECTIVES)}.")
+    if not cfg.dpo_beta > 0:
+        raise ValueError(f"dpo_beta must be positive, got {cfg.dpo_beta}.")
 
 
 def _encode_set(den, data: FinetuneSet, cfg: FinetuneConfig, dev):
-    """The frozen parts' work, done once: latents (seeded VAE draws) and each distinct prompt's conditioning."""
+    """The frozen parts' work, done once: latents (seeded VAE draws) and each distinct prompt's conditioning.
+
+    A preference set's latents are [N, 2, ...]: the chosen image, then the rejected one."""
     g = _generator(cfg.seed, 2, 0)
-    chunks = [data.images[i : i + 16].to(dev) for i in range(0, len(data.images), 16)]
+    images = data.images if data.rejected is None else torch.stack([data.images, data.rejected], 1).flatten(0, 1)
+    chunks = [images[i : i + 16].to(dev) for i in range(0, len(images), 16)]
     latents = torch.cat([den.to_latents(x, g).float() for x in chunks])
     if not hasattr(den.pipe, "vae") and tuple(latents.shape[1:]) != den.latent_shape:
         raise ValueError(f"The images in {data.folder} are {tuple(latents.shape[1:])}, but the model draws "
                          f"{den.latent_shape}; fine-tune on images the model made.")
+    if data.rejected is not None:
+        latents = latents.unflatten(0, (len(data.images), 2))
     distinct = sorted(set(data.prompts))
     rows = torch.tensor([distinct.index(p) for p in data.prompts])
     return latents, _conditioning(den, distinct), rows
@@ -268,10 +318,11 @@ def _validation_draws(val: torch.Tensor, cfg: FinetuneConfig, shape, num_train_t
     return i, t.long(), torch.randn((len(i), *shape), generator=g)
 
 
-def _open_logs(out: Path, start: int) -> dict:
+def _open_logs(out: Path, start: int, objective: str = "mse") -> dict:
     """loss.csv and validation.csv, keeping the rows up to `start` (the step a resumed run continues from)."""
     logs = {}
-    for name, header in (("loss.csv", ["step", "loss"]), ("validation.csv", ["step", "val_loss"])):
+    loss_header = ["step", "loss"] + (["accuracy"] if objective == "dpo" else [])
+    for name, header in (("loss.csv", loss_header), ("validation.csv", ["step", "val_loss"])):
         path, tmp = out / name, out / f"{name}.tmp"
         kept = [r for r in list(csv.reader(path.open()))[1:] if int(r[0]) <= start] if path.exists() and start else []
         with tmp.open("w", newline="") as f:
@@ -299,7 +350,9 @@ def finetune(pipe, data: str | os.PathLike | FinetuneSet, output_dir: str | os.P
     Running again on the same folder with the same set and options resumes from the last
     checkpoint (a larger ``steps`` trains on); `until` stops after that many steps, e.g. to train
     in chunks. Latent models train on VAE latents × scaling factor; a v-prediction scheduler gets
-    v targets.
+    v targets. ``objective="dpo"`` trains on a preference set (``select(..., pairs=True)``) with
+    :func:`dpo_loss` against the starting model (the pipeline with the adapter switched off); its
+    ``loss.csv`` adds the preference accuracy, and the validation loss is that of the chosen images.
     """
     from accelerate import Accelerator
     from diffusers import DDPMScheduler
@@ -324,6 +377,12 @@ def finetune(pipe, data: str | os.PathLike | FinetuneSet, output_dir: str | os.P
         raise ValueError(f"The scheduler predicts {sched.config.prediction_type!r}; fine-tuning supports ε- and "
                          f"v-prediction models.")
     data = data if isinstance(data, FinetuneSet) else load_finetune_set(data)
+    if (cfg.objective == "dpo") != (data.rejected is not None):
+        raise ValueError(f"The dpo objective trains on a preference set and mse on a plain one, but {data.folder} is "
+                         f"{'a plain' if data.rejected is None else 'a preference'} set; build the set that fits "
+                         f"(select(..., pairs=True) makes a preference set) or change the objective.")
+    if cfg.objective == "dpo":
+        data = _without_ties(data)
     out = Path(output_dir)
     init = Path(cfg.init_adapter) if cfg.init_adapter else None
     if init is not None and not (init / WEIGHTS_NAME).is_file():
@@ -342,11 +401,13 @@ def finetune(pipe, data: str | os.PathLike | FinetuneSet, output_dir: str | os.P
 
     pipe.to(dev)
     latents, cond, rows = _encode_set(den, data, cfg, dev)
+    chosen = latents if data.rejected is None else latents[:, 0]
+    shape = chosen.shape[1:]
     T = sched.config.num_train_timesteps
     order = torch.randperm(len(rows), generator=_generator(cfg.seed, 3, 0))
     n_val = min(int(len(rows) * cfg.val_fraction), len(rows) - 1)
     val, train = order[:n_val], order[n_val:]
-    val_i, val_t, val_noise = _validation_draws(val, cfg, latents.shape[1:], T)
+    val_i, val_t, val_noise = _validation_draws(val, cfg, shape, T)
     sample_prompts = list(dict.fromkeys(data.prompts[i] for i in order.tolist()))[: cfg.sample_prompts]
 
     dtype = unet.dtype
@@ -370,12 +431,26 @@ def finetune(pipe, data: str | os.PathLike | FinetuneSet, output_dir: str | os.P
             start = state["step"]
         model, opt = accelerator.prepare(unet, opt)
 
-        def predict(net, i, t, noise, drop):
-            x0 = latents[i.to(dev)]
-            hidden, added = _unet_inputs(cond, rows[i], drop, dtype)
+        def predict(net, x0, prompt_rows, t, noise, drop):
+            hidden, added = _unet_inputs(cond, prompt_rows, drop, dtype)
             pred = net(sched.add_noise(x0, noise, t).to(dtype), t, encoder_hidden_states=hidden,
                        added_cond_kwargs=added).sample
             return pred.float(), _target(sched, x0, noise, t)
+
+        def step_loss(i, t, noise, drop):
+            """The batch's loss and, for DPO, its preference accuracy."""
+            if cfg.objective == "mse":
+                pred, target = predict(model, chosen[i.to(dev)], rows[i], t, noise, drop)
+                return F.mse_loss(pred, target), None
+            pair = lambda x: x.repeat_interleave(2, dim=0)  # noqa: E731  (chosen, rejected) rows
+            args = latents[i.to(dev)].flatten(0, 1), pair(rows[i]), pair(t), pair(noise), pair(drop)
+            pred, target = predict(model, *args)
+            with torch.no_grad():
+                unet.disable_adapters()
+                ref, _ = predict(unet, *args)
+                unet.enable_adapters()
+            two = lambda x: x.unflatten(0, (len(i), 2))  # noqa: E731
+            return dpo_loss(two(pred), two(ref), two(target), cfg.dpo_beta)
 
         @torch.no_grad()
         def validate(step: int):
@@ -383,7 +458,8 @@ def finetune(pipe, data: str | os.PathLike | FinetuneSet, output_dir: str | os.P
                 total = 0.0
                 for s in range(0, len(val_i), cfg.batch_size):
                     i, t, noise = (x[s : s + cfg.batch_size] for x in (val_i, val_t, val_noise))
-                    pred, target = predict(unet, i, t.to(dev), noise.to(dev), torch.zeros(len(i), dtype=torch.bool))
+                    pred, target = predict(unet, chosen[i.to(dev)], rows[i], t.to(dev), noise.to(dev),
+                                           torch.zeros(len(i), dtype=torch.bool))
                     total += F.mse_loss(pred, target, reduction="sum").item()
                 logs["validation.csv"][1].writerow([step, f"{total / val_noise.numel():.5f}"])
             if sample_prompts:
@@ -406,14 +482,13 @@ def finetune(pipe, data: str | os.PathLike | FinetuneSet, output_dir: str | os.P
         mine = slice(accelerator.process_index * per, (accelerator.process_index + 1) * per)
         if main:
             (out / "finetune_config.json").write_text(json.dumps(info, indent=2))
-            logs = _open_logs(out, start)
+            logs = _open_logs(out, start, cfg.objective)
             if start == 0:
                 validate(0)
         bar = tqdm(range(start, end), initial=start, total=cfg.steps, desc="finetune", disable=not (progress and main))
         for step in bar:
-            idx, t, noise, drop = (x[mine] for x in _step_draws(cfg, step, len(train), latents.shape[1:], T))
-            pred, target = predict(model, train[idx], t.to(dev), noise.to(dev), drop)
-            loss = F.mse_loss(pred, target)
+            idx, t, noise, drop = (x[mine] for x in _step_draws(cfg, step, len(train), shape, T))
+            loss, accuracy = step_loss(train[idx], t.to(dev), noise.to(dev), drop)
             accelerator.backward(loss)
             if cfg.max_grad_norm:
                 accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
@@ -423,7 +498,8 @@ def finetune(pipe, data: str | os.PathLike | FinetuneSet, output_dir: str | os.P
             bar.set_postfix(loss=f"{loss:.4f}")
             done = step + 1
             if main:
-                logs["loss.csv"][1].writerow([done, f"{loss:.5f}"])
+                extra = [] if accuracy is None else [f"{accelerator.reduce(accuracy, 'mean').item():.3f}"]
+                logs["loss.csv"][1].writerow([done, f"{loss:.5f}", *extra])
                 if (cfg.validate_every and done % cfg.validate_every == 0) or done == cfg.steps:
                     validate(done)
                 if done % cfg.checkpoint_every == 0 or done == end:

@@ -188,7 +188,7 @@ def load_records(folder) -> tuple[dict, list[dict]]:
     if len(records) != manifest["n_images"]:
         raise ValueError(f"{meta} has {len(records)} records but the manifest announces {manifest['n_images']}; "
                          "the folder is corrupt, rebuild it into a new folder.")
-    files = [r["file_name"] for r in records]
+    files = [r["file_name"] for r in records] + [r["rejected_file_name"] for r in records if "rejected_file_name" in r]
     if manifest.get("keep_latents"):
         files += ["latents.safetensors"] if manifest["kind"] == "set" else \
             [f"latents/{i:05d}.safetensors" for i in sorted({r["prompt_index"] for r in records})]
@@ -396,11 +396,14 @@ def check_top_k(k, n_candidates: int) -> None:
         raise ValueError(f"top-k must be an integer from 1 to the {n_candidates} candidates per prompt, got {k!r}.")
 
 
-def _set_manifest(pool: dict, pool_dir: Path, out_dir: Path, k: int, by: str, seed: int) -> dict:
+def _set_manifest(pool: dict, pool_dir: Path, out_dir: Path, k: int, by: str, seed: int, pairs: bool = False) -> dict:
     """Check the selection against the pool and return the set's manifest."""
     if by not in SELECTORS:
         raise ValueError(f"Unknown selector {by!r}: use one of {', '.join(SELECTORS)}.")
     check_top_k(k, pool["n_candidates"])
+    if pairs and 2 * k > pool["n_candidates"]:
+        raise ValueError(f"{k} preference pairs per prompt need {2 * k} distinct candidates, but the pool has "
+                         f"{pool['n_candidates']} per prompt; lower k or build a larger pool.")
     if by == "mi_renoise" and not pool["renoise_samples"]:
         raise ValueError("The pool has no re-noising MI; build it with renoise_samples of at least 2 "
                          "to select by mi_renoise.")
@@ -411,6 +414,7 @@ def _set_manifest(pool: dict, pool_dir: Path, out_dir: Path, k: int, by: str, se
         raise ValueError(f"The oracle selector needs a Shapes-world pool, and this one comes from {pool['pipeline']}.")
     return {
         "kind": "set", "selector": by, "k": k, **({"selection_seed": seed} if by == "random" else {}),
+        **({"pairs": True} if pairs else {}),
         "pool": os.path.relpath(pool_dir.resolve(), out_dir.resolve()), **{p: pool.get(p, 0) for p in _POOL_PARAMS},
         "n_prompts": pool["n_prompts"], "n_images": pool["n_prompts"] * k,
     }
@@ -427,7 +431,8 @@ def _ranked(records: list[dict], by: str, seed: int) -> list[list[dict]]:
     return [sorted(g, key=_SELECTION_KEY[by], reverse=True) for g in groups.values()]
 
 
-def select(pool_dir, out_dir, k: int, by: str = "mi", *, seed: int = 0, progress: bool = True) -> Path:
+def select(pool_dir, out_dir, k: int, by: str = "mi", *, seed: int = 0, pairs: bool = False,
+           progress: bool = True) -> Path:
     """Copy k candidates per prompt of a pool into the set folder `out_dir` and return it.
 
     by: ``"mi"`` (top-k trajectory MI, the method), ``"mi_renoise"`` (top-k re-noising MI), ``"mi_contrast"``
@@ -435,6 +440,11 @@ def select(pool_dir, out_dir, k: int, by: str = "mi", *, seed: int = 0, progress
     (a seeded random k, the no-filtering control) or ``"oracle"`` (Shapes world: top-k by the oracle's
     soft then strict score, the perfect-reward upper bound). ``rank`` is the place within the prompt by
     that key. The pool is checked completely before anything is written.
+
+    pairs: a preference set for ``objective="dpo"`` fine-tuning. The candidate of rank r is paired with
+    the one of rank N−1−r, the r-th worst by the same key: its file is copied too and its record gets
+    ``rejected_file_name`` and ``rejected_<field>`` for the rejected candidate's fields. Pairs whose
+    two candidates tie on the key are kept, with ``"tie": true``.
     """
     pool_dir, out_dir = Path(pool_dir), Path(out_dir)
     pool, records = load_records(pool_dir)
@@ -442,15 +452,21 @@ def select(pool_dir, out_dir, k: int, by: str = "mi", *, seed: int = 0, progress
         raise ValueError(f"{pool_dir} is a set, not a pool; select from the pool folder it came from.")
     if out_dir.resolve() == pool_dir.resolve():
         raise ValueError("The set's output folder is the pool folder; choose another one.")
-    manifest = _set_manifest(pool, pool_dir, out_dir, k, by, seed)
+    manifest = _set_manifest(pool, pool_dir, out_dir, k, by, seed, pairs)
     _claim(out_dir, manifest)
     rows, cache, tensors = [], {}, {}
-    chosen = [(rank, r) for group in _ranked(records, by, seed) for rank, r in enumerate(group[:k])]
-    for rank, record in tqdm(chosen, desc=f"{by} set", unit="image", disable=not progress):
+    chosen = [(rank, r, group[-1 - rank] if pairs else None)
+              for group in _ranked(records, by, seed) for rank, r in enumerate(group[:k])]
+    for rank, record, rejected in tqdm(chosen, desc=f"{by} set", unit="image", disable=not progress):
         _write(out_dir / record["file_name"], (pool_dir / record["file_name"]).read_bytes())
         head = {"file_name": record["file_name"], "text": record["text"], "mi": record["mi"], "seed": record["seed"],
                 "rank": rank}
         rows.append({**head, **{key: v for key, v in record.items() if key not in head}})
+        if rejected is not None:
+            _write(out_dir / rejected["file_name"], (pool_dir / rejected["file_name"]).read_bytes())
+            rows[-1].update({f"rejected_{key}": v for key, v in rejected.items() if key not in ("text", "prompt_index")})
+            if by != "random":
+                rows[-1]["tie"] = _SELECTION_KEY[by](record) == _SELECTION_KEY[by](rejected)
         if pool["keep_latents"]:
             i = record["prompt_index"]
             if i not in cache:
@@ -466,13 +482,15 @@ def select(pool_dir, out_dir, k: int, by: str = "mi", *, seed: int = 0, progress
 def build(pipe, prompts: list[str], output_dir, n_candidates: int = 16, top_k: int = 1, *, selectors=("mi",),
           guidance_scale: float = GUIDANCE_SCALE, num_inference_steps: int = 25, seed: int = 0, batch_size: int = 64,
           renoise_samples: int = 0, contrast_samples: int = 0, near_misses: dict[str, list[str]] | None = None,
-          keep_latents: bool = False, model: str | None = None, progress: bool = True) -> dict[str, Path]:
+          keep_latents: bool = False, model: str | None = None, pairs: bool = False,
+          progress: bool = True) -> dict[str, Path]:
     """The MI-TUNE data step: the pool in ``output_dir/pool`` and one top-k set per selector in
     ``output_dir/<selector>``; returns their paths by name ("pool", "mi", ...).
 
     Every argument is checked and every folder claimed before the first candidate is sampled, so a
     mistake costs no sampling and overwrites nothing. See :func:`build_pool` and :func:`select`;
-    ``seed`` also seeds the random selector. Rerun with the same arguments to resume.
+    ``seed`` also seeds the random selector; ``pairs`` makes preference sets (see :func:`select`).
+    Rerun with the same arguments to resume.
     """
     out = Path(output_dir)
     pool = _pool_manifest(pipe, prompts, n_candidates=n_candidates, guidance_scale=guidance_scale,
@@ -481,7 +499,7 @@ def build(pipe, prompts: list[str], output_dir, n_candidates: int = 16, top_k: i
                           contrast_samples=contrast_samples, near_misses=near_misses)
     folders = {"pool": (out / "pool", pool)}
     for by in dict.fromkeys(selectors):
-        folders[by] = (out / by, _set_manifest(pool, out / "pool", out / by, top_k, by, seed))
+        folders[by] = (out / by, _set_manifest(pool, out / "pool", out / by, top_k, by, seed, pairs))
     for folder, manifest in folders.values():
         _check_folder(folder, manifest)
     for folder, manifest in folders.values():
@@ -489,5 +507,5 @@ def build(pipe, prompts: list[str], output_dir, n_candidates: int = 16, top_k: i
     _fill_pool(pipe, out / "pool", pool, batch_size, progress)
     for by in folders:
         if by != "pool":
-            select(out / "pool", out / by, top_k, by, seed=seed, progress=progress)
+            select(out / "pool", out / by, top_k, by, seed=seed, pairs=pairs, progress=progress)
     return {name: folder for name, (folder, _) in folders.items()}

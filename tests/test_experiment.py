@@ -51,3 +51,36 @@ def test_the_pool_scores_only_what_the_selectors_rank_by(tmp_path):
     manifest = json.loads((tmp_path / "round1" / "pool" / "manifest.json").read_text())
     assert manifest["renoise_samples"] == 0 and manifest["contrast_samples"] == 0  # the preset's 2 and 2 not spent
     assert {"base", "MI-TUNE (paper MI)", "random-k", "oracle top-k", "base, CFG 4"} == set(data["summaries"])
+
+
+def test_arms_and_published_results(tiny_run, tmp_path):
+    from minitune.experiment import publish
+
+    out, data = tiny_run
+    arms = data["arms"]
+    assert set(arms) == {"base", "mi", "mi_renoise", "mi_contrast", "random", "oracle"}
+    for arm, row in arms.items():
+        assert {"strict", "delta_strict", "delta_ci", "well_formed", "area"} <= set(row)
+        assert row["delta_ci"][0] <= row["delta_strict"] <= row["delta_ci"][1] and row["area"] >= 0
+        if arm != "base":
+            assert row["delta_strict"] == pytest.approx(row["strict"] - arms["base"]["strict"])
+    assert all("share_of_oracle" in arms[a] for a in ("mi", "mi_renoise", "mi_contrast"))
+    js, md = publish(data, tmp_path / "results", model="toy", command="minitune experiment --preset tiny", wall_s=90)
+    written = json.loads(js.read_text())
+    assert written["command"] == "minitune experiment --preset tiny" and written["wall_time_min"] == 1.5
+    assert written["model"] == "toy" and written["commit"] and written["arms"] == json.loads(json.dumps(arms))
+    text = md.read_text()
+    assert text.startswith("<!-- written by `minitune experiment --preset tiny`") and "| oracle top-k |" in text
+
+
+def test_dpo_objective_trains_on_pairs(tmp_path):
+    cfg = replace(PRESETS["tiny"], selectors=("mi",), eval_images=1, candidates=2, objective="dpo", prompt_dropout=0.0)
+    data = run_experiment(tmp_path, cfg, progress=False)
+    for arm in ("mi", "random", "oracle"):
+        rows = [json.loads(line) for line in (tmp_path / "round1" / arm / "set" / "metadata.jsonl").read_text().splitlines()]
+        assert all("rejected_file_name" in r for r in rows)
+        config = json.loads((tmp_path / "round1" / arm / "lora" / "finetune_config.json").read_text())["config"]
+        assert config["objective"] == "dpo" and config["dpo_beta"] == cfg.dpo_beta
+    assert set(data["arms"]) == {"base", "mi", "random", "oracle"}
+    with pytest.raises(ValueError, match="Unknown objective 'ppo'"):
+        run_experiment(tmp_path / "bad", replace(cfg, objective="ppo"), progress=False)
