@@ -138,14 +138,14 @@ def cmd_evaluate(args):
 def cmd_experiment(args):
     from dataclasses import replace
 
-    from .experiment import PRESETS, publish, run_experiment
+    from .experiment import PRESETS, git_commit, publish, run_experiment
 
     cfg = PRESETS[args.preset]
     overrides = {k: v for k, v in (("selectors", args.selectors and tuple(args.selectors)), ("rounds", args.rounds),
                                    ("renoise_samples", args.renoise_samples),
                                    ("contrast_samples", args.contrast_samples), ("objective", args.objective),
                                    ("dpo_beta", args.dpo_beta)) if v is not None}
-    t0 = time.time()
+    t0, commit = time.time(), git_commit()  # the code that runs, whatever changes while it does
     data = run_experiment(args.output_dir, replace(cfg, **overrides), model=None if args.model == "toy" else args.model,
                           device=args.device)
     print((Path(args.output_dir) / "results.md").read_text())
@@ -153,7 +153,7 @@ def cmd_experiment(args):
     if args.results_dir:
         wall = sum(data["timings"].values())
         paths = publish(data, args.results_dir, model=args.model, command="minitune " + " ".join(sys.argv[1:]),
-                        wall_s=wall)
+                        wall_s=wall, commit=commit)
         print(f"wrote {paths[0]} and {paths[1]}")
 
 
