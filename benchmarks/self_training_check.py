@@ -37,6 +37,7 @@ import argparse
 import csv
 import json
 import math
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -44,9 +45,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from minitune.evaluate import EvalResult, comparison_table, evaluate_pipeline
-from minitune.experiment import PRESETS
+from minitune.evaluate import EvalResult, comparison_table, evaluate_pipeline, paired_delta
+from minitune.experiment import ExperimentConfig, git_commit
 from minitune.finetune import WEIGHTS_NAME, finetune, load_finetune_set
+from minitune.io import atomic_write
 from minitune.selection import build_pool, load_records, pool_complete, select, train_prompts
 from minitune.toy import world
 from minitune.toy.pipeline import load_pipeline
@@ -126,13 +128,15 @@ def main(argv=None):
                     "(a dose-response: does a lighter touch help?)")
     ap.add_argument("--model", help="a Shapes pipeline folder (save_pretrained) to start from instead of the shipped model")
     ap.add_argument("--out", default="runs/self_training")
+    ap.add_argument("--results", help="also write the report as <RESULTS>.md and .json (e.g. book/results/self_training_dev), "
+                    "headed with the model, commit, command and the wall time of every stage in --out")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     arms = args.arms.split(",")
     doses = sorted({int(x) for x in args.checkpoints.split(",") if x})
     if set(arms) - set(ARMS):
         ap.error(f"unknown arm(s) {', '.join(sorted(set(arms) - set(ARMS)))}: use {', '.join(ARMS)}.")
-    cfg = replace(PRESETS["full"], n_prompts=args.prompts, candidates=args.candidates, seed=args.seed)
+    cfg = replace(ExperimentConfig(), n_prompts=args.prompts, candidates=args.candidates, seed=args.seed)
     cfg = replace(cfg, finetune_steps=args.steps or cfg.finetune_steps, lr=args.lr or cfg.lr,
                   top_k=args.k or cfg.top_k, rank=args.rank or cfg.rank, alpha=float(args.rank or cfg.alpha))
     longest = max(cfg.finetune_steps, args.dpo_steps or 0)
@@ -157,7 +161,15 @@ def main(argv=None):
         ap.error(f"{out} holds a run with other settings ({written.read_text().strip()}); choose another --out.")
     out.mkdir(parents=True, exist_ok=True)
     written.write_text(json.dumps({**saved, **settings}))
-    t_start = time.time()
+    timings_path = out / "timings.json"
+
+    def timed(key: str, fn, *a, **kw):
+        """Run one stage and add its wall time to the folder's timings.json."""
+        t0 = time.time()
+        result = fn(*a, **kw)
+        timings = json.loads(timings_path.read_text()) if timings_path.exists() else {}
+        atomic_write(timings_path, json.dumps({**timings, key: time.time() - t0}, indent=1))
+        return result
     prompts = train_prompts(args.dev + args.prompts, seed=cfg.seed)
     dev, train = prompts[: args.dev], prompts[args.dev :]
 
@@ -167,8 +179,8 @@ def main(argv=None):
             pipe = load_pipeline(args.model)
             if adapter is not None:
                 pipe.load_lora_weights(str(adapter))
-            build_pool(pipe, train, folder, cfg.candidates, guidance_scale=g, num_inference_steps=cfg.steps, seed=seed,
-                       batch_size=cfg.batch_size)
+            timed(f"pool {folder}", build_pool, pipe, train, folder, cfg.candidates, guidance_scale=g,
+                  num_inference_steps=cfg.steps, seed=seed, batch_size=cfg.batch_size)
         return folder
 
     sets, picks = {}, {}  # picks: the sets chosen from own samples, with what chose them and the pool's CFG
@@ -204,7 +216,7 @@ def main(argv=None):
     def tune(folder: Path, lora: Path, init=None, **options) -> Path:
         if not (lora / WEIGHTS_NAME).exists():
             steps = options.get("steps", cfg.finetune_steps)
-            finetune(load_pipeline(args.model), folder, lora, **{
+            timed(f"finetune {lora}", finetune, load_pipeline(args.model), folder, lora, **{
                 "rank": cfg.rank, "alpha": cfg.alpha, "steps": steps, "batch_size": cfg.finetune_batch, "lr": cfg.lr,
                 "prompt_dropout": cfg.prompt_dropout, "seed": cfg.seed, "sample_prompts": 0,
                 "checkpoint_every": math.gcd(steps, *(d for d in doses if d < steps)), "init_adapter": init and str(init), **options})
@@ -240,42 +252,71 @@ def main(argv=None):
             pipe = load_pipeline(args.model)
             if lora is not None:
                 pipe.load_lora_weights(lora)
-            res, _ = evaluate_pipeline(pipe, dev, args.images, guidance_scale=cfg.guidance_scale,
-                                       num_inference_steps=cfg.steps, seed=cfg.seed + 1000, batch_size=cfg.batch_size,
-                                       scorers={"oracle": judge})
+            res, _ = timed(f"evaluate {path.name}", evaluate_pipeline, pipe, dev, args.images,
+                           guidance_scale=cfg.guidance_scale, num_inference_steps=cfg.steps, seed=cfg.seed + 1000,
+                           batch_size=cfg.batch_size, scorers={"oracle": judge})
             res.save(path)
         results[name] = EvalResult.load(path)
 
-    print(f"{args.prompts} training-split prompts to fine-tune on (k = {cfg.top_k} per prompt; pools of N = "
-          f"{args.candidates}, {cfg.steps} steps; {args.rounds} round(s)), {args.dev} other training-split "
-          f"prompts × {args.images} images to judge on; LoRA rank {cfg.rank}, {cfg.finetune_steps} steps of batch "
-          f"{cfg.finetune_batch}, lr {cfg.lr:g}, prompt dropout {cfg.prompt_dropout:g}; seed {cfg.seed}; "
-          f"model {args.model or 'shipped'}; "
-          f"{(time.time() - t_start) / 60:.1f} min.\n")
-    print("What each set holds (base loss: the starting model's ε-prediction loss on the set's held-out images)\n")
-    print("| set | images | strict % | soft % | well-formed % | coloured px | base loss |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
-    for name, folder in sets.items():
-        r = set_row(folder, folder.parent / "lora")
-        print(f"| {name} | {r['images']} | {100 * r['strict']:.1f} | {100 * r['soft']:.1f} | "
-              f"{100 * r['well_formed']:.1f} | {r['area']:.0f} | {r['base_loss']:.4f} |")
+    rows = {name: _model_row(res, results["base"]) for name, res in results.items()}
+    lines = [f"{args.prompts} training-split prompts to fine-tune on (k = {cfg.top_k} per prompt; pools of N = "
+             f"{args.candidates}, {cfg.steps} steps; {args.rounds} round(s)), {args.dev} other training-split "
+             f"prompts × {args.images} images to judge on; LoRA rank {cfg.rank}; the top-k arms: {cfg.finetune_steps} "
+             f"steps of batch {cfg.finetune_batch}, lr {cfg.lr:g}, prompt dropout {cfg.prompt_dropout:g}"
+             + (f"; the DPO arms: β {dpo['dpo_beta']:g}, {dpo['steps']} steps of {cfg.finetune_batch} pairs, lr "
+                f"{dpo['lr']:g}, no prompt dropout" if pairs else "") + f"; seed {cfg.seed}; "
+             f"model {args.model or 'shipped'}.\n",
+             "What each set holds (base loss: the starting model's ε-prediction loss on the set's held-out images)\n",
+             "| set | images | strict % | soft % | well-formed % | coloured px | base loss |", "|---|---:|---:|---:|---:|---:|---:|"]
+    set_rows = {name: set_row(folder, folder.parent / "lora") for name, folder in sets.items()}
+    lines += [f"| {name} | {r['images']} | {100 * r['strict']:.1f} | {100 * r['soft']:.1f} | {100 * r['well_formed']:.1f} "
+              f"| {r['area']:.0f} | {r['base_loss']:.4f} |" for name, r in set_rows.items()]
+    pair_rows = {name: pair_row(folder) for name, folder in pairs.items()}
     if pairs:
-        print("\nWhat each preference set holds (chosen / rejected; ties, which DPO leaves out, counted apart)\n")
-        print("| pairs | pairs | ties | chosen strict % | rejected strict % | chosen px | rejected px |")
-        print("|---|---:|---:|---:|---:|---:|---:|")
-    for name, folder in pairs.items():
-        data = load_finetune_set(folder)
-        win, lose = judge(data.images, data.prompts), judge(data.rejected, data.prompts)
-        ties = sum(bool(r.get("tie")) for r in data.records)
-        print(f"| {name} | {len(data.prompts)} | {ties} | {100 * win['strict'].mean():.1f} | "
-              f"{100 * lose['strict'].mean():.1f} | {win['area'].mean():.0f} | {lose['area'].mean():.0f} |")
-    print(f"\nOn the dev prompts (strict % with 95 % CI over prompts)\n\n{comparison_table(results, 'strict', 'base')}\n")
-    print("| model | soft % | coloured px |")
-    print("|---|---:|---:|")
-    for name, res in results.items():
-        s = res.summary()["all"]
-        print(f"| {name} | {100 * s['soft']:.1f} | {s['area']:.0f} |")
+        lines += ["\nWhat each preference set holds (chosen / rejected; ties, which DPO leaves out, counted apart)\n",
+                  "| pairs | pairs | ties | chosen strict % | rejected strict % | chosen px | rejected px |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
+        lines += [f"| {name} | {r['pairs']} | {r['ties']} | {100 * r['chosen_strict']:.1f} | "
+                  f"{100 * r['rejected_strict']:.1f} | {r['chosen_area']:.0f} | {r['rejected_area']:.0f} |"
+                  for name, r in pair_rows.items()]
+    lines += [f"\nOn the dev prompts (strict % with 95 % CI over prompts)\n\n{comparison_table(results, 'strict', 'base')}\n",
+              "| model | soft % | coloured px |", "|---|---:|---:|"]
+    lines += [f"| {name} | {100 * r['soft']:.1f} | {r['area']:.0f} |" for name, r in rows.items()]
+    print("\n".join(lines))
+    if args.results:
+        timings = json.loads(timings_path.read_text()) if timings_path.exists() else {}
+        _publish(Path(args.results), "\n".join(lines), {"settings": settings, "sets": set_rows, "pairs": pair_rows,
+                                                        "models": rows}, timings)
 
+
+def _model_row(res: EvalResult, base: EvalResult) -> dict:
+    s = res.summary()["all"]
+    delta, ci = paired_delta(base, res, "strict", "all") if res is not base else (0.0, (0.0, 0.0))
+    return {"strict": s["strict"], "delta_strict": delta, "delta_ci": list(ci), "soft": s["soft"],
+            "well_formed": s["well_formed"], "area": s["area"]}
+
+
+def pair_row(folder: Path) -> dict:
+    """The oracle's verdict on a preference set's chosen and rejected images."""
+    data = load_finetune_set(folder)
+    win, lose = judge(data.images, data.prompts), judge(data.rejected, data.prompts)
+    return {"pairs": len(data.prompts), "ties": sum(bool(r.get("tie")) for r in data.records),
+            "chosen_strict": float(win["strict"].mean()), "rejected_strict": float(lose["strict"].mean()),
+            "chosen_area": float(win["area"].mean()), "rejected_area": float(lose["area"].mean())}
+
+
+def _publish(stem: Path, report: str, data: dict, timings: dict) -> None:
+    """<stem>.md and <stem>.json, headed with the model, commit, command and the wall time of the timed stages."""
+    command = "python benchmarks/self_training_check.py " + " ".join(sys.argv[1:])
+    head = {"model": data["settings"]["model"] or "shipped", "commit": git_commit(), "command": command,
+            "wall_time_min": round(sum(timings.values()) / 60, 1), "timed_stages": len(timings)}
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(stem.with_suffix(".json"), json.dumps({**head, **data}, indent=1))
+    atomic_write(stem.with_suffix(".md"), f"<!-- written by `{command}`; model {head['model']}, commit {head['commit']}, "
+                                          f"{head['wall_time_min']} min over the {len(timings)} stages timed "
+                                          f"(pools, fine-tuning, evaluations) -->\n\n"
+                                          f"{report}\n")
+    print(f"wrote {stem.with_suffix('.json')} and {stem.with_suffix('.md')}")
 
 if __name__ == "__main__":
     main()
