@@ -131,16 +131,6 @@ def load_finetune_set(data_dir: str | os.PathLike) -> FinetuneSet:
                        to_tensor(np.stack(rejected)) if rejected else None)
 
 
-def _without_ties(data: FinetuneSet) -> FinetuneSet:
-    """A preference set without its pairs marked ``"tie"``: two equally good images state no preference."""
-    keep = [i for i, r in enumerate(data.records) if not r.get("tie")]
-    if not keep:
-        raise ValueError(f"Every pair in {data.folder} is a tie, so it states no preference; build the set from a "
-                         f"pool with more candidates per prompt or with another selector.")
-    return replace(data, images=data.images[keep], prompts=[data.prompts[i] for i in keep],
-                   records=[data.records[i] for i in keep], rejected=data.rejected[keep])
-
-
 def _generator(seed: int, stream: int, index: int) -> torch.Generator:
     """A CPU generator for draw `index` of `stream`, independent of every other (seed, stream, index)."""
     return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, stream, index]).generate_state(1)[0]))
@@ -185,7 +175,8 @@ def _target(sched, x0, noise, t):
     return noise if kind == "epsilon" else sched.get_velocity(x0, noise, t)
 
 
-def dpo_loss(pred: torch.Tensor, ref: torch.Tensor, target: torch.Tensor, beta: float):
+def dpo_loss(pred: torch.Tensor, ref: torch.Tensor, target: torch.Tensor, beta: float,
+             weight: torch.Tensor | None = None):
     """Diffusion-DPO's loss (Wallace et al. 2023) and its preference accuracy, from [B, 2, ...] predictions.
 
     Index 0 along dim 1 is the chosen image, 1 the rejected one, noised with the same noise at the
@@ -194,12 +185,16 @@ def dpo_loss(pred: torch.Tensor, ref: torch.Tensor, target: torch.Tensor, beta: 
     the adapter is rewarded for denoising the chosen image better *than the starting model does* and the
     rejected one worse. What both images share, such as the way the model itself draws, cancels out of the
     difference, so training on the model's own samples does not pull it toward its own sampling habits.
+    `weight` [B] weighs the pairs (0 for a tie, whose two images state no preference); both values are
+    weighted means, and a batch of weight 0 gives a loss of 0 and no gradient.
     """
     err = (pred - target).pow(2).flatten(2).mean(-1)
     ref_err = (ref - target).pow(2).flatten(2).mean(-1)
     gain = err - ref_err
     inside = -0.5 * beta * (gain[:, 0] - gain[:, 1])
-    return -F.logsigmoid(inside).mean(), (inside > 0).float().mean()
+    weight = torch.ones_like(inside) if weight is None else weight.to(inside)
+    total = weight.sum().clamp(min=1e-12)
+    return (-F.logsigmoid(inside) * weight).sum() / total, ((inside > 0).float() * weight).sum() / total
 
 
 def lora_config(cfg: FinetuneConfig):
@@ -351,7 +346,8 @@ def finetune(pipe, data: str | os.PathLike | FinetuneSet, output_dir: str | os.P
     checkpoint (a larger ``steps`` trains on); `until` stops after that many steps, e.g. to train
     in chunks. Latent models train on VAE latents × scaling factor; a v-prediction scheduler gets
     v targets. ``objective="dpo"`` trains on a preference set (``select(..., pairs=True)``) with
-    :func:`dpo_loss` against the starting model (the pipeline with the adapter switched off); its
+    :func:`dpo_loss` against the starting model (the pipeline with the adapter switched off); pairs
+    marked ``"tie"`` weigh 0, so a set of ties only leaves the adapter where it started. Its
     ``loss.csv`` adds the preference accuracy, and the validation loss is that of the chosen images.
     """
     from accelerate import Accelerator
@@ -381,8 +377,6 @@ def finetune(pipe, data: str | os.PathLike | FinetuneSet, output_dir: str | os.P
         raise ValueError(f"The dpo objective trains on a preference set and mse on a plain one, but {data.folder} is "
                          f"{'a plain' if data.rejected is None else 'a preference'} set; build the set that fits "
                          f"(select(..., pairs=True) makes a preference set) or change the objective.")
-    if cfg.objective == "dpo":
-        data = _without_ties(data)
     out = Path(output_dir)
     init = Path(cfg.init_adapter) if cfg.init_adapter else None
     if init is not None and not (init / WEIGHTS_NAME).is_file():
@@ -402,6 +396,7 @@ def finetune(pipe, data: str | os.PathLike | FinetuneSet, output_dir: str | os.P
     pipe.to(dev)
     latents, cond, rows = _encode_set(den, data, cfg, dev)
     chosen = latents if data.rejected is None else latents[:, 0]
+    ties = torch.tensor([bool(r.get("tie")) for r in data.records])  # pairs that state no preference weigh 0
     shape = chosen.shape[1:]
     T = sched.config.num_train_timesteps
     order = torch.randperm(len(rows), generator=_generator(cfg.seed, 3, 0))
@@ -450,7 +445,7 @@ def finetune(pipe, data: str | os.PathLike | FinetuneSet, output_dir: str | os.P
                 ref, _ = predict(unet, *args)
                 unet.enable_adapters()
             two = lambda x: x.unflatten(0, (len(i), 2))  # noqa: E731
-            return dpo_loss(two(pred), two(ref), two(target), cfg.dpo_beta)
+            return dpo_loss(two(pred), two(ref), two(target), cfg.dpo_beta, weight=~ties[i].to(dev))
 
         @torch.no_grad()
         def validate(step: int):
