@@ -1,14 +1,16 @@
-"""Is it the fine-tuning step or the fine-tuning data? Self-training checks on training-split prompts.
+"""Is it the fine-tuning step, the fine-tuning data or the loss? Self-training checks on training-split prompts.
 
     python benchmarks/self_training_check.py [--prompts 64] [--dev 64] [--candidates 8] [--k 2] [--arms ...]
                                              [--rank R] [--steps S] [--lr LR] [--rounds 1] [--checkpoints 25,75]
-                                             [--model DIR] [--out runs/self_training]
+                                             [--dpo-beta 2000] [--dpo-lr LR] [--dpo-steps S]
+                                             [--model DIR] [--out runs/self_training] [--results STEM]
 
-In the full experiment every arm, the oracle's included, loses alignment and well-formedness. This
-script separates the two suspects without touching the test prompts. Training-split prompts are
-split into a fine-tuning group and a disjoint dev group. With the full experiment's LoRA settings,
-the shipped model (or ``--model``, a saved Shapes pipeline) is fine-tuned on k images per
-fine-tuning prompt taken from:
+With the paper's recipe (the denoising loss on each prompt's top-k own samples) every arm, the
+oracle's included, loses alignment. This script separates the suspects without touching the test
+prompts. Training-split prompts are split into a fine-tuning group and a disjoint dev group. With
+the LoRA settings of ``ExperimentConfig``'s defaults (the paper-like recipe: rank 8, 150 steps, lr
+3e-4, 10 % prompt dropout), the shipped model (or ``--model``, a saved Shapes pipeline) is
+fine-tuned on k images per fine-tuning prompt taken from:
 
 - ``renders``: ground-truth renders of the prompts (perfect data: tests the fine-tuning step itself);
 - ``oracle top-k (CFG g)``: the oracle's best k of the model's own N candidates sampled with CFG g
@@ -18,6 +20,10 @@ fine-tuning prompt taken from:
 - ``perfect own (CFG g)``: only the own candidates the oracle finds strictly aligned and well formed
   (up to k per prompt; prompts without one contribute nothing): is it what the images show or how
   they are drawn?
+- ``oracle-dpo``, ``random-dpo``, ``mi-dpo``: Diffusion-DPO (``finetune(objective="dpo")``, β
+  ``--dpo-beta``, no prompt dropout) on k pairs per prompt of the same CFG-g pool, each prompt's r-th
+  best candidate by the oracle, at random or by trajectory MI against its r-th worst: a loss in which
+  what the model's own samples share cancels out.
 
 It prints what each set holds (the oracle's verdict, the coloured area and the starting
 model's denoising loss on it) and how the base and every adapter do on the dev prompts (strict alignment

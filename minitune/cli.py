@@ -153,7 +153,7 @@ def cmd_experiment(args):
     if args.results_dir:
         wall = sum(data["timings"].values())
         paths = publish(data, args.results_dir, model=args.model, command="minitune " + " ".join(sys.argv[1:]),
-                        wall_s=wall, commit=commit)
+                        wall_s=wall, commit=commit, figures=Path(args.output_dir) / "figures")
         print(f"wrote {paths[0]} and {paths[1]}")
 
 
@@ -182,7 +182,7 @@ def cmd_build(args):
 def cmd_finetune(args):
     from accelerate import PartialState
 
-    from .finetune import FinetuneConfig, finetune, load_finetune_set
+    from .finetune import FinetuneConfig, check_objective, finetune, load_finetune_set
 
     cfg = FinetuneConfig(rank=args.rank, alpha=args.alpha if args.alpha is not None else args.rank, dora=args.dora,
                          steps=args.steps, batch_size=args.batch_size, lr=args.lr, prompt_dropout=args.prompt_dropout,
@@ -190,6 +190,7 @@ def cmd_finetune(args):
                          sample_prompts=args.sample_prompts, init_adapter=args.init_adapter, objective=args.objective,
                          dpo_beta=args.dpo_beta)
     data = load_finetune_set(args.data_dir)  # a bad set is reported before the model loads
+    check_objective(cfg, data)
     out = finetune(_pipe(args), data, args.output_dir, cfg, device=args.device)
     if PartialState().is_main_process:  # once, also under `accelerate launch`
         last = (out / "loss.csv").read_text().splitlines()[-1].split(",")

@@ -14,6 +14,7 @@ before/after grid on the same seeds.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -183,16 +184,24 @@ def arm_rows(results: dict[str, EvalResult], cfg: ExperimentConfig) -> dict:
     return rows
 
 
-def publish(data: dict, results_dir, *, model: str, command: str, wall_s: float, commit: str | None = None
-            ) -> tuple[Path, Path]:
+def publish(data: dict, results_dir, *, model: str, command: str, wall_s: float, commit: str | None = None,
+            figures=None) -> tuple[Path, Path]:
     """Write ``experiment.json`` and ``experiment.md`` into `results_dir` (the book's results), headed with the
     model, the commit (default: the current one), the command and the wall time, from an experiment's
-    ``results.json`` content."""
+    ``results.json`` content; `figures`, the experiment's figures folder, adds copies of its category bars
+    and before/after grid as ``experiment-*.png``."""
     folder = Path(results_dir)
     folder.mkdir(parents=True, exist_ok=True)
+    body = {"config": data["config"], "arms": data["arms"], "sets": data["sets"], "summaries": data["summaries"]}
+    before = json.loads((folder / "experiment.json").read_text()) if (folder / "experiment.json").is_file() else {}
+    if before and json.loads(json.dumps(body)) == {k: before.get(k) for k in body}:
+        commit = before["commit"]  # the same measurements published again keep the commit that made them
     head = {"model": model, "commit": commit or git_commit(), "command": command, "wall_time_min": round(wall_s / 60, 1)}
-    _write_json(folder / "experiment.json", {**head, "config": data["config"], "arms": data["arms"],
-                                              "sets": data["sets"], "summaries": data["summaries"]})
+    _write_json(folder / "experiment.json", {**head, **body})
+    if figures is not None:
+        for name in ("categories", "before_after"):
+            if (Path(figures) / f"{name}.png").is_file():
+                shutil.copyfile(Path(figures) / f"{name}.png", folder / f"experiment-{name.replace('_', '-')}.png")
     lines = ["| arm | strict % | Δ strict vs base (95 % CI) | well-formed % | coloured px | share of oracle's gain |",
              "|---|---:|---:|---:|---:|---:|"]
     for arm, r in data["arms"].items():

@@ -131,6 +131,15 @@ def load_finetune_set(data_dir: str | os.PathLike) -> FinetuneSet:
                        to_tensor(np.stack(rejected)) if rejected else None)
 
 
+def check_objective(cfg: FinetuneConfig, data: FinetuneSet) -> None:
+    """Raise the one-sentence error unless the set fits the objective: dpo needs a preference set, mse a plain one."""
+    _check(cfg)
+    if (cfg.objective == "dpo") != (data.rejected is not None):
+        raise ValueError(f"The dpo objective trains on a preference set and mse on a plain one, but {data.folder} is "
+                         f"{'a plain' if data.rejected is None else 'a preference'} set; build the set that fits "
+                         f"(select(..., pairs=True) makes a preference set) or change the objective.")
+
+
 def _generator(seed: int, stream: int, index: int) -> torch.Generator:
     """A CPU generator for draw `index` of `stream`, independent of every other (seed, stream, index)."""
     return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, stream, index]).generate_state(1)[0]))
@@ -373,10 +382,7 @@ def finetune(pipe, data: str | os.PathLike | FinetuneSet, output_dir: str | os.P
         raise ValueError(f"The scheduler predicts {sched.config.prediction_type!r}; fine-tuning supports ε- and "
                          f"v-prediction models.")
     data = data if isinstance(data, FinetuneSet) else load_finetune_set(data)
-    if (cfg.objective == "dpo") != (data.rejected is not None):
-        raise ValueError(f"The dpo objective trains on a preference set and mse on a plain one, but {data.folder} is "
-                         f"{'a plain' if data.rejected is None else 'a preference'} set; build the set that fits "
-                         f"(select(..., pairs=True) makes a preference set) or change the objective.")
+    check_objective(cfg, data)
     out = Path(output_dir)
     init = Path(cfg.init_adapter) if cfg.init_adapter else None
     if init is not None and not (init / WEIGHTS_NAME).is_file():

@@ -151,3 +151,32 @@ def show_maps(maps, images=None, row_titles=None, col_titles=None, size: float =
         ax.set_xticks([]), ax.set_yticks([])
     fig.tight_layout()
     return fig
+
+
+def plot_arm_deltas(arms: dict, path=None, title: str | None = None):
+    """Horizontal bars: each arm's paired change in strict alignment vs the base (points), with its 95 % CI.
+
+    arms: an experiment's published ``"arms"`` ({arm: {"name", "delta_strict", "delta_ci", ...}}).
+    """
+    import matplotlib
+
+    if path is not None:
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for arm, r in arms.items() if arm != "base"]
+    y = np.arange(len(rows))[::-1]
+    d = np.array([100 * r["delta_strict"] for r in rows])
+    ci = np.array([[100 * r["delta_ci"][0] for r in rows], [100 * r["delta_ci"][1] for r in rows]])
+    fig, ax = plt.subplots(figsize=(6.5, 0.55 * len(rows) + 1.2))
+    ax.barh(y, d, xerr=np.abs(ci - d), capsize=3, color=["tab:green" if lo > 0 else "tab:gray" for lo in ci[0]])
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_yticks(y, [r["name"] for r in rows], fontsize=10)
+    ax.set_xlabel("Δ strict alignment vs the base (points, 95 % CI over prompts)", fontsize=10)
+    if title:
+        ax.set_title(title, fontsize=11)
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=150)
+        plt.close(fig)
+    return fig

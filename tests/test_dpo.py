@@ -130,3 +130,22 @@ def test_objective_and_set_must_fit(plain, tmp_path):
         load_finetune_set(pairs)
     assert "Only some lines" in one_sentence(e)
     assert not any((tmp_path / x).exists() for x in "abcd")  # nothing written for a refused run
+
+
+def test_cli_builds_pairs_and_trains_by_dpo(tmp_path, capsys):
+    from minitune.cli import main
+
+    tiny_toy().save_pretrained(tmp_path / "model")
+    build = ["build", "--model", str(tmp_path / "model"), "--n-prompts", "2", "--candidates", "2", "--top-k", "1",
+             "--steps", "2", "--controls", "--pairs", "--output-dir", str(tmp_path / "b")]
+    assert main(build) == 0
+    assert all("rejected_file_name" in r for r in load_records(tmp_path / "b" / "oracle")[1])
+    tune = ["finetune", "--model", str(tmp_path / "model"), "--data-dir", str(tmp_path / "b" / "mi"), "--rank", "2",
+            "--steps", "2", "--batch-size", "2", "--validate-every", "0", "--sample-prompts", "0", "--device", "cpu"]
+    assert main([*tune, "--output-dir", str(tmp_path / "o"), "--objective", "dpo", "--dpo-beta", "100"]) == 0
+    assert "load_lora_weights" in capsys.readouterr().out
+    assert main([*tune, "--output-dir", str(tmp_path / "p")]) == 2  # a preference set needs the dpo objective
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "a preference set" in err and not (tmp_path / "p").exists()  # before the model loads
+    assert main([*build[:-2], "--top-k", "2", "--output-dir", str(tmp_path / "c")]) == 2  # 2 pairs need 4 candidates
+    assert "4 distinct candidates" in capsys.readouterr().err.splitlines()[-1]

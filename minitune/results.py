@@ -1,0 +1,69 @@
+"""The committed measurements: ``book/results/<name>.json`` and ``.md``, and the README blocks made from them.
+
+Every number the README or the book states comes from one of these files, written by the command
+named in its header (model, commit, command, wall time). The README carries copies of the ``.md``
+files between markers, ``<!-- results:<name> -->`` and ``<!-- /results:<name> -->``;
+:func:`sync_readme` rewrites them from the files and a test keeps the two equal.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from .io import atomic_write
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS_DIR = ROOT / "book" / "results"
+README = ROOT / "README.md"
+_BLOCK = re.compile(r"(<!-- results:([\w-]+) -->\n)(.*?)(<!-- /results:\2 -->)", re.S)
+
+
+def published(name: str, results_dir: str | Path | None = None) -> tuple[dict, str]:
+    """The JSON content and the Markdown text of the committed result `name` (e.g. ``"experiment"``)."""
+    folder = Path(results_dir) if results_dir is not None else RESULTS_DIR
+    js, md = folder / f"{name}.json", folder / f"{name}.md"
+    if not js.is_file() or not md.is_file():
+        raise FileNotFoundError(f"No committed result {name!r} in {folder}: run the command that writes it, or work "
+                                f"in a clone of the repository, where book/results holds them.")
+    return json.loads(js.read_text()), md.read_text()
+
+
+def readme_blocks(text: str) -> dict[str, str]:
+    """{name: content} of every results block in a README's text."""
+    return {m.group(2): m.group(3) for m in _BLOCK.finditer(text)}
+
+
+def sync_readme(readme: str | Path = README, results_dir: str | Path | None = None) -> list[str]:
+    """Rewrite every results block of `readme` from its ``.md`` file; returns the names of the blocks."""
+    path = Path(readme)
+    text = path.read_text()
+    names = list(readme_blocks(text))
+    contents = {name: published(name, results_dir)[1] for name in names}  # every file read before anything is written
+    atomic_write(path, _BLOCK.sub(lambda m: m.group(1) + contents[m.group(2)] + m.group(4), text))
+    return names
+
+
+def arm_sentences(data: dict) -> str:
+    """What an experiment's arms did, in words, from its published ``"arms"``."""
+    arms = data["arms"]
+    pts = lambda r: f"{100 * r['delta_strict']:+.1f} points (95 % CI {100 * r['delta_ci'][0]:+.1f} to "  # noqa: E731
+    pts2 = lambda r: pts(r) + f"{100 * r['delta_ci'][1]:+.1f})"  # noqa: E731
+    base = arms["base"]
+    lines = [f"The base model is {100 * base['strict']:.1f} % strict on the held-out prompts, "
+             f"{100 * base['well_formed']:.1f} % well formed, {base['area']:.0f} coloured pixels per image."]
+    for arm, r in arms.items():
+        if arm == "base":
+            continue
+        significant = "above zero" if r["delta_ci"][0] > 0 else "below zero" if r["delta_ci"][1] < 0 else "containing zero"
+        share = r.get("share_of_oracle")
+        lines.append(f"{r['name']}: {pts2(r)}, an interval {significant}; well formed "
+                     f"{100 * (r['well_formed'] - base['well_formed']):+.1f} points, coloured area "
+                     f"{100 * (r['area'] / base['area'] - 1):+.0f} %"
+                     + (f"; {100 * share:.0f} % of the oracle arm's gain." if share is not None else "."))
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print("rewrote the README blocks " + ", ".join(sync_readme()))
