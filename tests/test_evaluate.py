@@ -25,7 +25,7 @@ def result(toy):
 def test_evaluate_pipeline_records_and_summary(result, toy):
     res, cands = result
     assert len(res.records) == 6 and cands.images.shape[0] == 6
-    assert set(res.metrics) == {"strict", "soft", "well_formed", *world.FAILURE_MODES}
+    assert set(res.metrics) == {"strict", "soft", "well_formed", "area", *world.FAILURE_MODES}
     verdicts = world.evaluate(cands.images, cands.prompts).records
     for r, v in zip(res.records, verdicts):  # the failure modes as 0/1 metrics
         assert {m for m in world.FAILURE_MODES if r[m]} == set(v["failures"])
