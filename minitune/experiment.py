@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from . import GUIDANCE_SCALE, resolve_device
 from .evaluate import EvalResult, paired_delta, comparison_table, evaluate_pipeline, oracle_scorer
 from .finetune import OBJECTIVES
+from .io import atomic_write
 from .toy import world
 
 
@@ -77,9 +78,7 @@ ARM_NAMES = {"mi": "MI-TUNE (paper MI)", "mi_renoise": "MI-TUNE (re-noise MI)", 
 
 
 def _write_json(path: Path, data) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    tmp.replace(path)
+    atomic_write(path, json.dumps(data, indent=1))
 
 
 def run_experiment(output_dir, cfg: ExperimentConfig = PRESETS["full"], *, model=None, device: str = "auto",
@@ -212,7 +211,7 @@ def publish(data: dict, results_dir, *, model: str, command: str, wall_s: float,
                      + (f"{100 * share:.0f} %" if share is not None else "–") + " |")
     md = (f"<!-- written by `{command}`; model {model}, commit {head['commit']}, "
           f"{head['wall_time_min']} min -->\n\n" + "\n".join(lines) + "\n")
-    (folder / "experiment.md").write_text(md)
+    atomic_write(folder / "experiment.md", md)
     return folder / "experiment.json", folder / "experiment.md"
 
 

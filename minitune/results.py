@@ -48,8 +48,6 @@ def sync_readme(readme: str | Path = README, results_dir: str | Path | None = No
 def arm_sentences(data: dict) -> str:
     """What an experiment's arms did, in words, from its published ``"arms"``."""
     arms = data["arms"]
-    pts = lambda r: f"{100 * r['delta_strict']:+.1f} points (95 % CI {100 * r['delta_ci'][0]:+.1f} to "  # noqa: E731
-    pts2 = lambda r: pts(r) + f"{100 * r['delta_ci'][1]:+.1f})"  # noqa: E731
     base = arms["base"]
     lines = [f"The base model is {100 * base['strict']:.1f} % strict on the held-out prompts, "
              f"{100 * base['well_formed']:.1f} % well formed, {base['area']:.0f} coloured pixels per image."]
@@ -58,7 +56,9 @@ def arm_sentences(data: dict) -> str:
             continue
         significant = "above zero" if r["delta_ci"][0] > 0 else "below zero" if r["delta_ci"][1] < 0 else "containing zero"
         share = r.get("share_of_oracle")
-        lines.append(f"{r['name']}: {pts2(r)}, an interval {significant}; well formed "
+        lo, hi = r["delta_ci"]
+        lines.append(f"{r['name']}: {100 * r['delta_strict']:+.1f} points (95 % CI {100 * lo:+.1f} to {100 * hi:+.1f}), "
+                     f"an interval {significant}; well formed "
                      f"{100 * (r['well_formed'] - base['well_formed']):+.1f} points, coloured area "
                      f"{100 * (r['area'] / base['area'] - 1):+.0f} %"
                      + (f"; {100 * share:.0f} % of the oracle arm's gain." if share is not None else "."))
