@@ -13,9 +13,11 @@ from . import GUIDANCE_SCALE
 
 def _pipe(args):
     from . import resolve_device
+    from .sampling import use_sampler
     from .toy.pipeline import load_pipeline
 
-    return load_pipeline(args.model if args.model != "toy" else None, device=resolve_device(args.device))
+    pipe = load_pipeline(args.model if args.model != "toy" else None, device=resolve_device(args.device))
+    return use_sampler(pipe, getattr(args, "sampler", None))
 
 
 def _prompts(args):
@@ -144,7 +146,8 @@ def cmd_experiment(args):
     overrides = {k: v for k, v in (("selectors", args.selectors and tuple(args.selectors)), ("rounds", args.rounds),
                                    ("renoise_samples", args.renoise_samples),
                                    ("contrast_samples", args.contrast_samples), ("objective", args.objective),
-                                   ("dpo_beta", args.dpo_beta)) if v is not None}
+                                   ("dpo_beta", args.dpo_beta), ("sampler", args.sampler), ("steps", args.steps))
+                 if v is not None}
     t0, commit = time.time(), git_commit()  # the code that runs, whatever changes while it does
     data = run_experiment(args.output_dir, replace(cfg, **overrides), model=None if args.model == "toy" else args.model,
                           device=args.device)
@@ -171,7 +174,7 @@ def cmd_build(args):
                   renoise_samples=args.renoise_samples, contrast_samples=args.contrast_samples,
                   keep_latents=args.keep_latents, model=args.model, pairs=args.pairs)
     print(f"{len(prompts)} prompts × {args.candidates} candidates, top-{args.top_k} per prompt; CFG {args.cfg}, "
-          f"{args.steps} DDPM steps, seed {args.seed}\n")
+          f"{args.steps} {args.sampler or 'DDPM'} steps, seed {args.seed}\n")
     print("| folder | images | mean MI (nats) | strict % | soft % |\n|---|---:|---:|---:|---:|")
     for path in paths.values():
         _, records = load_records(path)
@@ -216,9 +219,17 @@ def _sampling_args(p, per_category=70):
     p.add_argument("--n-per-prompt", type=int, default=4)
     p.add_argument("--guidance-scale", type=float, default=GUIDANCE_SCALE)
     p.add_argument("--steps", type=int, default=25)
+    _sampler_arg(p)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
+
+
+def _sampler_arg(p, default_help="the model's own scheduler"):
+    from .sampling import SAMPLERS
+
+    p.add_argument("--sampler", choices=list(SAMPLERS), help=f"the sampler, built from the model's scheduler config "
+                   f"(default: {default_help}); book/results/sampler.md compares them")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -275,6 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--objective", choices=["mse", "dpo"],
                    help="fine-tune on each arm's top-k (mse, the paper) or by Diffusion-DPO on its best-vs-worst pairs (dpo)")
     p.add_argument("--dpo-beta", type=float, help="DPO's β (with --objective dpo)")
+    _sampler_arg(p, "the preset's")
+    p.add_argument("--steps", type=int, help="sampling steps for the pool and the evaluations (default: the preset's)")
     p.add_argument("--results-dir", help="also write experiment.json and experiment.md here (e.g. book/results), "
                    "headed with the model, commit, command and wall time")
     p.add_argument("--device", default="auto")
@@ -289,6 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=1, help="k, candidates kept per prompt")
     p.add_argument("--cfg", "--guidance-scale", dest="cfg", type=float, default=GUIDANCE_SCALE)
     p.add_argument("--steps", type=int, default=25)
+    _sampler_arg(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--renoise-samples", type=int, default=0,

@@ -26,6 +26,8 @@ from . import GUIDANCE_SCALE, resolve_device
 from .evaluate import EvalResult, paired_delta, comparison_table, evaluate_pipeline, oracle_scorer
 from .finetune import OBJECTIVES
 from .io import atomic_write
+from .results import git_commit
+from .sampling import SAMPLERS, use_sampler
 from .toy import world
 
 
@@ -41,6 +43,7 @@ class ExperimentConfig:
     renoise_samples: int = 0
     contrast_samples: int = 8
     guidance_scale: float = GUIDANCE_SCALE
+    sampler: str = "ddpm"  # for the pool and every evaluation: a name in minitune.sampling.SAMPLERS
     steps: int = 25
     rounds: int = 1  # self-training rounds: generate → filter → fine-tune from the previous adapter
     rank: int = 8
@@ -90,6 +93,8 @@ def run_experiment(output_dir, cfg: ExperimentConfig = PRESETS["full"], *, model
 
     if not cfg.selectors or set(cfg.selectors) - set(SIGNALS):
         raise ValueError(f"selectors must be one or more of {', '.join(SIGNALS)}, got {cfg.selectors}.")
+    if cfg.sampler not in SAMPLERS:
+        raise ValueError(f"Unknown sampler {cfg.sampler!r}: use one of {', '.join(SAMPLERS)}.")
     if cfg.objective not in OBJECTIVES:
         raise ValueError(f"Unknown objective {cfg.objective!r}: use one of {', '.join(OBJECTIVES)}.")
     for signal, samples in (("mi_renoise", cfg.renoise_samples), ("mi_contrast", cfg.contrast_samples)):
@@ -105,7 +110,7 @@ def run_experiment(output_dir, cfg: ExperimentConfig = PRESETS["full"], *, model
     device = resolve_device(device)
 
     def pipeline(adapter=None):
-        pipe = load_pipeline(model, device=device)
+        pipe = use_sampler(load_pipeline(model, device=device), cfg.sampler)
         pipe.set_progress_bar_config(disable=True)
         if adapter is not None:
             pipe.load_lora_weights(str(adapter))
@@ -215,20 +220,6 @@ def publish(data: dict, results_dir, *, model: str, command: str, wall_s: float,
     return folder / "experiment.json", folder / "experiment.md"
 
 
-def git_commit() -> str:
-    """The commit of the working tree the package runs from ("unknown" outside a git checkout)."""
-    import subprocess
-
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                             cwd=Path(__file__).parent, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                               text=True, cwd=Path(__file__).parent).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return out.stdout.strip() + ("+local changes" if dirty else "")
-
-
 def _set_quality(out: Path, cfg: ExperimentConfig, arms) -> dict:
     """The oracle's verdict on what each arm fine-tunes on: {"round r": {arm name: means}} (pool = all candidates).
 
@@ -281,7 +272,7 @@ def _report(out: Path, cfg: ExperimentConfig, results: dict[str, EvalResult], ti
             "arms": arm_rows(results, cfg)}
     _write_json(out / "results.json", data)
     md = (f"# MI-TUNE in the Shapes world\n\n{len(results['base'].per_prompt('strict'))} held-out test prompts × "
-          f"{cfg.eval_images} images, CFG {cfg.guidance_scale:g}, {cfg.steps} steps; pool of {cfg.n_prompts} training "
+          f"{cfg.eval_images} images, CFG {cfg.guidance_scale:g}, {cfg.sampler} {cfg.steps} steps; pool of {cfg.n_prompts} training "
           f"prompts × {cfg.candidates} candidates, top {cfg.top_k}; LoRA rank {cfg.rank}, {cfg.finetune_steps} steps, "
           f"{cfg.rounds} round(s).\n\n## Strict alignment % (95 % CI over prompts)\n\n"
           f"{comparison_table(main, 'strict', 'base')}\n\n## Soft alignment %\n\n{comparison_table(main, 'soft', 'base')}\n\n"

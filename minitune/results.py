@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from pathlib import Path
 
 from .io import atomic_write
@@ -28,6 +29,31 @@ def published(name: str, results_dir: str | Path | None = None) -> tuple[dict, s
         raise FileNotFoundError(f"No committed result {name!r} in {folder}: run the command that writes it, or work "
                                 f"in a clone of the repository, where book/results holds them.")
     return json.loads(js.read_text()), md.read_text()
+
+
+def git_commit() -> str:
+    """The commit of the working tree the package runs from ("unknown" outside a git checkout)."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                             cwd=ROOT, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, cwd=ROOT).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return out.stdout.strip() + ("+local changes" if dirty else "")
+
+
+def write_result(stem: str | Path, data: dict, markdown: str, *, model: str, command: str, wall_s: float,
+                 commit: str | None = None) -> tuple[Path, Path]:
+    """Write ``<stem>.json`` (`data` under a head of model, commit, command and wall time) and ``<stem>.md``
+    (`markdown` under a comment with the same head); returns both paths."""
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    head = {"model": model, "commit": commit or git_commit(), "command": command, "wall_time_min": round(wall_s / 60, 1)}
+    js = atomic_write(stem.with_suffix(".json"), json.dumps({**head, **data}, indent=1) + "\n")
+    md = atomic_write(stem.with_suffix(".md"), f"<!-- written by `{command}`; model {model}, commit {head['commit']}, "
+                      f"{head['wall_time_min']} min -->\n\n{markdown.rstrip()}\n")
+    return js, md
 
 
 def readme_blocks(text: str) -> dict[str, str]:

@@ -51,7 +51,7 @@ from .sampling import sample_with_mi
 from .toy import world
 
 SELECTORS = ("mi", "mi_renoise", "mi_contrast", "random", "oracle")
-_POOL_PARAMS = ("model", "pipeline", "n_candidates", "guidance_scale", "num_inference_steps", "seed",
+_POOL_PARAMS = ("model", "pipeline", "sampler", "n_candidates", "guidance_scale", "num_inference_steps", "seed",
                 "renoise_samples", "contrast_samples", "keep_latents", "oracle")
 _PARTIAL = ".partial"
 _SELECTION_KEY = {
@@ -242,13 +242,19 @@ def _pool_manifest(pipe, prompts, *, n_candidates, guidance_scale, num_inference
     return {
         "kind": "pool",
         "model": str(model or getattr(pipe, "name_or_path", None) or type(pipe).__name__),
-        "pipeline": type(pipe).__name__,
+        "pipeline": type(pipe).__name__, "sampler": _sampler_name(pipe.scheduler),
         "n_candidates": n_candidates, "guidance_scale": float(guidance_scale),
         "num_inference_steps": num_inference_steps, "seed": seed, "renoise_samples": renoise_samples,
         "contrast_samples": contrast_samples, "keep_latents": bool(keep_latents), "oracle": oracle,
         "n_prompts": len(prompts), "n_images": len(prompts) * n_candidates, "prompts": prompts,
         "near_misses": near_misses if contrast_samples else None,
     }
+
+
+def _sampler_name(scheduler) -> str:
+    """The scheduler's class, with its algorithm where it has several (DPMSolverMultistepScheduler)."""
+    algorithm = scheduler.config.get("algorithm_type")
+    return type(scheduler).__name__ + (f"({algorithm})" if algorithm else "")
 
 
 def _near_misses(prompts, given, shapes_world: bool, pipeline: str) -> dict[str, list[str]]:
