@@ -53,6 +53,7 @@ from PIL import Image
 
 from minitune.evaluate import EvalResult, comparison_table, evaluate_pipeline, paired_delta
 from minitune.experiment import ExperimentConfig, git_commit
+from minitune.io import atomic_write
 from minitune.finetune import WEIGHTS_NAME, finetune, load_finetune_set
 from minitune.io import atomic_write
 from minitune.selection import build_pool, load_records, pool_complete, select, train_prompts
@@ -68,9 +69,7 @@ def judge(images, prompts) -> dict:
 
 def _finish(folder: Path, records: list[dict]) -> Path:
     """Write metadata.jsonl last and atomically: its presence marks a complete set."""
-    tmp = folder / "metadata.jsonl.tmp"
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
-    tmp.replace(folder / "metadata.jsonl")
+    atomic_write(folder / "metadata.jsonl", "".join(json.dumps(r) + "\n" for r in records))
     return folder
 
 

@@ -1,4 +1,4 @@
-"""minitune: MI-TUNE (ICLR 2025) taught and reproduced in a Shapes world that is judged exactly."""
+"""minitune: MI-TUNE (ICLR 2025) taught and checked in a Shapes world that is judged exactly."""
 
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ def _pipe(args):
     from .sampling import use_sampler
     from .toy.pipeline import load_pipeline
 
-    pipe = load_pipeline(args.model if args.model != "toy" else None, device=resolve_device(args.device))
+    pipe = load_pipeline(args.model, device=resolve_device(args.device))
     return use_sampler(pipe, getattr(args, "sampler", None))
 
 

@@ -22,7 +22,7 @@ import hashlib
 import io
 import json
 import os
-import shutil
+import tempfile
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from . import GUIDANCE_SCALE
+from .io import replaced
 
 ADAPTER = "minitune"
 WEIGHTS_NAME = "pytorch_lora_weights.safetensors"
@@ -223,12 +224,10 @@ def save_adapter(pipe, folder: str | os.PathLike) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     unet = pipe.unet
     layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet, adapter_name=ADAPTER))
-    tmp = folder / ".saving"
-    shutil.rmtree(tmp, ignore_errors=True)
-    type(pipe).save_lora_weights(tmp, unet_lora_layers=layers,
-                                 unet_lora_adapter_metadata=unet.peft_config[ADAPTER].to_dict())
-    os.replace(tmp / WEIGHTS_NAME, folder / WEIGHTS_NAME)
-    tmp.rmdir()
+    with tempfile.TemporaryDirectory(dir=folder, prefix=".saving") as tmp:  # diffusers saves into a folder
+        type(pipe).save_lora_weights(tmp, unet_lora_layers=layers,
+                                     unet_lora_adapter_metadata=unet.peft_config[ADAPTER].to_dict())
+        os.replace(Path(tmp) / WEIGHTS_NAME, folder / WEIGHTS_NAME)
     return folder
 
 
@@ -327,11 +326,10 @@ def _open_logs(out: Path, start: int, objective: str = "mse") -> dict:
     logs = {}
     loss_header = ["step", "loss"] + (["accuracy"] if objective == "dpo" else [])
     for name, header in (("loss.csv", loss_header), ("validation.csv", ["step", "val_loss"])):
-        path, tmp = out / name, out / f"{name}.tmp"
+        path = out / name
         kept = [r for r in list(csv.reader(path.open()))[1:] if int(r[0]) <= start] if path.exists() and start else []
-        with tmp.open("w", newline="") as f:
+        with replaced(path) as tmp, tmp.open("w", newline="") as f:
             csv.writer(f).writerows([header] + kept)
-        os.replace(tmp, path)
         f = path.open("a", newline="")
         logs[name] = (f, csv.writer(f))
     return logs
@@ -474,9 +472,8 @@ def finetune(pipe, data: str | os.PathLike | FinetuneSet, output_dir: str | os.P
                 f.flush()
             save_adapter(pipe, out / f"checkpoint-{step}")
             lora = get_peft_model_state_dict(unet, adapter_name=ADAPTER)
-            tmp = out / "state.pt.tmp"
-            torch.save({"lora": lora, "opt": opt.state_dict(), "step": step, "config": info["config"]}, tmp)
-            os.replace(tmp, out / "state.pt")
+            with replaced(out / "state.pt") as tmp:
+                torch.save({"lora": lora, "opt": opt.state_dict(), "step": step, "config": info["config"]}, tmp)
 
         end = cfg.steps if until is None else min(until, cfg.steps)
         per = cfg.batch_size // procs

@@ -153,11 +153,17 @@ def sample_with_mi(pipe, prompts: list[str], n_per_prompt: int = 4, *, guidance_
     with the same generators: MI is a free by-product of the guidance.
     """
     from .denoisers import denoiser_for
+    from .toy import world
+    from .toy.pipeline import ShapesPipeline
 
     if not prompts:
         raise ValueError("No prompts to sample: give at least one prompt.")
     if n_per_prompt < 1:
         raise ValueError(f"n_per_prompt must be at least 1, got {n_per_prompt}.")
+    if isinstance(pipe, ShapesPipeline):  # as its __call__ does: a prompt the oracle cannot judge is refused
+        for p in prompts:
+            if p != "":
+                world.parse(p)
     den = denoiser_for(pipe)
     device = den.device
     conds = den.encode(list(prompts))

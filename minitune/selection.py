@@ -47,13 +47,13 @@ from safetensors.torch import save as save_tensors
 from tqdm.auto import tqdm
 
 from . import GUIDANCE_SCALE
+from .io import PARTIAL, atomic_write
 from .sampling import sample_with_mi
 from .toy import world
 
 SELECTORS = ("mi", "mi_renoise", "mi_contrast", "random", "oracle")
 _POOL_PARAMS = ("model", "pipeline", "sampler", "n_candidates", "guidance_scale", "num_inference_steps", "seed",
                 "renoise_samples", "contrast_samples", "keep_latents", "oracle")
-_PARTIAL = ".partial"
 _SELECTION_KEY = {
     "mi": lambda r: r["mi"],
     "mi_renoise": lambda r: r["mi_renoise"],
@@ -96,10 +96,8 @@ def train_prompts(n: int, seed: int = 0) -> list[str]:
 
 
 def _write(path: Path, data: bytes | str) -> None:
-    """Write a file atomically: to a temporary name in the same folder, then rename it."""
-    tmp = path.with_name(f".{path.name}{_PARTIAL}")
-    tmp.write_bytes(data.encode() if isinstance(data, str) else data)
-    os.replace(tmp, path)
+    """Write a file atomically (:func:`minitune.io.atomic_write`); one name, so a test can interrupt it."""
+    atomic_write(path, data)
 
 
 def _png(image) -> bytes:
@@ -143,7 +141,7 @@ def _check_folder(folder: Path, manifest: dict) -> None:
                               for k in diff)
             raise ValueError(f"{folder} holds a {old['kind']} built with other parameters ({shown}); rerun with the "
                              "same parameters to resume it, or choose another output folder.")
-    elif folder.is_dir() and any(not p.name.endswith(_PARTIAL) for p in folder.iterdir()):
+    elif folder.is_dir() and any(not p.name.endswith(PARTIAL) for p in folder.iterdir()):
         raise ValueError(f"Output folder {folder} is not empty and was not made by minitune; "
                          "choose a new or empty folder so that nothing in it is overwritten.")
 
@@ -153,7 +151,7 @@ def _claim(folder: Path, manifest: dict) -> None:
     _check_folder(folder, manifest)
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        for leftover in folder.rglob(f".*{_PARTIAL}"):
+        for leftover in folder.rglob(f".*{PARTIAL}"):
             leftover.unlink()
         _write(folder / "manifest.json", json.dumps(manifest, indent=1) + "\n")
     except OSError as e:

@@ -7,15 +7,16 @@ needs the internet fails here. For each HTML page of the book it checks that the
 (HTTP 200, a title and an article), that every image of the book loaded (complete, naturalWidth
 > 0), that MathJax rendered every math element (each holds an mjx-container, and no TeX delimiter
 such as $$ or \\( is left in the text outside code), that no Markdown table was left unrendered
-(no |--- in the text) and that the browser console logged no error.
+(no |--- in the text), that no cell shows a stderr stream or a traceback, and that the browser console
+logged no error.
 Images from other hosts (the Colab badge) cannot load offline: they are listed, not failed, and so
 are the console messages of their failed loads; any other resource from another host (a script, a
 style sheet, a font) fails the page. Two console messages that the book's theme extensions log on
 every build are listed as known, not failed (KNOWN below). It prints one line per page, saves a
 screenshot of each, and exits with status 1 if any page failed.
 
-`make book-check` runs it. It is not part of the pytest run, because CI machines have no
-Chromium; on Debian: apt-get install chromium chromium-driver.
+`make book-check` runs it, and CI runs that after building the book; it needs Chromium and its driver
+(on Debian: apt-get install chromium chromium-driver), which `.ci/run` installs.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ return {
   rendered: math.filter((e) => e.querySelector("mjx-container")).length,
   containers: document.querySelectorAll("mjx-container").length,
   raw: raw,
+  stderr: [...document.querySelectorAll(".output.stderr, .output.traceback")].map((e) => e.textContent.trim().slice(0, 120)),
   height: Math.max(document.body.scrollHeight, document.documentElement.scrollHeight),
 };
 """
@@ -133,6 +135,8 @@ def check_page(driver, url: str, shot: Path | None) -> tuple[list[str], str]:
         problems.append(f"MathJax rendered {page['rendered']} of {page['math']} math elements")
     if page["raw"]:
         problems.append("unrendered TeX or Markdown table in the text: " + " ".join(page["raw"]))
+    if page["stderr"]:
+        problems.append(f"{len(page['stderr'])} stderr or traceback output(s), the first: {page['stderr'][0]!r}")
     severe = list(dict.fromkeys(e["message"] for e in driver.get_log("browser")
                                 if e["level"] == "SEVERE" and "favicon.ico" not in e["message"]))
     known = [m for m in severe if any(k in m for k in KNOWN)]

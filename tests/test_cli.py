@@ -41,6 +41,11 @@ def test_evaluate_writes_its_table_and_refuses_a_missing_adapter(capsys, tmp_pat
     assert "No LoRA adapter" in capsys.readouterr().err
     assert main(args + ["--output-dir", str(tmp_path)]) == 0
     assert "| base |" in capsys.readouterr().out and (tmp_path / "eval.json").is_file()
+    assert main(args + ["--sampler", "dpmpp-sde", "--output-dir", str(tmp_path / "sde")]) == 0
+    assert json.loads((tmp_path / "sde" / "eval.json").read_text()) != json.loads((tmp_path / "eval.json").read_text())
+    with pytest.raises(SystemExit):  # argparse: one line naming the choices, exit 2
+        main(args + ["--sampler", "euler"])
+    assert "invalid choice: 'euler'" in capsys.readouterr().err
 
 
 def test_toy_train_takes_the_architecture(capsys, tmp_path):

@@ -3,7 +3,7 @@ import torch
 
 from minitune import mi
 from minitune.denoisers import denoiser_for
-from minitune.sampling import candidate_seed, sample_with_mi
+from minitune.sampling import SAMPLERS, candidate_seed, sample_with_mi, use_sampler
 from minitune.tiny import tiny_sd_pipeline, tiny_sdxl_pipeline
 
 from conftest import PROMPTS
@@ -59,8 +59,38 @@ def test_mi_tracking_is_free_and_exact_for_the_toy_pipeline(toy):
 def test_bad_input(toy):
     with pytest.raises(ValueError, match="No prompts"):
         sample_with_mi(toy, [], 2)
+    with pytest.raises(ValueError, match="two red circles above a blue square"):  # the world cannot judge it
+        sample_with_mi(toy, ["two red circles above a blue square"], 2)
     with pytest.raises(ValueError, match="Unsupported pipeline"):
         denoiser_for(object())
     den = denoiser_for(toy)
     with pytest.raises(ValueError, match="latents for 2 prompts"):
         den.eps_pair(den.encode(PROMPTS))(torch.zeros(3, 3, 32, 32), torch.tensor(5))
+
+
+@pytest.fixture
+def own_scheduler(any_pipe):
+    """any_pipe, with its own scheduler put back afterwards (the toy fixture is shared by the session)."""
+    scheduler = any_pipe.scheduler
+    yield any_pipe
+    any_pipe.scheduler = scheduler
+
+
+@pytest.mark.parametrize("name", list(SAMPLERS))
+def test_every_named_sampler_samples_every_family_with_the_same_noise_table(own_scheduler, name):
+    pipe = own_scheduler
+    table = pipe.scheduler.alphas_cumprod.clone()
+    use_sampler(pipe, name)
+    assert type(pipe.scheduler) is SAMPLERS[name][0] and torch.allclose(pipe.scheduler.alphas_cumprod, table)
+    c = sample_with_mi(pipe, PROMPTS, 2, num_inference_steps=3, seed=1, progress=False)
+    assert torch.isfinite(c.images).all() and torch.isfinite(c.mi).all() and len(c.timesteps) == 3
+    again = sample_with_mi(pipe, PROMPTS, 2, num_inference_steps=3, seed=1, batch_size=1, progress=False)
+    assert torch.allclose(c.images, again.images, atol=1e-5)  # seeded per candidate, also with step noise (SDE)
+
+
+def test_use_sampler_keeps_or_refuses(toy):
+    scheduler = toy.scheduler
+    assert use_sampler(toy, None) is toy and toy.scheduler is scheduler
+    with pytest.raises(ValueError, match="Unknown sampler 'euler': use one of ddpm, ddim"):
+        use_sampler(toy, "euler")
+    assert toy.scheduler is scheduler

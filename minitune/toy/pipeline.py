@@ -151,8 +151,8 @@ class ShapesPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
 
 
 def load_pipeline(path: str | os.PathLike | None = None, device: str | torch.device = "cpu", dtype=torch.float32) -> ShapesPipeline:
-    """Load a Shapes pipeline (default: the base model shipped with minitune)."""
-    path = Path(path) if path is not None else WEIGHTS_DIR
+    """Load a Shapes pipeline: a saved folder, or ``None`` / ``"toy"`` for the base model shipped with minitune."""
+    path = WEIGHTS_DIR if path is None or str(path) == "toy" else Path(path)
     if not (path / "model_index.json").is_file():
         raise FileNotFoundError(
             f"No Shapes pipeline at {path}: the folder must contain model_index.json (made by save_pretrained "

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ..io import replaced
 from . import world
 from .pipeline import ShapesPipeline, build_components
 
@@ -49,12 +50,6 @@ class TrainConfig:
     snr_gamma: float | None = None
     caption_noise: float = 0.0
     category_weights: list | None = None  # share of each category in the batches (default: equal)
-
-
-def _atomic_save(obj, path: Path):
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 def _lr(cfg: TrainConfig, step: int) -> float:
@@ -153,7 +148,8 @@ def train(output_dir: str | os.PathLike, cfg: TrainConfig | None = None, progres
             if done % cfg.checkpoint_every == 0 or done == end:
                 f.flush()
                 state = {"unet": unet.state_dict(), "text_encoder": text_encoder.state_dict(), "opt": opt.state_dict()}
-                _atomic_save({**state, "ema": ema, "step": done, "config": asdict(cfg)}, ckpt)
+                with replaced(ckpt) as tmp:
+                    torch.save({**state, "ema": ema, "step": done, "config": asdict(cfg)}, tmp)
                 _save_ema(pipe, params, ema, out / f"pipeline-{done}")
     return out / f"pipeline-{end}"
 
@@ -163,11 +159,8 @@ def _save_ema(pipe: ShapesPipeline, params, ema, folder: Path):
     with torch.no_grad():
         backup = [p.detach().clone() for p in params]
         torch._foreach_copy_(params, ema)
-        tmp = folder.with_name(folder.name + ".tmp")
-        pipe.save_pretrained(tmp)
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
+        with replaced(folder) as tmp:
+            pipe.save_pretrained(tmp)
         torch._foreach_copy_(params, backup)
 
 
@@ -185,14 +178,11 @@ def ship(run_dir: str | os.PathLike, step: int | None = None, dest: str | os.Pat
     if not src.is_dir():
         raise FileNotFoundError(f"{run} has no pipeline saved at step {step}; saved steps are every {cfg['checkpoint_every']}.")
     dest = Path(dest) if dest is not None else WEIGHTS_DIR
-    tmp = dest.with_name(dest.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(src, tmp)
-    (tmp / "train_config.json").write_text(json.dumps({**cfg}, indent=2))
-    rows = list(csv.reader((run / "loss.csv").open()))[: step + 1]
-    with (tmp / "loss.csv").open("w", newline="") as f:
-        csv.writer(f).writerows(rows)
-    plot_training_curve(tmp / "loss.csv", tmp / "training_curve.png")
-    shutil.rmtree(dest, ignore_errors=True)
-    os.replace(tmp, dest)
+    with replaced(dest) as tmp:
+        shutil.copytree(src, tmp)
+        (tmp / "train_config.json").write_text(json.dumps({**cfg}, indent=2))
+        rows = list(csv.reader((run / "loss.csv").open()))[: step + 1]
+        with (tmp / "loss.csv").open("w", newline="") as f:
+            csv.writer(f).writerows(rows)
+        plot_training_curve(tmp / "loss.csv", tmp / "training_curve.png")
     return dest
