@@ -53,7 +53,6 @@ from PIL import Image
 
 from minitune.evaluate import EvalResult, comparison_table, evaluate_pipeline, paired_delta
 from minitune.experiment import ExperimentConfig, git_commit
-from minitune.io import atomic_write
 from minitune.finetune import WEIGHTS_NAME, finetune, load_finetune_set
 from minitune.io import atomic_write
 from minitune.selection import build_pool, load_records, pool_complete, select, train_prompts
