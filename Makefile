@@ -16,7 +16,7 @@ PACKAGE_FILES := pyproject.toml $(shell find minitune -type f -not -path '*/__py
 NBVAL_NOTEBOOKS := $(patsubst notebooks/%,$(EXECUTED)/notebooks/%,$(shell grep -l '"nbval-check-output"' $(NOTEBOOKS) /dev/null))
 MATHJAX := node_modules/.package-lock.json
 
-.PHONY: setup test experiment notebooks nbval book book-ci book-check clean
+.PHONY: setup lint test experiment notebooks nbval book book-ci book-check clean
 
 setup: $(VENV)/.installed
 
@@ -25,6 +25,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e ".[dev,book]"
 	touch $@
+
+lint: setup
+	$(BIN)/ruff check minitune tests benchmarks
 
 test: setup
 	$(BIN)/pytest -q --durations=15

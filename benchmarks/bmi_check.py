@@ -214,7 +214,8 @@ def main(args) -> None:
           "beyond it.")
     gaussian = [r for r in rows if r[-1] is not None]
     if gaussian:
-        mean_se = lambda v: f"{float(v.mean()):+7.3f} ± {float(v.std() / len(v) ** 0.5):5.3f}"
+        def mean_se(v):
+            return f"{float(v.mean()):+7.3f} ± {float(v.std() / len(v) ** 0.5):5.3f}"
         print(f"\nerror decomposition (Gaussian tasks; paired over the same pairs and noise):\n{'task':<40}"
               f"{'pairs: pMI − true':>19}{'exact denoiser − pMI: unbiased':>33}{'orthogonal':>17}"
               f"{'trained − exact: unbiased':>28}{'orthogonal':>17}")

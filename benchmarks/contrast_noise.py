@@ -41,7 +41,8 @@ def main():
     soft = cands.grouped([r["soft"] for r in world.evaluate(cands.images, cands.prompts).records]).numpy()
     near = [list(world.edits(p).values()) for p in cands.prompts]
     print(f"{args.prompts} training-split prompts × {args.candidates} candidates (CFG of the shipped model), seed {args.seed}\n")
-    print("| draws | spread within prompt (nats) | MC std of one estimate | replicate r | ρ(soft) rep. 1 | rep. 2 | mean of both | s |")
+    print("| draws | spread within prompt (nats) | MC std of one estimate | replicate r | ρ(soft) rep. 1 | rep. 2 "
+          "| mean of both | s |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|")
     for n in tqdm(args.samples, desc="draws"):
         t0 = time.time()

@@ -76,7 +76,8 @@ def main():
     aligned = {i: j for j, (i, kind, _) in enumerate(rows) if kind == "aligned"}
     kinds = list(dict.fromkeys(kind for _, kind, _ in rows if kind != "aligned"))
     print(f"{len(prompts)} training-split prompts, ground-truth renders and one-edit copies of each; "
-          f"{args.samples} re-noising draws per image" + (f", contrast with {args.contrast_samples}" if args.contrast_samples else "")
+          f"{args.samples} re-noising draws per image"
+          + (f", contrast with {args.contrast_samples}" if args.contrast_samples else "")
           + f" (common noise per scene); seed {args.seed}; {time.time() - t0:.0f} s\n")
     gaps = ("point-wise", "log p(x|y)", "log p(x)")
     print("| edit | pairs | " + " | ".join(f"aligned wins %, {k}" for k in scores) + " | "

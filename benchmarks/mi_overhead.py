@@ -27,7 +27,8 @@ def main():
     prompts = world.eval_prompts(per_category=4)[: args.images // 4]
     kw = dict(guidance_scale=4.0, num_inference_steps=args.steps)
     tracked = sample_with_mi(pipe, prompts, 4, batch_size=args.images, progress=False, **kw)  # warm-up, and the seeds
-    gens = lambda: [torch.Generator().manual_seed(s) for s in tracked.seeds]  # noqa: E731
+    def gens():
+        return [torch.Generator().manual_seed(s) for s in tracked.seeds]
     plain_images = pipe(tracked.prompts, generator=gens(), output_type="pt", **kw).images
     assert torch.equal(plain_images, tracked.images), "MI-tracked and plain sampling should draw the same images"
     t_plain, t_mi = [], []

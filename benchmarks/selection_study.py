@@ -203,7 +203,8 @@ def main():
     mean_strict = float(strict.mean())
     report = (
         f"{len(prompts)} training-split prompts × {args.candidates} candidates, CFG {args.cfg}, {args.steps} DDPM steps, "
-        f"re-noising with {args.renoise_samples} samples; seed {args.seed}. Sampling took {'an unrecorded time' if t_sample is None else f'{t_sample:.0f} s'}, "
+        f"re-noising with {args.renoise_samples} samples; seed {args.seed}. "
+        f"Sampling took {'an unrecorded time' if t_sample is None else f'{t_sample:.0f} s'}, "
         f"re-noising {t_renoise:.0f} s, likelihoods ({args.likelihood_samples} samples) {t_lk:.0f} s, "
         f"contrast vs near misses ({args.contrast_samples} samples) {t_nb:.0f} s (when first computed).\n"
         f"Mean strict score of all candidates: {100 * mean_strict:.1f} %; prompts with at least one strictly aligned "

@@ -223,7 +223,8 @@ def main(argv=None):
             timed(f"finetune {lora}", finetune, load_pipeline(args.model), folder, lora, **{
                 "rank": cfg.rank, "alpha": cfg.alpha, "steps": steps, "batch_size": cfg.finetune_batch, "lr": cfg.lr,
                 "prompt_dropout": cfg.prompt_dropout, "seed": cfg.seed, "sample_prompts": 0,
-                "checkpoint_every": math.gcd(steps, *(d for d in doses if d < steps)), "init_adapter": init and str(init), **options})
+                "checkpoint_every": math.gcd(steps, *(d for d in doses if d < steps)), "init_adapter": init and str(init),
+                **options})
         return lora
 
     adapters = {name: tune(folder, folder.parent / "lora") for name, folder in sets.items()}
@@ -271,7 +272,8 @@ def main(argv=None):
                 f"{dpo['lr']:g}, no prompt dropout" if pairs else "") + f"; seed {cfg.seed}; "
              f"model {args.model or 'shipped'}.\n",
              "What each set holds (base loss: the starting model's ε-prediction loss on the set's held-out images)\n",
-             "| set | images | strict % | soft % | well-formed % | coloured px | base loss |", "|---|---:|---:|---:|---:|---:|---:|"]
+             "| set | images | strict % | soft % | well-formed % | coloured px | base loss |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
     set_rows = {name: set_row(folder, folder.parent / "lora") for name, folder in sets.items()}
     lines += [f"| {name} | {r['images']} | {100 * r['strict']:.1f} | {100 * r['soft']:.1f} | {100 * r['well_formed']:.1f} "
               f"| {r['area']:.0f} | {r['base_loss']:.4f} |" for name, r in set_rows.items()]

@@ -27,7 +27,8 @@ class Conditioning:
 
     def take(self, index: torch.Tensor) -> "Conditioning":
         """Rows `index` of every tensor, e.g. ``torch.arange(P).repeat_interleave(N)`` for N candidates each."""
-        pick = lambda d: {k: v[index.to(v.device)] for k, v in d.items()}  # noqa: E731
+        def pick(d):
+            return {k: v[index.to(v.device)] for k, v in d.items()}
         return Conditioning(self.cond[index.to(self.cond.device)], self.uncond[index.to(self.uncond.device)],
                             pick(self.added_cond), pick(self.added_uncond))
 

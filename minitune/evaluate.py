@@ -178,7 +178,8 @@ def comparison_table(results: dict[str, EvalResult], metric: str = "strict", bas
             d, (lo, hi) = paired_delta(base, res, metric, "all")
             delta = f"{100 * d:+.1f} ({100 * lo:+.1f} to {100 * hi:+.1f})"
         wf = f"{100 * s['all']['well_formed']:.1f}" if "well_formed" in s["all"] else "–"
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {delta} | {wf} | {s['all']['diversity']:.3f} | {s['all']['mi']:.1f} |")
+        lines.append(f"| {name} | " + " | ".join(cells)
+                     + f" | {delta} | {wf} | {s['all']['diversity']:.3f} | {s['all']['mi']:.1f} |")
     return "\n".join(lines)
 
 

@@ -276,14 +276,16 @@ def _report(out: Path, cfg: ExperimentConfig, results: dict[str, EvalResult], ti
             "arms": arm_rows(results, cfg)}
     _write_json(out / "results.json", data)
     md = (f"# MI-TUNE in the Shapes world\n\n{len(results['base'].per_prompt('strict'))} held-out test prompts × "
-          f"{cfg.eval_images} images, CFG {cfg.guidance_scale:g}, {cfg.sampler} {cfg.steps} steps; pool of {cfg.n_prompts} training "
-          f"prompts × {cfg.candidates} candidates, top {cfg.top_k}; LoRA rank {cfg.rank}, {cfg.finetune_steps} steps, "
+          f"{cfg.eval_images} images, CFG {cfg.guidance_scale:g}, {cfg.sampler} {cfg.steps} steps; "
+          f"pool of {cfg.n_prompts} training prompts × {cfg.candidates} candidates, top {cfg.top_k}; "
+          f"LoRA rank {cfg.rank}, {cfg.finetune_steps} steps, "
           f"{cfg.rounds} round(s).\n\n## Strict alignment % (95 % CI over prompts)\n\n"
           f"{comparison_table(main, 'strict', 'base')}\n\n## Soft alignment %\n\n{comparison_table(main, 'soft', 'base')}\n\n"
           "## Failure modes on the held-out prompts (% of images; modes can co-occur)\n\n"
           f"{_failure_rows('model', {k: summaries[k]['all'] for k in main})}\n\n"
           "## What each arm fine-tunes on (the oracle's verdict on the selected training candidates)\n\n"
-          + "".join(f"{r}:\n\n| set | images | strict % | soft % | well-formed % | mean trajectory MI |\n|---|---:|---:|---:|---:|---:|\n"
+          + "".join(f"{r}:\n\n| set | images | strict % | soft % | well-formed % | mean trajectory MI |\n"
+                    "|---|---:|---:|---:|---:|---:|\n"
                     + "".join(f"| {k} | {v['images']} | {100 * v['strict']:.1f} | {100 * v['soft']:.1f} | "
                               f"{100 * v['well_formed']:.1f} | {v['mi']:.1f} |\n" for k, v in rows.items()) + "\n"
                     for r, rows in sets.items())
@@ -301,5 +303,5 @@ def _report(out: Path, cfg: ExperimentConfig, results: dict[str, EvalResult], ti
     plot_category_bars({k: s for k, s in summaries.items() if k in main}, "strict", figs / "categories.png")
     previews = {k: np.load(out / "eval" / f"{_slug(k)}.preview.npy") for k in main}
     test_prompts = list(dict.fromkeys(r["prompt"] for r in results["base"].records))
-    plot_model_grid(previews, figs / "before_after.png", n=10, titles=test_prompts)
+    plot_model_grid(previews, figs / "before_after.png", n=6, titles=test_prompts)
     return data

@@ -166,7 +166,8 @@ def _conditioning(den, prompts: list[str], chunk: int = 64):
     from .denoisers import Conditioning
 
     parts = [den.encode(prompts[i : i + chunk]) for i in range(0, len(prompts), chunk)]
-    cat = lambda key: {k: torch.cat([getattr(p, key)[k] for p in parts]) for k in getattr(parts[0], key)}  # noqa: E731
+    def cat(key):
+        return {k: torch.cat([getattr(p, key)[k] for p in parts]) for k in getattr(parts[0], key)}
     return Conditioning(torch.cat([p.cond for p in parts]), torch.cat([p.uncond for p in parts]),
                         cat("added_cond"), cat("added_uncond"))
 
@@ -175,7 +176,8 @@ def _unet_inputs(cond, rows: torch.Tensor, drop: torch.Tensor, dtype):
     """Encoder states and added conditioning for these prompt rows, unconditional where `drop`."""
     c = cond.take(rows)
     drop = drop.to(c.cond.device)
-    pick = lambda u, v: torch.where(drop.view(-1, *[1] * (v.ndim - 1)), u, v).to(dtype)  # noqa: E731
+    def pick(u, v):
+        return torch.where(drop.view(-1, *[1] * (v.ndim - 1)), u, v).to(dtype)
     added = {k: pick(c.added_uncond[k], v) for k, v in c.added_cond.items()} or None
     return pick(c.uncond, c.cond), added
 
@@ -273,7 +275,8 @@ def _prepare_output(out: Path, info: dict):
                              f"choose a new output folder.")
         return None
     saved = json.loads(saved_path.read_text())
-    same = lambda c: {k: v for k, v in c.items() if k not in RESUMABLE}  # noqa: E731
+    def same(c):
+        return {k: v for k, v in c.items() if k not in RESUMABLE}
     if same(saved["config"]) != same(info["config"]) or saved["data"]["sha256"] != info["data"]["sha256"]:
         raise ValueError(f"{out} holds a fine-tuning run with another set or other options; use a new output folder "
                          f"or the same set and options (only the step count and validation settings may change).")
@@ -441,14 +444,16 @@ def finetune(pipe, data: str | os.PathLike | FinetuneSet, output_dir: str | os.P
             if cfg.objective == "mse":
                 pred, target = predict(model, chosen[i.to(dev)], rows[i], t, noise, drop)
                 return F.mse_loss(pred, target), None
-            pair = lambda x: x.repeat_interleave(2, dim=0)  # noqa: E731  (chosen, rejected) rows
+            def pair(x):
+                return x.repeat_interleave(2, dim=0)  # (chosen, rejected) rows
             args = latents[i.to(dev)].flatten(0, 1), pair(rows[i]), pair(t), pair(noise), pair(drop)
             pred, target = predict(model, *args)
             with torch.no_grad():
                 unet.disable_adapters()
                 ref, _ = predict(unet, *args)
                 unet.enable_adapters()
-            two = lambda x: x.unflatten(0, (len(i), 2))  # noqa: E731
+            def two(x):
+                return x.unflatten(0, (len(i), 2))
             return dpo_loss(two(pred), two(ref), two(target), cfg.dpo_beta, weight=~ties[i].to(dev))
 
         @torch.no_grad()

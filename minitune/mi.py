@@ -447,7 +447,8 @@ def prompt_swap_test(mi_fn, true_prompts: list[str], edited_prompts: list[str]) 
     if not true_prompts or len(true_prompts) != len(edited_prompts):
         raise ValueError("need equally many true and edited prompts, "
                          f"at least one, got {len(true_prompts)} and {len(edited_prompts)}.")
-    as_values = lambda prompts: torch.as_tensor(mi_fn(list(prompts))).detach().double().cpu().reshape(-1)
+    def as_values(prompts):
+        return torch.as_tensor(mi_fn(list(prompts))).detach().double().cpu().reshape(-1)
     true, edited = as_values(true_prompts), as_values(edited_prompts)
     if len(true) != len(true_prompts) or len(edited) != len(true_prompts):
         raise ValueError(f"mi_fn returned {len(true)} and {len(edited)} values for {len(true_prompts)} prompts; "
@@ -523,7 +524,8 @@ def contrast_mi(denoiser, x0, prompts: list[str], near_misses: list[list[str]], 
     texts = list(dict.fromkeys([*prompts, *(r for rivals in near_misses for r in rivals)]))
     index = {t: i for i, t in enumerate(texts)}
     conds = denoiser.encode(texts)
-    rows_of = lambda ts: conds.take(torch.tensor([index[t] for t in ts]))  # noqa: E731
+    def rows_of(ts):
+        return conds.take(torch.tensor([index[t] for t in ts]))
     ab = alphas_cumprod_of(denoiser.scheduler)
 
     def estimate(images: list[int], cond, forms: tuple[str, str]):

@@ -51,13 +51,21 @@ def plot_training_curve(loss_csv, path=None, smooth: int = 25):
     return fig
 
 
-def show_grid(images, titles=None, cols: int = 8, size: float = 1.4, fontsize: int = 6):
-    """A matplotlib figure of images with optional titles (e.g. prompt and the oracle's verdict)."""
+# The book's text column in inches: a wider figure is shrunk to it, and its text with it, so grids are laid out
+# to fit it and their text stays at least 9 pt on the page
+COLUMN_WIDTH = 7.5
+
+
+def show_grid(images, titles=None, cols: int = 8, size: float = 1.4, fontsize: int = 9):
+    """A matplotlib figure of images with optional titles (e.g. prompt and the oracle's verdict), at most
+    :data:`COLUMN_WIDTH` wide (the images shrink to fit, the titles keep their size)."""
     import matplotlib.pyplot as plt
 
     images = to_uint8(images)
     rows = -(-len(images) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * size, rows * (size + 0.25)), squeeze=False)
+    size = min(size, COLUMN_WIDTH / cols)
+    lines = max((str(t).count("\n") + 1 for t in titles), default=0) if titles is not None else 0
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * size, rows * (size + 0.18 * lines + 0.05)), squeeze=False)
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
         if i < len(images):
@@ -99,8 +107,9 @@ def plot_category_bars(summaries: dict, metric: str = "strict", path=None):
     return fig
 
 
-def plot_model_grid(images: dict, path=None, n: int = 10, titles=None):
-    """One row per model, the same `n` prompts and seeds in the columns (images spread evenly)."""
+def plot_model_grid(images: dict, path=None, n: int = 6, titles=None):
+    """One column per model and one row per prompt, the same seeds across a row (`n` images spread evenly
+    over the first model's); `titles` (one per image, e.g. its prompt) label the rows."""
     import matplotlib
 
     if path is not None:
@@ -108,16 +117,20 @@ def plot_model_grid(images: dict, path=None, n: int = 10, titles=None):
     import matplotlib.pyplot as plt
 
     first = to_uint8(next(iter(images.values())))
-    cols = np.linspace(0, len(first) - 1, min(n, len(first))).round().astype(int)
-    fig, axes = plt.subplots(len(images), len(cols), figsize=(1.1 * len(cols) + 1.2, 1.15 * len(images)), squeeze=False)
-    for row, (name, ims) in zip(axes, images.items()):
+    rows = np.linspace(0, len(first) - 1, min(n, len(first))).round().astype(int)
+    label = 2.1 if titles is not None else 0.0  # inches for the row labels
+    cell = min(1.0, (COLUMN_WIDTH - label) / len(images))
+    fig, axes = plt.subplots(len(rows), len(images), figsize=(label + cell * len(images), (cell + 0.05) * len(rows) + 0.4),
+                             squeeze=False)
+    for c, (name, ims) in enumerate(images.items()):
         ims = to_uint8(ims)
-        for ax, c in zip(row, cols):
-            ax.imshow(ims[c], interpolation="nearest")
-            ax.set_xticks([]), ax.set_yticks([])
-            if titles is not None and name == next(iter(images)):
-                ax.set_title(textwrap.fill(titles[c], 18), fontsize=5)
-        row[0].set_ylabel(name, fontsize=7, rotation=0, ha="right", va="center")
+        axes[0, c].set_title(textwrap.fill(name, 14), fontsize=9)
+        for r, i in enumerate(rows):
+            axes[r, c].imshow(ims[i], interpolation="nearest")
+            axes[r, c].set_xticks([]), axes[r, c].set_yticks([])
+    if titles is not None:
+        for r, i in enumerate(rows):
+            axes[r, 0].set_ylabel(textwrap.fill(titles[i], 24), fontsize=9, rotation=0, ha="right", va="center")
     fig.tight_layout()
     if path is not None:
         fig.savefig(path, dpi=120)

@@ -35,7 +35,8 @@ def tiny_sd_pipeline(seed: int = 0) -> StableDiffusionPipeline:
     tok = build_tokenizer()
     text = CLIPTextModel(CLIPTextConfig(vocab_size=len(tok), **_TEXT))
     pipe = StableDiffusionPipeline(vae=_vae(), text_encoder=text, tokenizer=tok, unet=_unet(cross_attention_dim=32),
-                                   scheduler=DDPMScheduler(clip_sample=False, steps_offset=1), safety_checker=None, feature_extractor=None,
+                                   scheduler=DDPMScheduler(clip_sample=False, steps_offset=1), safety_checker=None,
+                                   feature_extractor=None,
                                    requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
     return pipe

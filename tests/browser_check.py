@@ -145,7 +145,8 @@ def check_page(driver, url: str, shot: Path | None) -> tuple[list[str], str]:
     if shot is not None:
         driver.save_screenshot(str(shot))
     summary = (f"images {len(local) - len(broken)}/{len(local)} loaded"
-               + (f" (+{len(external)} external, offline: {', '.join(s.rsplit('/', 1)[-1] for s in external)})" if external else "")
+               + (f" (+{len(external)} external, offline: {', '.join(s.rsplit('/', 1)[-1] for s in external)})"
+                  if external else "")
                + f", math {page['rendered']}/{page['math']} rendered ({page['containers']} mjx-container)"
                + f", console errors {len(errors)}" + (f" ({len(known)} known, ignored)" if known else ""))
     return problems, summary
@@ -155,7 +156,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("html", type=Path, help="the built book, e.g. _build/html")
     ap.add_argument("--screenshots", type=Path, default=None, help="folder for one PNG per page")
-    ap.add_argument("--chromium", default=shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome"))
+    ap.add_argument("--chromium",
+                    default=shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome"))
     ap.add_argument("--chromedriver", default=shutil.which("chromedriver"))
     args = ap.parse_args(argv)
     if not (args.html / "index.html").is_file():
@@ -184,7 +186,8 @@ def main(argv=None) -> int:
     finally:
         driver.quit()
         server.shutdown()
-    print(f"{len(pages) - failed} of {len(pages)} pages passed" + (f"; screenshots in {args.screenshots}" if args.screenshots else ""))
+    print(f"{len(pages) - failed} of {len(pages)} pages passed"
+          + (f"; screenshots in {args.screenshots}" if args.screenshots else ""))
     return 1 if failed else 0
 
 

@@ -42,7 +42,8 @@ def test_curve_and_pixel_map_agree_and_weight_back_to_mi():
     y = torch.randn(2, 2, generator=gen(1), dtype=torch.float64)
     x = G.conditional(y).mean  # [2, 4]; view as [2, 1, 2, 2] "images" for the pixel map
     eps_pair = G.eps_pair(y, AB)
-    as_image = lambda z_t, t: tuple(e.view(-1, 1, 2, 2) for e in eps_pair(z_t.reshape(-1, 4), t))
+    def as_image(z_t, t):
+        return tuple(e.view(-1, 1, 2, 2) for e in eps_pair(z_t.reshape(-1, 4), t))
     t = torch.arange(980, -1, -20)  # DDPM's 50-step schedule
     curve = mi.mi_curve(eps_pair, x, AB, t, n_noise=64, generator=gen(2))
     pixels = mi.mi_pixel_map(as_image, x.view(2, 1, 2, 2), AB, t, n_noise=64, generator=gen(2))
@@ -54,7 +55,8 @@ def test_curve_and_pixel_map_agree_and_weight_back_to_mi():
 
 
 def test_word_attribution_and_prompt_swap_test():
-    mi_fn = lambda prompts: torch.tensor([2.0 * p.count("red") + len(p.split()) for p in prompts])
+    def mi_fn(prompts):
+        return torch.tensor([2.0 * p.count("red") + len(p.split()) for p in prompts])
     assert mi.word_attribution(mi_fn, "a red circle") == [("a", 1.0), ("red", 3.0), ("circle", 1.0)]
     assert mi.word_attribution(mi_fn, "a red circle", replacement="blue") == [("a", 0.0), ("red", 2.0), ("circle", 0.0)]
     result = mi.prompt_swap_test(mi_fn, ["red square", "red red", "blue"], ["blue square", "red blue", "red"])
@@ -68,13 +70,15 @@ def test_errors_say_what_was_wrong():
     with pytest.raises(ValueError, match="has no alphas_cumprod"):
         cfg_sample_loop(blind, FlowMatchEulerDiscreteScheduler(), IMAGES, num_inference_steps=4, guidance_scale=1.0)
 
-    nan = lambda z_t, t: (torch.full_like(z_t, float("nan")), z_t)
+    def nan(z_t, t):
+        return (torch.full_like(z_t, float("nan")), z_t)
     with pytest.raises(ValueError, match="denoiser returned NaN"):
         mi.renoise_mi(nan, IMAGES, AB, n_samples=4, generator=gen())
     with pytest.raises(ValueError, match="denoiser returned NaN"):
         cfg_sample_loop(nan, DDPMScheduler(), IMAGES, num_inference_steps=4, guidance_scale=2.0, progress=False)
 
-    one_image = lambda z_t, t: (z_t[:1], z_t[:1])
+    def one_image(z_t, t):
+        return (z_t[:1], z_t[:1])
     with pytest.raises(ValueError, match="eps_pair returned shapes"):
         mi.renoise_mi(one_image, IMAGES, AB, n_samples=4, generator=gen())
     with pytest.raises(ValueError, match="eps_pair returned shapes"):

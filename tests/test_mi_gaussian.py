@@ -40,8 +40,10 @@ def test_closed_form_integrands_integrate_to_pointwise_mi_and_kl():
     """½∫ E_ε[integrand] dλ over the real line is the point-wise MI / the KL (the identities of §3);
     the trapezoidal sum on t = 1..999 misses only 0.04–0.2 % of it (mostly the high-SNR tail)."""
     x = G.sample_x_given_y(Y, 3, gen(2))
-    level = lambda lam: torch.tensor([1 / (1 + np.exp(-lam))], dtype=torch.float64)  # ᾱ at log SNR λ
-    integral = lambda f: quad(lambda lam: 0.5 * float(f(level(lam))), -40, 40, limit=200)[0]
+    def level(lam):
+        return torch.tensor([1 / (1 + np.exp(-lam))], dtype=torch.float64)  # ᾱ at log SNR λ
+    def integral(f):
+        return quad(lambda lam: 0.5 * float(f(level(lam))), -40, 40, limit=200)[0]
     for b in range(3):
         pointwise = integral(lambda ab: G.expected_integrand(x[b : b + 1], Y, ab)[0, 0])
         assert pointwise == pytest.approx(G.pointwise_mi(x[b : b + 1], Y).item(), rel=1e-7)
@@ -128,7 +130,8 @@ def test_determinism_and_batch_independence():
     of its batch (the Gaussian denoiser applies its matrices row by row, so no BLAS kernel changes
     with the batch size and we can ask for bit identity)."""
     x = G.sample_x_given_y(Y, 4, gen(8))
-    run = lambda **kw: mi.renoise_mi(G.eps_pair(Y, AB), x, AB, n_samples=8, generator=gen(9), **kw)
+    def run(**kw):
+        return mi.renoise_mi(G.eps_pair(Y, AB), x, AB, n_samples=8, generator=gen(9), **kw)
     assert all(torch.equal(a, b) for a, b in zip(run(), run()))
     assert all(torch.equal(a, b) for a, b in zip(run(), run(batch_size=4)))  # one draw per call
     alone = mi.renoise_mi(G.eps_pair(Y, AB), x[2:3], AB, n_samples=8, generator=[gen(12)])
@@ -136,9 +139,10 @@ def test_determinism_and_batch_independence():
     assert torch.equal(alone[0], batched[0][2:3]) and torch.equal(alone[1], batched[1][2:3])
 
     x_T = torch.randn(4, 4, generator=gen(13), dtype=torch.float64)
-    sample = lambda rows: cfg_sample_loop(G.eps_pair(Y, AB), DDPMScheduler(clip_sample=False), x_T[rows],
-                                          num_inference_steps=50, guidance_scale=3.0,
-                                          generator=[gen(20 + b) for b in rows], progress=False)
+    def sample(rows):
+        return cfg_sample_loop(G.eps_pair(Y, AB), DDPMScheduler(clip_sample=False), x_T[rows],
+                               num_inference_steps=50, guidance_scale=3.0,
+                               generator=[gen(20 + b) for b in rows], progress=False)
     four, one = sample([0, 1, 2, 3]), sample([1])
     assert torch.equal(four.mi[1:2], one.mi) and torch.equal(four.sample[1:2], one.sample)
     again = sample([0, 1, 2, 3])
@@ -194,8 +198,9 @@ def test_contrast_mi_matches_the_closed_form_log_likelihood_ratio():
     truth = G.pointwise_mi(x, Y) - torch.stack([max(G.pointwise_mi(x[b : b + 1], rivals[r])[0] for r in near[b])
                                                 for b in range(3)])
     assert torch.allclose(contrast, truth, atol=0.15), (contrast, truth)
-    rival = lambda b, r: mi.renoise_mi(G.eps_pair(rivals[r], AB), x[b : b + 1], AB, n_samples=2**14,
-                                       generator=[gen(b + 1)])[0][0]
+    def rival(b, r):
+        return mi.renoise_mi(G.eps_pair(rivals[r], AB), x[b : b + 1], AB, n_samples=2**14,
+                             generator=[gen(b + 1)])[0][0]
     for b in range(3):
         assert torch.allclose(contrast[b], own[b] - max(rival(b, r) for r in near[b]), rtol=1e-12)
     again, _ = mi.contrast_mi(den, x[1:], ["true"] * 2, near[1:], seeds=[2, 3], n_samples=2**14, batch_size=None)

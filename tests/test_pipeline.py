@@ -107,7 +107,8 @@ def test_snr_gamma_trains_and_old_checkpoints_resume(tmp_path):
     weighted = TrainConfig(**{**cfg.__dict__, "snr_gamma": 5.0})
     with pytest.raises(ValueError, match="another config"):
         train(tmp_path / "plain", weighted, progress=False)
-    losses = [float(r[1]) for r in list(csv.reader(open(train(tmp_path / "w", weighted, progress=False).parent / "loss.csv")))[1:]]
+    run = train(tmp_path / "w", weighted, progress=False).parent
+    losses = [float(r[1]) for r in list(csv.reader(open(run / "loss.csv")))[1:]]
     assert len(losses) == 2 and all(0 < v < 10 for v in losses)
 
 

@@ -67,7 +67,8 @@ def test_failure_modes(prompt, drawn, mode):
 
 
 def test_facts_and_soft_score():
-    rec = world.evaluate(world.render("a red circle right of a blue square", 0)[None], ["a red circle left of a blue square"]).records[0]
+    image = world.render("a red circle right of a blue square", 0)[None]
+    rec = world.evaluate(image, ["a red circle left of a blue square"]).records[0]
     assert [ok for _, ok in rec["facts"]] == [True, True, False, True]
     assert rec["soft"] == 0.75
     complex_ = world.parse("two red circles and a blue square")

@@ -83,7 +83,8 @@ class JointGaussian:
         Means ~ N(0, ¼). The default (d=4, k=2, seed=0) gives KLs of 1–3 nats.
         """
         g = torch.Generator().manual_seed(seed)
-        randn = lambda *shape: torch.randn(*shape, generator=g, dtype=torch.float64)
+        def randn(*shape):
+            return torch.randn(*shape, generator=g, dtype=torch.float64)
 
         def spd(n, lo, hi):  # random rotation times eigenvalues log-uniform in [lo, hi]
             q, _ = torch.linalg.qr(randn(n, n))

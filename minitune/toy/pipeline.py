@@ -150,7 +150,8 @@ class ShapesPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         return ImagePipelineOutput(images=images)
 
 
-def load_pipeline(path: str | os.PathLike | None = None, device: str | torch.device = "cpu", dtype=torch.float32) -> ShapesPipeline:
+def load_pipeline(path: str | os.PathLike | None = None, device: str | torch.device = "cpu",
+                  dtype=torch.float32) -> ShapesPipeline:
     """Load a Shapes pipeline: a saved folder, or ``None`` / ``"toy"`` for the base model shipped with minitune."""
     path = WEIGHTS_DIR if path is None or str(path) == "toy" else Path(path)
     if not (path / "model_index.json").is_file():
