@@ -71,9 +71,10 @@ PRESETS = {
                              eval_per_category=1, eval_images=2),
     # chosen on training-split dev prompts. The recipe (benchmarks/self_training_check.py): the paper's (mse, 150
     # steps, 10 % prompt dropout) lowers alignment for every selector, the oracle's included; DPO on the same pool
-    # raises it. The sampler (benchmarks/sampler_speed.py): DPM-Solver++ (SDE) at 10 steps aligns as DDPM-25 does at
-    # 2.4× the candidates per minute, which buys 80 prompts instead of 64; the contrast's 4 samples (not 8) keep the
-    # run within 90 minutes on 2 cores
+    # raises it. The sampler (benchmarks/sampler_speed.py): DPM-Solver++ (SDE) at 10 steps aligns as DDPM-25 does,
+    # within the paired interval of 128 dev prompts (a loss of a few points would not show), at 2.4× the candidates
+    # per minute, which buys 80 prompts instead of 64; the contrast's 4 samples (not 8) keep the run within 90
+    # minutes on 2 cores
     "full": ExperimentConfig(n_prompts=80, contrast_samples=4, sampler="dpmpp-sde", steps=10, objective="dpo",
                              finetune_steps=200, prompt_dropout=0.0, cfg_sweep=()),
 }
