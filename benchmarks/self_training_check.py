@@ -52,9 +52,10 @@ import numpy as np
 from PIL import Image
 
 from minitune.evaluate import EvalResult, comparison_table, evaluate_pipeline, paired_delta
-from minitune.experiment import ExperimentConfig, git_commit
+from minitune.experiment import ExperimentConfig
 from minitune.finetune import WEIGHTS_NAME, finetune, load_finetune_set
 from minitune.io import atomic_write
+from minitune.results import git_commit
 from minitune.selection import build_pool, load_records, pool_complete, select, train_prompts
 from minitune.toy import world
 from minitune.toy.pipeline import load_pipeline

@@ -140,7 +140,8 @@ def cmd_evaluate(args):
 def cmd_experiment(args):
     from dataclasses import replace
 
-    from .experiment import PRESETS, git_commit, publish, run_experiment
+    from .experiment import PRESETS, publish, run_experiment
+    from .results import git_commit
 
     cfg = PRESETS[args.preset]
     overrides = {k: v for k, v in (("selectors", args.selectors and tuple(args.selectors)), ("rounds", args.rounds),

@@ -26,7 +26,7 @@ from . import GUIDANCE_SCALE, resolve_device
 from .evaluate import EvalResult, paired_delta, comparison_table, evaluate_pipeline, oracle_scorer
 from .finetune import OBJECTIVES
 from .io import atomic_write
-from .results import git_commit
+from .results import write_result
 from .sampling import SAMPLERS, use_sampler
 from .toy import world
 
@@ -205,8 +205,6 @@ def publish(data: dict, results_dir, *, model: str, command: str, wall_s: float,
     before = json.loads((folder / "experiment.json").read_text()) if (folder / "experiment.json").is_file() else {}
     if before and json.loads(json.dumps(body)) == {k: before.get(k) for k in body}:
         commit = before["commit"]  # the same measurements published again keep the commit that made them
-    head = {"model": model, "commit": commit or git_commit(), "command": command, "wall_time_min": round(wall_s / 60, 1)}
-    _write_json(folder / "experiment.json", {**head, **body})
     if figures is not None:
         for name in ("categories", "before_after"):
             if (Path(figures) / f"{name}.png").is_file():
@@ -219,10 +217,8 @@ def publish(data: dict, results_dir, *, model: str, command: str, wall_s: float,
                      f"{100 * r['delta_strict']:+.1f} ({100 * r['delta_ci'][0]:+.1f} to {100 * r['delta_ci'][1]:+.1f})")
                      + f" | {100 * r['well_formed']:.1f} | {r['area']:.0f} | "
                      + (f"{100 * share:.0f} %" if share is not None else "–") + " |")
-    md = (f"<!-- written by `{command}`; model {model}, commit {head['commit']}, "
-          f"{head['wall_time_min']} min -->\n\n" + "\n".join(lines) + "\n")
-    atomic_write(folder / "experiment.md", md)
-    return folder / "experiment.json", folder / "experiment.md"
+    return write_result(folder / "experiment", body, "\n".join(lines), model=model, command=command, wall_s=wall_s,
+                        commit=commit)
 
 
 def _set_quality(out: Path, cfg: ExperimentConfig, arms) -> dict:

@@ -90,8 +90,8 @@ def cfg_sample_loop(eps_pair, scheduler, latents: torch.Tensor, *, num_inference
 # Named samplers, each a diffusers scheduler built from the model's own scheduler config (same ᾱ table), with
 # the overrides it needs. "ddim" turns x0 clipping off: with clip_sample (the Shapes model's config) DDIM
 # clips the guided x0 but keeps the unclipped ε for the step, and the two disagree most at high noise, where
-# the layout is decided; DDIM-25 then draws 1.6 % strict against 21.1 % without clipping
-# (book/results/sampler.md). DDPM's ancestral step recomputes its mean from the clipped x0 and is not hit.
+# the layout is decided, and DDIM loses the prompt (book/results/sampler.md, the ddim-clipped row). DDPM's
+# ancestral step recomputes its mean from the clipped x0 and is not hit.
 SAMPLERS = {
     "ddpm": (DDPMScheduler, {}),
     "ddim": (DDIMScheduler, {"clip_sample": False}),
