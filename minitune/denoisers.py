@@ -7,6 +7,8 @@ text and size/crop "time ids"), and turns them into an **ε-pair predictor**
 
 Supported: the Shapes-world :class:`~minitune.toy.pipeline.ShapesPipeline` (pixel space),
 ``StableDiffusionPipeline`` and ``StableDiffusionXLPipeline`` (latent space, through their VAE).
+``StableDiffusion3Pipeline`` (rectified flow) gets :class:`~minitune.flow_denoisers.SD3Denoiser`,
+whose seam is a velocity pair (:mod:`minitune.flow`).
 """
 
 from __future__ import annotations
@@ -44,6 +46,23 @@ class Conditioning:
         return len(self.cond)
 
 
+class StackedInputs:
+    """A network's doubled-batch inputs ``[conditional, unconditional]`` for B prompts, given B latents or m·B
+    stacked draws (row j·B + b belongs to prompt b), built once per m by ``build(conditioning)``."""
+
+    def __init__(self, cond: Conditioning, build):
+        self.cond, self.build, self.cache = cond, build, {}
+
+    def __call__(self, z: torch.Tensor):
+        B = len(self.cond)
+        if len(z) % B:
+            raise ValueError(f"Got {len(z)} latents for {B} prompts; pass B latents or a multiple of B stacked draws.")
+        m = len(z) // B
+        if m not in self.cache:
+            self.cache[m] = self.build(self.cond if m == 1 else self.cond.take(torch.arange(B).repeat(m)))
+        return self.cache[m]
+
+
 class Denoiser:
     """Base adapter: holds the pipeline's UNet and scheduler; subclasses encode prompts."""
 
@@ -71,27 +90,21 @@ class Denoiser:
         It accepts B latents, or m·B stacked in the estimators' layout (row j·B + b belongs to
         prompt b), as :func:`minitune.mi.renoise_mi` passes them.
         """
-        unet, B = self.unet, len(cond)
+        unet = self.unet
         kind = self.scheduler.config.get("prediction_type", "epsilon")
         if kind not in ("epsilon", "v_prediction"):
             raise ValueError(f"The scheduler predicts {kind!r}; MI estimation needs an ε- or v-prediction model.")
         alpha_bar = getattr(self.scheduler, "alphas_cumprod", None)
 
-        def inputs(m):
-            c = cond if m == 1 else cond.take(torch.arange(B).repeat(m))
+        def inputs(c):
             added = {k: torch.cat([c.added_cond[k], c.added_uncond[k]]) for k in c.added_cond} or None
             return torch.cat([c.cond, c.uncond]), added
 
-        cache = {1: inputs(1)}
+        stacked = StackedInputs(cond, inputs)
 
         @torch.no_grad()
         def predict(z: torch.Tensor, t: torch.Tensor):
-            if len(z) % B:
-                raise ValueError(f"Got {len(z)} latents for {B} prompts; pass B latents or a multiple of B stacked draws.")
-            m = len(z) // B
-            if m not in cache:
-                cache[m] = inputs(m)
-            hidden, added = cache[m]
+            hidden, added = stacked(z)
             t = torch.as_tensor(t, device=z.device)
             t = t.expand(len(z)) if t.ndim == 0 else t
             tt, zz = torch.cat([t, t]), torch.cat([z, z])
@@ -166,11 +179,16 @@ def denoiser_for(pipe) -> Denoiser:
     if isinstance(pipe, ShapesPipeline):
         return ToyDenoiser(pipe)
     name = type(pipe).__name__
+    if name.startswith("StableDiffusion3"):  # rectified flow: a velocity-pair adapter (minitune.flow_denoisers)
+        from .flow_denoisers import SD3Denoiser
+
+        return SD3Denoiser(pipe)
     if getattr(pipe, "text_encoder_2", None) is not None or name.startswith("StableDiffusionXL"):
         return StableDiffusionXLDenoiser(pipe)
     if name.startswith("StableDiffusion") and hasattr(pipe, "vae"):
         return StableDiffusionDenoiser(pipe)
     raise ValueError(
-        f"Unsupported pipeline {name}: minitune measures MI with ShapesPipeline, StableDiffusionPipeline or "
-        f"StableDiffusionXLPipeline (UNet ε-prediction models with a DDPM-family scheduler)."
+        f"Unsupported pipeline {name}: minitune measures MI with ShapesPipeline, StableDiffusionPipeline, "
+        f"StableDiffusionXLPipeline (UNet ε-prediction models with a DDPM-family scheduler) or StableDiffusion3Pipeline "
+        f"(rectified flow)."
     )

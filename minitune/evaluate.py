@@ -83,8 +83,10 @@ class EvalResult:
         return {p: float(np.mean(v)) for p, v in groups.items()}
 
     def categories(self) -> list[str]:
+        """The Shapes world's categories in their order, then any others (e.g. given by ``category_of``), then "all"."""
         present = {r["category"] for r in self.records}
-        return [c for c in (*world.CATEGORIES, "other") if c in present] + ["all"]
+        known = [c for c in world.CATEGORIES if c in present]
+        return known + sorted(present - set(known)) + ["all"]
 
     def summary(self) -> dict:
         """{category: {metric: mean, metric + "_ci": (lo, hi), "n_images", "diversity", "mi"}}."""
@@ -123,11 +125,14 @@ class EvalResult:
 
 def evaluate_pipeline(pipe, prompts: list[str], n_per_prompt: int = 4, *, guidance_scale: float = GUIDANCE_SCALE,
                       num_inference_steps: int = 25, seed: int = 0, batch_size: int = 64,
-                      scorers: dict[str, Scorer] | None = None, progress: bool = True):
+                      scorers: dict[str, Scorer] | None = None, category_of: Callable[[str], str] | None = None,
+                      progress: bool = True):
     """Sample `n_per_prompt` images per prompt and score them; returns ``(EvalResult, Candidates)``.
 
     scorers: name -> scorer; by default the Shapes oracle for the Shapes pipeline, none otherwise
     (diversity and mean MI are always reported). Metric names of several scorers must not clash.
+    category_of: prompt -> the category its row is reported under (default: the Shapes grammar's
+    category, "other" for a prompt it cannot parse).
     """
     from .sampling import sample_with_mi
     from .toy.pipeline import ShapesPipeline
@@ -137,7 +142,8 @@ def evaluate_pipeline(pipe, prompts: list[str], n_per_prompt: int = 4, *, guidan
     cands = sample_with_mi(pipe, prompts, n_per_prompt, guidance_scale=guidance_scale,
                            num_inference_steps=num_inference_steps, seed=seed, batch_size=batch_size,
                            progress=progress)
-    records = [{"prompt": p, "seed": s, "category": _category(p), "mi": float(m)}
+    category_of = category_of or _category
+    records = [{"prompt": p, "seed": s, "category": category_of(p), "mi": float(m)}
                for p, s, m in zip(cands.prompts, cands.seeds, cands.mi)]
     for name, scorer in scorers.items():
         for metric, values in scorer(cands.images, cands.prompts).items():

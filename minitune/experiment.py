@@ -160,20 +160,41 @@ def run_experiment(output_dir, cfg: ExperimentConfig = PRESETS["full"], *, model
     results: dict[str, EvalResult] = {}
     (out / "eval").mkdir(exist_ok=True)
     for name, (adapter, g) in tqdm(models.items(), desc="evaluate", disable=not progress):
-        path = out / "eval" / f"{_slug(name)}.json"
-        if path.exists():
+        path, images = out / "eval" / f"{_slug(name)}.json", out / "eval" / f"{_slug(name)}.images.npy"
+        if path.exists() and images.exists():
             results[name] = EvalResult.load(path)
             continue
         t0 = time.time()
         res, cands = evaluate_pipeline(pipeline(adapter), test_prompts, cfg.eval_images, guidance_scale=g,
                                        num_inference_steps=cfg.steps, seed=cfg.seed + 1000,
                                        batch_size=cfg.batch_size, progress=progress)
+        if path.exists():  # judged before every image was kept: the same seeds again, for `minitune compare`
+            results[name] = EvalResult.load(path)
+            _keep_images(images, cands.images, res, results[name])
+            continue
         timings[f"evaluate/{name}"] = time.time() - t0
         np.save(out / "eval" / f"{_slug(name)}.preview.npy", world.to_uint8(cands.images[:: cfg.eval_images]))
+        np.save(images, world.to_uint8(cands.images))
         res.save(path)
         results[name] = res
 
     return _report(out, cfg, results, timings, _set_quality(out, cfg, arms))
+
+
+def _keep_images(path: Path, images, again: EvalResult, saved: EvalResult) -> None:
+    """Save `images` (one per record, the viewer's input) for an evaluation judged earlier, only where sampling
+    them again reproduced its records (same verdicts, MI within 1e-4 nats); otherwise warn and save nothing."""
+    import warnings
+
+    keys = [k for k in saved.records[0] if k != "mi"] if saved.records else []
+    same = len(again.records) == len(saved.records) and all(
+        [a.get(k) for k in keys] == [b.get(k) for k in keys] and abs(a["mi"] - b["mi"]) < 1e-4
+        for a, b in zip(again.records, saved.records))
+    if same:
+        np.save(path, world.to_uint8(images))
+    else:
+        warnings.warn(f"Sampling the evaluation again did not reproduce {path.with_suffix('').with_suffix('.json')}; "
+                      "its images are not saved (the viewer shows its previews only).", stacklevel=2)
 
 
 def arm_rows(results: dict[str, EvalResult], cfg: ExperimentConfig) -> dict:

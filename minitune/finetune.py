@@ -23,7 +23,8 @@ import io
 import json
 import os
 import tempfile
-from dataclasses import asdict, dataclass, replace
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +53,7 @@ class FinetuneConfig:
     dora: bool = False
     steps: int = 500
     batch_size: int = 32  # global batch, split evenly over the processes
+    grad_accum: int = 1  # micro-batches per process and step: the same update in less memory
     lr: float = 1e-4
     weight_decay: float = 1e-2
     max_grad_norm: float = 1.0
@@ -275,8 +277,8 @@ def _prepare_output(out: Path, info: dict):
                              f"choose a new output folder.")
         return None
     saved = json.loads(saved_path.read_text())
-    def same(c):
-        return {k: v for k, v in c.items() if k not in RESUMABLE}
+    def same(c):  # options added since a run was saved count as their defaults
+        return {k: v for k, v in {**asdict(FinetuneConfig()), **c}.items() if k not in RESUMABLE}
     if same(saved["config"]) != same(info["config"]) or saved["data"]["sha256"] != info["data"]["sha256"]:
         raise ValueError(f"{out} holds a fine-tuning run with another set or other options; use a new output folder "
                          f"or the same set and options (only the step count and validation settings may change).")
@@ -292,6 +294,8 @@ def _check(cfg: FinetuneConfig) -> None:
         raise ValueError("rank, steps, batch size and checkpoint interval must be positive (validation interval >= 0).")
     if not 0 <= cfg.prompt_dropout < 1 or not 0 <= cfg.val_fraction < 1 or cfg.lr <= 0:
         raise ValueError("prompt dropout and validation fraction must lie in [0, 1) and the learning rate be positive.")
+    if isinstance(cfg.grad_accum, bool) or not isinstance(cfg.grad_accum, int) or cfg.grad_accum < 1:
+        raise ValueError(f"grad_accum must be a positive integer, got {cfg.grad_accum!r}.")
     if cfg.objective not in OBJECTIVES:
         raise ValueError(f"Unknown objective {cfg.objective!r}: use one of {', '.join(OBJECTIVES)}.")
     if not cfg.dpo_beta > 0:
@@ -338,6 +342,181 @@ def _open_logs(out: Path, start: int, objective: str = "mse") -> dict:
     return logs
 
 
+@dataclass
+class _Run:
+    """One fine-tuning run while it trains: the frozen inputs, the adapter's parameters, the logs."""
+
+    cfg: FinetuneConfig
+    pipe: object
+    sched: object
+    accelerator: object
+    latents: torch.Tensor  # [N, ...], or [N, 2, ...] (chosen, rejected) for a preference set
+    cond: object  # the Conditioning of each distinct prompt
+    rows: torch.Tensor  # the prompt row of each image
+    ties: torch.Tensor  # pairs that state no preference (weight 0 in DPO)
+    out: Path
+    dtype: torch.dtype  # the frozen UNet's (the adapter trains in float32)
+    params: list = field(default_factory=list)
+    model: object = None  # the UNet as accelerate prepared it
+    opt: object = None
+    logs: dict = field(default_factory=dict)  # file name -> (file, csv writer), on the main process
+
+    @property
+    def chosen(self) -> torch.Tensor:
+        return self.latents[:, 0] if self.preference else self.latents
+
+    @property
+    def preference(self) -> bool:
+        return self.cfg.objective == "dpo"
+
+    @property
+    def dev(self) -> torch.device:
+        return self.accelerator.device
+
+
+def _predict(run: _Run, net, x0, prompt_rows, t, noise, drop):
+    """`net`'s prediction for x0 noised at t (unconditional where `drop`), and its training target."""
+    hidden, added = _unet_inputs(run.cond, prompt_rows, drop, run.dtype)
+    pred = net(run.sched.add_noise(x0, noise, t).to(run.dtype), t, encoder_hidden_states=hidden,
+               added_cond_kwargs=added).sample
+    return pred.float(), _target(run.sched, x0, noise, t)
+
+
+def _step_loss(run: _Run, i, t, noise, drop):
+    """The loss of images `i` and, for DPO, the preference accuracy (against the adapter switched off)."""
+    if not run.preference:
+        pred, target = _predict(run, run.model, run.chosen[i.to(run.dev)], run.rows[i], t, noise, drop)
+        return F.mse_loss(pred, target), None
+
+    def pair(x):
+        return x.repeat_interleave(2, dim=0)  # (chosen, rejected) rows
+
+    def two(x):
+        return x.unflatten(0, (len(i), 2))
+
+    args = run.latents[i.to(run.dev)].flatten(0, 1), pair(run.rows[i]), pair(t), pair(noise), pair(drop)
+    pred, target = _predict(run, run.model, *args)
+    unet = run.pipe.unet
+    with torch.no_grad():
+        unet.disable_adapters()
+        ref, _ = _predict(run, unet, *args)
+        unet.enable_adapters()
+    return dpo_loss(two(pred), two(ref), two(target), run.cfg.dpo_beta, weight=~run.ties[i].to(run.dev))
+
+
+def _train_step(run: _Run, step: int, train: torch.Tensor, shape, T: int):
+    """One optimiser step on this process's slice of the global batch, in `grad_accum` equal micro-batches;
+    returns the global batch's loss and the local accuracy (None for mse)."""
+    cfg, procs = run.cfg, run.accelerator.num_processes
+    per = cfg.batch_size // procs
+    mine = slice(run.accelerator.process_index * per, (run.accelerator.process_index + 1) * per)
+    idx, t, noise, drop = (x[mine] for x in _step_draws(cfg, step, len(train), shape, T))
+    loss, accuracy = 0.0, None
+    for part in torch.arange(len(idx)).chunk(cfg.grad_accum):  # equal micro-batches: their mean is the batch's
+        micro, acc = _step_loss(run, train[idx[part]], t[part].to(run.dev), noise[part].to(run.dev), drop[part])
+        run.accelerator.backward(micro / cfg.grad_accum)
+        loss = loss + micro.detach() / cfg.grad_accum
+        accuracy = None if acc is None else (0.0 if accuracy is None else accuracy) + acc / cfg.grad_accum
+    if cfg.max_grad_norm:
+        run.accelerator.clip_grad_norm_(run.params, cfg.max_grad_norm)
+    run.opt.step()
+    run.opt.zero_grad(set_to_none=True)
+    return run.accelerator.reduce(loss.detach(), "mean").item(), accuracy
+
+
+@torch.no_grad()
+def _validate(run: _Run, step: int, val_draws, sample_prompts: list[str]) -> None:
+    """The held-out loss (fixed draws) into validation.csv, and a sample grid into samples/."""
+    from .plotting import save_grid
+    from .sampling import sample_with_mi
+
+    val_i, val_t, val_noise = val_draws
+    if len(val_i):
+        total, bs = 0.0, run.cfg.batch_size
+        for s in range(0, len(val_i), bs):
+            i, t, noise = (x[s : s + bs] for x in (val_i, val_t, val_noise))
+            pred, target = _predict(run, run.pipe.unet, run.chosen[i.to(run.dev)], run.rows[i], t.to(run.dev),
+                                    noise.to(run.dev), torch.zeros(len(i), dtype=torch.bool))
+            total += F.mse_loss(pred, target, reduction="sum").item()
+        run.logs["validation.csv"][1].writerow([step, f"{total / val_noise.numel():.5f}"])
+    if sample_prompts:
+        cands = sample_with_mi(run.pipe, sample_prompts, 4, guidance_scale=run.cfg.guidance_scale,
+                               num_inference_steps=run.cfg.sample_steps, seed=run.cfg.seed, progress=False)
+        (run.out / "samples").mkdir(exist_ok=True)
+        save_grid(run.out / "samples" / f"step-{step:05d}.png", cands.images, cols=4)
+
+
+def _checkpoint(run: _Run, step: int, info: dict) -> None:
+    """checkpoint-<step>/ (an adapter) and state.pt (adapter, optimiser and step, to resume from)."""
+    from peft.utils import get_peft_model_state_dict
+
+    for f, _ in run.logs.values():
+        f.flush()
+    save_adapter(run.pipe, run.out / f"checkpoint-{step}")
+    lora = get_peft_model_state_dict(run.pipe.unet, adapter_name=ADAPTER)
+    with replaced(run.out / "state.pt") as tmp:
+        torch.save({"lora": lora, "opt": run.opt.state_dict(), "step": step, "config": info["config"]}, tmp)
+
+
+@contextmanager
+def _lora_attached(unet, cfg: FinetuneConfig):
+    """Add the run's LoRA adapter (seeded, float32, the only trainable weights) and yield its parameters;
+    afterwards the adapter is removed and every parameter's requires_grad is as it was."""
+    trainable = {name: p.requires_grad for name, p in unet.named_parameters()}
+    unet.requires_grad_(False)
+    with torch.random.fork_rng(devices=[]):  # peft draws the initial A matrices from the global CPU generator
+        torch.default_generator.manual_seed(_generator(cfg.seed, 5, 0).initial_seed())
+        unet.add_adapter(lora_config(cfg), adapter_name=ADAPTER)
+    try:
+        params = [p for name, p in unet.named_parameters() if "lora_" in name]
+        for p in params:
+            p.data = p.data.float()  # trainable weights in float32 even when the model runs in half precision
+            p.requires_grad_(True)
+        yield params
+    finally:
+        unet.unload_lora()
+        for name, p in unet.named_parameters():
+            p.requires_grad_(trainable[name])
+
+
+def _checked_inputs(pipe, data, config, options):
+    """The run's config, set, training scheduler and initial adapter folder, each checked (one sentence each)."""
+    from diffusers import DDPMScheduler
+
+    cfg = replace(config or FinetuneConfig(), **options)
+    if cfg.init_adapter is not None:
+        cfg = replace(cfg, init_adapter=str(cfg.init_adapter))
+    _check(cfg)
+    if getattr(pipe.unet, "peft_config", None):
+        raise ValueError("The pipeline's UNet already carries a LoRA adapter; call pipe.unload_lora_weights() first, "
+                         "or pass the adapter folder as init_adapter to continue training it.")
+    sched = DDPMScheduler.from_config(pipe.scheduler.config)
+    if sched.config.prediction_type not in ("epsilon", "v_prediction"):
+        raise ValueError(f"The scheduler predicts {sched.config.prediction_type!r}; fine-tuning supports ε- and "
+                         f"v-prediction models.")
+    data = data if isinstance(data, FinetuneSet) else load_finetune_set(data)
+    check_objective(cfg, data)
+    init = Path(cfg.init_adapter) if cfg.init_adapter else None
+    if init is not None and not (init / WEIGHTS_NAME).is_file():
+        raise FileNotFoundError(f"No LoRA adapter at {init}: the folder must contain {WEIGHTS_NAME} "
+                                f"(as `minitune finetune` writes).")
+    return cfg, data, sched, init
+
+
+def _accelerator(cfg: FinetuneConfig, device: str):
+    """accelerate's Accelerator for the run, after checking that the batch splits over its processes."""
+    from accelerate import Accelerator
+
+    from . import resolve_device
+
+    accelerator = Accelerator(cpu=resolve_device(device).type == "cpu")
+    procs = accelerator.num_processes
+    if cfg.batch_size % (procs * cfg.grad_accum):
+        raise ValueError(f"The batch size {cfg.batch_size} does not split over {procs} process(es) × {cfg.grad_accum} "
+                         f"accumulation step(s); use a multiple of {procs * cfg.grad_accum}.")
+    return accelerator
+
+
 def finetune(pipe, data: str | os.PathLike | FinetuneSet, output_dir: str | os.PathLike,
              config: FinetuneConfig | None = None, *, device: str = "auto", progress: bool = True,
              until: int | None = None, **options) -> Path:
@@ -360,162 +539,68 @@ def finetune(pipe, data: str | os.PathLike | FinetuneSet, output_dir: str | os.P
     marked ``"tie"`` weigh 0, so a set of ties only leaves the adapter where it started. Its
     ``loss.csv`` adds the preference accuracy, and the validation loss is that of the chosen images.
     """
-    from accelerate import Accelerator
-    from diffusers import DDPMScheduler
-    from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
+    from peft.utils import set_peft_model_state_dict
 
-    from . import resolve_device
     from .denoisers import denoiser_for
-    from .plotting import save_grid
-    from .sampling import sample_with_mi
 
-    cfg = replace(config or FinetuneConfig(), **options)
-    if cfg.init_adapter is not None:
-        cfg = replace(cfg, init_adapter=str(cfg.init_adapter))
-    _check(cfg)
-    den = denoiser_for(pipe)
-    unet = pipe.unet
-    if getattr(unet, "peft_config", None):
-        raise ValueError("The pipeline's UNet already carries a LoRA adapter; call pipe.unload_lora_weights() first, "
-                         "or pass the adapter folder as init_adapter to continue training it.")
-    sched = DDPMScheduler.from_config(pipe.scheduler.config)
-    if sched.config.prediction_type not in ("epsilon", "v_prediction"):
-        raise ValueError(f"The scheduler predicts {sched.config.prediction_type!r}; fine-tuning supports ε- and "
-                         f"v-prediction models.")
-    data = data if isinstance(data, FinetuneSet) else load_finetune_set(data)
-    check_objective(cfg, data)
-    out = Path(output_dir)
-    init = Path(cfg.init_adapter) if cfg.init_adapter else None
-    if init is not None and not (init / WEIGHTS_NAME).is_file():
-        raise FileNotFoundError(f"No LoRA adapter at {init}: the folder must contain {WEIGHTS_NAME} "
-                                f"(as `minitune finetune` writes).")
+    cfg, data, sched, init = _checked_inputs(pipe, data, config, options)
+    den, out = denoiser_for(pipe), Path(output_dir)
     if init is not None and init.resolve() == out.resolve():
         raise ValueError(f"The output folder {out} is the initial adapter's folder; write the new adapter elsewhere.")
     info = _run_info(cfg, data)
-    accelerator = Accelerator(cpu=resolve_device(device).type == "cpu")
-    procs, main, dev = accelerator.num_processes, accelerator.is_main_process, accelerator.device
-    if cfg.batch_size % procs:
-        raise ValueError(f"The batch size {cfg.batch_size} does not split over {procs} processes; "
-                         f"use a multiple of {procs}.")
+    accelerator = _accelerator(cfg, device)
     state = _prepare_output(out, info)
     accelerator.wait_for_everyone()  # every process has read the folder before the main one writes to it
-
-    pipe.to(dev)
-    latents, cond, rows = _encode_set(den, data, cfg, dev)
-    chosen = latents if data.rejected is None else latents[:, 0]
+    pipe.to(accelerator.device)
+    latents, cond, rows = _encode_set(den, data, cfg, accelerator.device)
     ties = torch.tensor([bool(r.get("tie")) for r in data.records])  # pairs that state no preference weigh 0
-    shape = chosen.shape[1:]
-    T = sched.config.num_train_timesteps
+    run = _Run(cfg, pipe, sched, accelerator, latents, cond, rows, ties, out, pipe.unet.dtype)
+    shape, T = run.chosen.shape[1:], sched.config.num_train_timesteps
     order = torch.randperm(len(rows), generator=_generator(cfg.seed, 3, 0))
     n_val = min(int(len(rows) * cfg.val_fraction), len(rows) - 1)
     val, train = order[:n_val], order[n_val:]
-    val_i, val_t, val_noise = _validation_draws(val, cfg, shape, T)
+    val_draws = _validation_draws(val, cfg, shape, T)
     sample_prompts = list(dict.fromkeys(data.prompts[i] for i in order.tolist()))[: cfg.sample_prompts]
-
-    dtype = unet.dtype
-    trainable = {name: p.requires_grad for name, p in unet.named_parameters()}
-    unet.requires_grad_(False)
-    with torch.random.fork_rng(devices=[]):  # peft draws the initial A matrices from the global CPU generator
-        torch.default_generator.manual_seed(_generator(cfg.seed, 5, 0).initial_seed())
-        unet.add_adapter(lora_config(cfg), adapter_name=ADAPTER)
-    try:
-        params = [p for name, p in unet.named_parameters() if "lora_" in name]
-        for p in params:
-            p.data = p.data.float()  # trainable weights in float32 even when the model runs in half precision
-            p.requires_grad_(True)
+    with _lora_attached(pipe.unet, cfg) as run.params:
         if init is not None:
-            _load_init_adapter(unet, init, cfg)
-        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+            _load_init_adapter(pipe.unet, init, cfg)
+        run.opt = torch.optim.AdamW(run.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         start = 0
         if state is not None:
-            set_peft_model_state_dict(unet, state["lora"], adapter_name=ADAPTER)
-            opt.load_state_dict(state["opt"])
+            set_peft_model_state_dict(pipe.unet, state["lora"], adapter_name=ADAPTER)
+            run.opt.load_state_dict(state["opt"])
             start = state["step"]
-        model, opt = accelerator.prepare(unet, opt)
-
-        def predict(net, x0, prompt_rows, t, noise, drop):
-            hidden, added = _unet_inputs(cond, prompt_rows, drop, dtype)
-            pred = net(sched.add_noise(x0, noise, t).to(dtype), t, encoder_hidden_states=hidden,
-                       added_cond_kwargs=added).sample
-            return pred.float(), _target(sched, x0, noise, t)
-
-        def step_loss(i, t, noise, drop):
-            """The batch's loss and, for DPO, its preference accuracy."""
-            if cfg.objective == "mse":
-                pred, target = predict(model, chosen[i.to(dev)], rows[i], t, noise, drop)
-                return F.mse_loss(pred, target), None
-            def pair(x):
-                return x.repeat_interleave(2, dim=0)  # (chosen, rejected) rows
-            args = latents[i.to(dev)].flatten(0, 1), pair(rows[i]), pair(t), pair(noise), pair(drop)
-            pred, target = predict(model, *args)
-            with torch.no_grad():
-                unet.disable_adapters()
-                ref, _ = predict(unet, *args)
-                unet.enable_adapters()
-            def two(x):
-                return x.unflatten(0, (len(i), 2))
-            return dpo_loss(two(pred), two(ref), two(target), cfg.dpo_beta, weight=~ties[i].to(dev))
-
-        @torch.no_grad()
-        def validate(step: int):
-            if n_val:
-                total = 0.0
-                for s in range(0, len(val_i), cfg.batch_size):
-                    i, t, noise = (x[s : s + cfg.batch_size] for x in (val_i, val_t, val_noise))
-                    pred, target = predict(unet, chosen[i.to(dev)], rows[i], t.to(dev), noise.to(dev),
-                                           torch.zeros(len(i), dtype=torch.bool))
-                    total += F.mse_loss(pred, target, reduction="sum").item()
-                logs["validation.csv"][1].writerow([step, f"{total / val_noise.numel():.5f}"])
-            if sample_prompts:
-                cands = sample_with_mi(pipe, sample_prompts, 4, guidance_scale=cfg.guidance_scale,
-                                       num_inference_steps=cfg.sample_steps, seed=cfg.seed, progress=False)
-                (out / "samples").mkdir(exist_ok=True)
-                save_grid(out / "samples" / f"step-{step:05d}.png", cands.images, cols=4)
-
-        def checkpoint(step: int):
-            for f, _ in logs.values():
-                f.flush()
-            save_adapter(pipe, out / f"checkpoint-{step}")
-            lora = get_peft_model_state_dict(unet, adapter_name=ADAPTER)
-            with replaced(out / "state.pt") as tmp:
-                torch.save({"lora": lora, "opt": opt.state_dict(), "step": step, "config": info["config"]}, tmp)
-
-        end = cfg.steps if until is None else min(until, cfg.steps)
-        per = cfg.batch_size // procs
-        mine = slice(accelerator.process_index * per, (accelerator.process_index + 1) * per)
-        if main:
-            (out / "finetune_config.json").write_text(json.dumps(info, indent=2))
-            logs = _open_logs(out, start, cfg.objective)
-            if start == 0:
-                validate(0)
-        bar = tqdm(range(start, end), initial=start, total=cfg.steps, desc="finetune", disable=not (progress and main))
-        for step in bar:
-            idx, t, noise, drop = (x[mine] for x in _step_draws(cfg, step, len(train), shape, T))
-            loss, accuracy = step_loss(train[idx], t.to(dev), noise.to(dev), drop)
-            accelerator.backward(loss)
-            if cfg.max_grad_norm:
-                accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            loss = accelerator.reduce(loss.detach(), "mean").item()  # the global batch's loss
-            bar.set_postfix(loss=f"{loss:.4f}")
-            done = step + 1
-            if main:
-                extra = [] if accuracy is None else [f"{accelerator.reduce(accuracy, 'mean').item():.3f}"]
-                logs["loss.csv"][1].writerow([done, f"{loss:.5f}", *extra])
-                if (cfg.validate_every and done % cfg.validate_every == 0) or done == cfg.steps:
-                    validate(done)
-                if done % cfg.checkpoint_every == 0 or done == end:
-                    checkpoint(done)
-            accelerator.wait_for_everyone()
-        if main:
-            for f, _ in logs.values():
-                f.close()
-            if end == cfg.steps:
-                save_adapter(pipe, out)
-        accelerator.wait_for_everyone()
-    finally:
-        unet.unload_lora()
-        for name, p in unet.named_parameters():
-            p.requires_grad_(trainable[name])
+        run.model, run.opt = accelerator.prepare(pipe.unet, run.opt)
+        _train(run, start, cfg.steps if until is None else min(until, cfg.steps), train, shape, T, info,
+               val_draws, sample_prompts, progress)
     return out
+
+
+def _train(run: _Run, start: int, end: int, train, shape, T: int, info: dict, val_draws, sample_prompts,
+           progress: bool) -> None:
+    """Steps start..end: train, log, validate and checkpoint (on the main process); the adapter at the end."""
+    cfg, accelerator, main = run.cfg, run.accelerator, run.accelerator.is_main_process
+    if main:
+        (run.out / "finetune_config.json").write_text(json.dumps(info, indent=2))
+        run.logs = _open_logs(run.out, start, cfg.objective)
+        if start == 0:
+            _validate(run, 0, val_draws, sample_prompts)
+    bar = tqdm(range(start, end), initial=start, total=cfg.steps, desc="finetune", disable=not (progress and main))
+    for step in bar:
+        loss, accuracy = _train_step(run, step, train, shape, T)
+        extra = [] if accuracy is None else [f"{accelerator.reduce(accuracy, 'mean').item():.3f}"]  # on every process
+        bar.set_postfix(loss=f"{loss:.4f}")
+        done = step + 1
+        if main:
+            run.logs["loss.csv"][1].writerow([done, f"{loss:.5f}", *extra])
+            if (cfg.validate_every and done % cfg.validate_every == 0) or done == cfg.steps:
+                _validate(run, done, val_draws, sample_prompts)
+            if done % cfg.checkpoint_every == 0 or done == end:
+                _checkpoint(run, done, info)
+        accelerator.wait_for_everyone()
+    if main:
+        for f, _ in run.logs.values():
+            f.close()
+        if end == cfg.steps:
+            save_adapter(run.pipe, run.out)
+    accelerator.wait_for_everyone()

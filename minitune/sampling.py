@@ -153,9 +153,17 @@ def sample_with_mi(pipe, prompts: list[str], n_per_prompt: int = 4, *, guidance_
     with the same generators: MI is a free by-product of the guidance.
     """
     from .denoisers import denoiser_for
+    from .flow_denoisers import is_flow_pipeline
     from .toy import world
     from .toy.pipeline import ShapesPipeline
 
+    if is_flow_pipeline(pipe):  # rectified flow (SD3): guided Euler; the truncation in timesteps becomes a flow time
+        from .flow_denoisers import sample_with_mi as sample_flow
+
+        return sample_flow(pipe, prompts, n_per_prompt, guidance_scale=guidance_scale, num_inference_steps=num_inference_steps,
+                           seed=seed, batch_size=batch_size, mi_weights=mi_weights,
+                           truncation=truncation / pipe.scheduler.config.num_train_timesteps, keep_curve=keep_curve,
+                           progress=progress)
     if not prompts:
         raise ValueError("No prompts to sample: give at least one prompt.")
     if n_per_prompt < 1:

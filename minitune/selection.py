@@ -51,7 +51,7 @@ from .io import PARTIAL, atomic_write
 from .sampling import sample_with_mi
 from .toy import world
 
-SELECTORS = ("mi", "mi_renoise", "mi_contrast", "random", "oracle")
+SELECTORS = ("mi", "mi_renoise", "mi_contrast", "random", "oracle", "judge")
 _POOL_PARAMS = ("model", "pipeline", "sampler", "n_candidates", "guidance_scale", "num_inference_steps", "seed",
                 "renoise_samples", "contrast_samples", "keep_latents", "oracle")
 _SELECTION_KEY = {
@@ -59,6 +59,7 @@ _SELECTION_KEY = {
     "mi_renoise": lambda r: r["mi_renoise"],
     "mi_contrast": lambda r: r["mi_contrast"],
     "oracle": lambda r: (r["soft"], r["strict"]),
+    "judge": lambda r: r["judge"],
 }
 
 
@@ -146,6 +147,25 @@ def _check_folder(folder: Path, manifest: dict) -> None:
                          "choose a new or empty folder so that nothing in it is overwritten.")
 
 
+def _processes():
+    """The accelerate state: one process normally, several under ``accelerate launch``."""
+    from accelerate import PartialState
+
+    return PartialState()
+
+
+def _claim_all(folders) -> None:
+    """Check every (folder, manifest) on every process, then claim them on the main process only."""
+    state = _processes()
+    for folder, manifest in folders:
+        _check_folder(folder, manifest)
+    state.wait_for_everyone()  # every process has looked before the main one writes
+    if state.is_main_process:
+        for folder, manifest in folders:
+            _claim(folder, manifest)
+    state.wait_for_everyone()
+
+
 def _claim(folder: Path, manifest: dict) -> None:
     """Create `folder` (or reopen it to resume), drop leftovers of an interrupted write, write its manifest."""
     _check_folder(folder, manifest)
@@ -210,7 +230,7 @@ def pool_complete(folder) -> bool:
 
 
 def _pool_manifest(pipe, prompts, *, n_candidates, guidance_scale, num_inference_steps, seed, batch_size,
-                   renoise_samples, keep_latents, model, contrast_samples=0, near_misses=None) -> dict:
+                   renoise_samples, keep_latents, model, contrast_samples=0, near_misses=None, judge=None) -> dict:
     """Check every argument (all prompts included) and return the pool's manifest."""
     from .toy.pipeline import ShapesPipeline
 
@@ -245,8 +265,13 @@ def _pool_manifest(pipe, prompts, *, n_candidates, guidance_scale, num_inference
         "num_inference_steps": num_inference_steps, "seed": seed, "renoise_samples": renoise_samples,
         "contrast_samples": contrast_samples, "keep_latents": bool(keep_latents), "oracle": oracle,
         "n_prompts": len(prompts), "n_images": len(prompts) * n_candidates, "prompts": prompts,
-        "near_misses": near_misses if contrast_samples else None,
+        "near_misses": near_misses if contrast_samples else None, **({"judge": _judge_name(judge)} if judge else {}),
     }
+
+
+def _judge_name(judge) -> str:
+    """How a pool's manifest names its external judge: the scorer's metric (e.g. "blip_vqa") or its name."""
+    return str(getattr(judge, "metric", None) or getattr(judge, "__name__", type(judge).__name__))
 
 
 def _sampler_name(scheduler) -> str:
@@ -275,10 +300,16 @@ def _prompt_done(folder: Path, i: int, manifest: dict) -> bool:
     return all((folder / f).is_file() for f in files)
 
 
+def _as_vp(den):
+    """The denoiser through the ε seam of :mod:`minitune.mi`: a rectified-flow one (SD3) as its VP equivalent."""
+    return den.as_vp() if getattr(den, "family", None) == "flow" else den
+
+
 def _renoise(den, conds, cands, n_samples: int, batch_size: int) -> list[float]:
     """Orthogonal re-noising MI of every candidate, each drawn from its own generator (seed + 1)."""
     from .mi import alphas_cumprod_of, renoise_mi
 
+    den = _as_vp(den)
     ab = alphas_cumprod_of(den.scheduler)
     prompt_of_row = torch.arange(len(conds)).repeat_interleave(cands.n_per_prompt)
     out = []
@@ -296,6 +327,7 @@ def _contrast(den, texts, near_misses, cands, n_samples: int, batch_size: int) -
     """Point-wise MI under each candidate's prompt minus the largest under its near misses (seed + 2)."""
     from .mi import contrast_mi
 
+    den = _as_vp(den)
     prompts = [t for t in texts for _ in range(cands.n_per_prompt)]
     out = []
     for start in range(0, len(prompts), batch_size):
@@ -315,19 +347,58 @@ def _conditioning(conds, j: int) -> dict:
     return {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
 
 
-def _fill_pool(pipe, folder: Path, manifest: dict, batch_size: int, progress: bool) -> None:
-    """Sample the prompts that are not done yet, chunk by chunk, then write metadata.jsonl."""
+def _score(records: list[dict], den, texts: list[str], cands, conds, manifest: dict, batch_size: int, judge) -> None:
+    """Add each signal the manifest asks for to the chunk's records: re-noising MI, contrast MI, the oracle's
+    verdict (Shapes world) and an external judge's score."""
+    if manifest["renoise_samples"]:
+        for record, value in zip(records, _renoise(den, conds, cands, manifest["renoise_samples"], batch_size)):
+            record["mi_renoise"] = value
+    if manifest["contrast_samples"]:
+        values = _contrast(den, texts, manifest["near_misses"], cands, manifest["contrast_samples"], batch_size)
+        for record, value in zip(records, values):
+            record["mi_contrast"] = value
+    if manifest["oracle"]:
+        for record, verdict in zip(records, world.evaluate(cands.images, cands.prompts).records):
+            record.update(strict=verdict["strict"], soft=verdict["soft"], well_formed=verdict["well_formed"])
+    if manifest.get("judge"):
+        scores = judge(cands.images, cands.prompts)
+        for record, value in zip(records, scores[getattr(judge, "metric", None) or next(iter(scores))]):
+            record["judge"] = float(value)
+
+
+def _write_chunk(folder: Path, chunk: list[int], records: list[dict], cands, conds, manifest: dict, bar) -> None:
+    """Each prompt of the chunk: its PNGs, its latents if kept, and then its record file (the done-marker)."""
+    n = manifest["n_candidates"]
+    pixels = world.to_uint8(cands.images)
+    for j, i in enumerate(chunk):
+        rows = slice(j * n, (j + 1) * n)
+        for record, image in zip(records[rows], pixels[rows]):
+            _write(folder / record["file_name"], _png(image))
+        if manifest["keep_latents"]:
+            latents = {"latents": cands.latents[rows].contiguous(), **_conditioning(conds, j)}
+            _write(folder / "latents" / f"{i:05d}.safetensors", save_tensors(latents))
+        _write(folder / "records" / f"{i:05d}.json", json.dumps(records[rows], indent=1) + "\n")
+        bar.update()
+
+
+def _fill_pool(pipe, folder: Path, manifest: dict, batch_size: int, progress: bool, judge=None) -> None:
+    """Sample the prompts that are not done yet, chunk by chunk, then write metadata.jsonl.
+
+    Under ``accelerate launch`` the chunks are dealt out to the processes in turn; a chunk's batch is
+    the same as in one process, so the files are too."""
     from .denoisers import denoiser_for
 
     prompts, n = manifest["prompts"], manifest["n_candidates"]
     for sub in ("records", "latents") if manifest["keep_latents"] else ("records",):
         (folder / sub).mkdir(exist_ok=True)
+    state = _processes()
     todo = [i for i in range(len(prompts)) if not _prompt_done(folder, i, manifest)]
+    state.wait_for_everyone()  # every process has its to-do list before any writes
     per_chunk = max(1, batch_size // n)
+    chunks = [todo[s : s + per_chunk] for s in range(0, len(todo), per_chunk)][state.process_index :: state.num_processes]
     den = denoiser_for(pipe)
-    bar = tqdm(total=len(prompts), initial=len(prompts) - len(todo), desc="pool", unit="prompt", disable=not progress)
-    for start in range(0, len(todo), per_chunk):
-        chunk = todo[start : start + per_chunk]
+    bar = tqdm(total=sum(map(len, chunks)), desc="pool", unit="prompt", disable=not progress or not state.is_main_process)
+    for chunk in chunks:
         texts = [prompts[i] for i in chunk]
         cands = sample_with_mi(pipe, texts, n, guidance_scale=manifest["guidance_scale"],
                                num_inference_steps=manifest["num_inference_steps"], seed=manifest["seed"],
@@ -336,35 +407,20 @@ def _fill_pool(pipe, folder: Path, manifest: dict, batch_size: int, progress: bo
                     "seed": cands.seeds[r], "mi": float(cands.mi[r])}
                    for r, (i, k) in enumerate((i, k) for i in chunk for k in range(n))]
         conds = den.encode(texts) if manifest["renoise_samples"] or manifest["keep_latents"] else None
-        if manifest["renoise_samples"]:
-            for record, value in zip(records, _renoise(den, conds, cands, manifest["renoise_samples"], batch_size)):
-                record["mi_renoise"] = value
-        if manifest["contrast_samples"]:
-            values = _contrast(den, texts, manifest["near_misses"], cands, manifest["contrast_samples"], batch_size)
-            for record, value in zip(records, values):
-                record["mi_contrast"] = value
-        if manifest["oracle"]:
-            for record, verdict in zip(records, world.evaluate(cands.images, cands.prompts).records):
-                record.update(strict=verdict["strict"], soft=verdict["soft"], well_formed=verdict["well_formed"])
-        pixels = world.to_uint8(cands.images)
-        for j, i in enumerate(chunk):
-            rows = slice(j * n, (j + 1) * n)
-            for record, image in zip(records[rows], pixels[rows]):
-                _write(folder / record["file_name"], _png(image))
-            if manifest["keep_latents"]:
-                latents = {"latents": cands.latents[rows].contiguous(), **_conditioning(conds, j)}
-                _write(folder / "latents" / f"{i:05d}.safetensors", save_tensors(latents))
-            _write(folder / "records" / f"{i:05d}.json", json.dumps(records[rows], indent=1) + "\n")
-            bar.update()
+        _score(records, den, texts, cands, conds, manifest, batch_size, judge)
+        _write_chunk(folder, chunk, records, cands, conds, manifest, bar)
     bar.close()
-    records = [r for i in range(len(prompts)) for r in _read_json(folder / "records" / f"{i:05d}.json")]
-    _write(folder / "metadata.jsonl", _jsonl(records))
+    state.wait_for_everyone()
+    if state.is_main_process:
+        records = [r for i in range(len(prompts)) for r in _read_json(folder / "records" / f"{i:05d}.json")]
+        _write(folder / "metadata.jsonl", _jsonl(records))
+    state.wait_for_everyone()
 
 
 def build_pool(pipe, prompts: list[str], out_dir, n_candidates: int = 16, *, guidance_scale: float = GUIDANCE_SCALE,
                num_inference_steps: int = 25, seed: int = 0, batch_size: int = 64, renoise_samples: int = 0,
                contrast_samples: int = 0, near_misses: dict[str, list[str]] | None = None,
-               keep_latents: bool = False, model: str | None = None, progress: bool = True) -> Path:
+               keep_latents: bool = False, model: str | None = None, judge=None, progress: bool = True) -> Path:
     """Sample `n_candidates` per prompt with CFG and store every one in the pool folder `out_dir`.
 
     Any pipeline :func:`~minitune.denoisers.denoiser_for` supports; images are what the pipeline
@@ -379,15 +435,18 @@ def build_pool(pipe, prompts: list[str], out_dir, n_candidates: int = 16, *, gui
     ``keep_latents`` stores the latents and prompt embeddings per prompt in safetensors. ``batch_size``
     bounds the images per network call (a chunk is ``batch_size // n_candidates`` prompts, at least one);
     keep it when resuming. ``model`` names the model in the manifest (default: the pipeline's path or
-    class). Rerun with the same arguments to resume an interrupted build.
+    class). ``judge``, a scorer ``(images, prompts) -> {metric: values}`` such as
+    :class:`~minitune.judges.BlipVqaJudge`, adds its main metric as ``judge`` to every record, for the
+    ``"judge"`` selector (an external-judge control arm, as GORS in T2I-CompBench). Rerun with the same
+    arguments to resume an interrupted build; under ``accelerate launch`` the processes share the prompts.
     """
     manifest = _pool_manifest(pipe, prompts, n_candidates=n_candidates, guidance_scale=guidance_scale,
                               num_inference_steps=num_inference_steps, seed=seed, batch_size=batch_size,
                               renoise_samples=renoise_samples, keep_latents=keep_latents, model=model,
-                              contrast_samples=contrast_samples, near_misses=near_misses)
+                              contrast_samples=contrast_samples, near_misses=near_misses, judge=judge)
     folder = Path(out_dir)
-    _claim(folder, manifest)
-    _fill_pool(pipe, folder, manifest, batch_size, progress)
+    _claim_all([(folder, manifest)])
+    _fill_pool(pipe, folder, manifest, batch_size, progress, judge)
     return folder
 
 
@@ -414,6 +473,9 @@ def _set_manifest(pool: dict, pool_dir: Path, out_dir: Path, k: int, by: str, se
     if by == "mi_contrast" and not pool.get("contrast_samples"):
         raise ValueError("The pool has no contrast MI; build it with contrast_samples of at least 2 "
                          "to select by mi_contrast.")
+    if by == "judge" and not pool.get("judge"):
+        raise ValueError("The pool has no judge's scores; build it with a judge (`minitune build --scorer ...`) "
+                         "to select by judge.")
     if by == "oracle" and not pool["oracle"]:
         raise ValueError(f"The oracle selector needs a Shapes-world pool, and this one comes from {pool['pipeline']}.")
     return {
@@ -421,6 +483,7 @@ def _set_manifest(pool: dict, pool_dir: Path, out_dir: Path, k: int, by: str, se
         **({"pairs": True} if pairs else {}),
         "pool": os.path.relpath(pool_dir.resolve(), out_dir.resolve()), **{p: pool.get(p, 0) for p in _POOL_PARAMS},
         "n_prompts": pool["n_prompts"], "n_images": pool["n_prompts"] * k,
+        **({"judge": pool["judge"]} if pool.get("judge") else {}),
     }
 
 
@@ -442,7 +505,8 @@ def select(pool_dir, out_dir, k: int, by: str = "mi", *, seed: int = 0, pairs: b
     by: ``"mi"`` (top-k trajectory MI, the method), ``"mi_renoise"`` (top-k re-noising MI), ``"mi_contrast"``
     (top-k contrast against near-miss prompts), ``"random"``
     (a seeded random k, the no-filtering control) or ``"oracle"`` (Shapes world: top-k by the oracle's
-    soft then strict score, the perfect-reward upper bound). ``rank`` is the place within the prompt by
+    soft then strict score, the perfect-reward upper bound) or ``"judge"`` (top-k by the external judge the
+    pool was built with, see :func:`build_pool`). ``rank`` is the place within the prompt by
     that key. The pool is checked completely before anything is written.
 
     pairs: a preference set for ``objective="dpo"`` fine-tuning. The candidate of rank r is paired with
@@ -486,7 +550,7 @@ def select(pool_dir, out_dir, k: int, by: str = "mi", *, seed: int = 0, pairs: b
 def build(pipe, prompts: list[str], output_dir, n_candidates: int = 16, top_k: int = 1, *, selectors=("mi",),
           guidance_scale: float = GUIDANCE_SCALE, num_inference_steps: int = 25, seed: int = 0, batch_size: int = 64,
           renoise_samples: int = 0, contrast_samples: int = 0, near_misses: dict[str, list[str]] | None = None,
-          keep_latents: bool = False, model: str | None = None, pairs: bool = False,
+          keep_latents: bool = False, model: str | None = None, pairs: bool = False, judge=None,
           progress: bool = True) -> dict[str, Path]:
     """The MI-TUNE data step: the pool in ``output_dir/pool`` and one top-k set per selector in
     ``output_dir/<selector>``; returns their paths by name ("pool", "mi", ...).
@@ -500,15 +564,14 @@ def build(pipe, prompts: list[str], output_dir, n_candidates: int = 16, top_k: i
     pool = _pool_manifest(pipe, prompts, n_candidates=n_candidates, guidance_scale=guidance_scale,
                           num_inference_steps=num_inference_steps, seed=seed, batch_size=batch_size,
                           renoise_samples=renoise_samples, keep_latents=keep_latents, model=model,
-                          contrast_samples=contrast_samples, near_misses=near_misses)
+                          contrast_samples=contrast_samples, near_misses=near_misses, judge=judge)
     folders = {"pool": (out / "pool", pool)}
     for by in dict.fromkeys(selectors):
         folders[by] = (out / by, _set_manifest(pool, out / "pool", out / by, top_k, by, seed, pairs))
-    for folder, manifest in folders.values():
-        _check_folder(folder, manifest)
-    for folder, manifest in folders.values():
-        _claim(folder, manifest)
-    _fill_pool(pipe, out / "pool", pool, batch_size, progress)
+    _claim_all(folders.values())
+    _fill_pool(pipe, out / "pool", pool, batch_size, progress, judge)
+    if not _processes().is_main_process:  # the other processes of `accelerate launch` only sample
+        return {name: folder for name, (folder, _) in folders.items()}
     for by in folders:
         if by != "pool":
             select(out / "pool", out / by, top_k, by, seed=seed, pairs=pairs, progress=progress)

@@ -176,3 +176,42 @@ class JointGaussian:
         A_c, A_u = eps_matrix(alpha_bar, self.cov_cond), eps_matrix(alpha_bar, self.cov_xx)
         D, shift = A_c - A_u, A_u @ (self.cond_mean(y) - self.mean_x)
         return torch.einsum("mij,mjk,mik->m", D, S, D) + alpha_bar * shift.square().sum(-1)
+
+    def velocity_pair(self, y: torch.Tensor):
+        """The velocity-pair predictor ``(z_t, t) -> (v̂_c, v̂_u)`` of :mod:`minitune.flow` for prompt(s) y.
+
+        Straight path z_t = (1−t) x + t ε with t the [n] flow times; both velocities are exact
+        (:func:`gaussian_velocity`). y: [k] or [B, k] (tiled like :meth:`eps_pair`).
+        """
+        mu_c = self.cond_mean(y)
+
+        def predict(z_t: torch.Tensor, t: torch.Tensor):
+            t = torch.as_tensor(t, dtype=torch.float64).reshape(-1).expand(z_t.shape[0]).cpu()
+            mu = mu_c.to(z_t.device) if mu_c.ndim == 1 else tile_batch(mu_c.to(z_t.device), z_t.shape[0])
+            return (gaussian_velocity(z_t, t, mu, self.cov_cond.to(z_t.device)),
+                    gaussian_velocity(z_t, t, self.mean_x.to(z_t.device), self.cov_xx.to(z_t.device)))
+
+        return predict
+
+
+def velocity_matrix(t: torch.Tensor, cov: torch.Tensor) -> torch.Tensor:
+    """M = (tI − (1−t) cov) S⁻¹ with S = (1−t)² cov + t² I, for each flow time t [m]: [m, d, d].
+
+    Under the straight path z_t = (1−t) x + t ε with x ~ N(μ, cov), z_t ~ N((1−t)μ, S) and
+    Cov(ε − x, z_t) = tI − (1−t) cov, so the optimal velocity E[ε − x | z_t] = −μ + M (z_t − (1−t)μ).
+    """
+    s = t.to(cov.dtype)[:, None, None]
+    eye = torch.eye(cov.shape[-1], dtype=cov.dtype, device=cov.device)
+    return (s * eye - (1 - s) * cov) @ torch.linalg.inv((1 - s) ** 2 * cov + s**2 * eye)
+
+
+def gaussian_velocity(z_t: torch.Tensor, t: torch.Tensor, mu: torch.Tensor, cov: torch.Tensor) -> torch.Tensor:
+    """Optimal velocity E[ε − x | z_t] for x ~ N(mu, cov) on the straight path z_t = (1−t) x + t ε.
+
+    z_t: [n, d]; t: [n] flow times in [0, 1]; mu: [d] or [n, d]. As :func:`gaussian_eps`, one matrix per
+    distinct t, applied row by row (a row's result does not depend on the other rows).
+    """
+    t = torch.as_tensor(t, dtype=torch.float64).to(z_t.device)
+    levels, row = torch.unique(t, return_inverse=True)
+    residual = z_t - (1 - t)[:, None].to(z_t) * mu
+    return -mu + (velocity_matrix(levels, cov).index_select(0, row).to(z_t) * residual[:, None, :]).sum(-1)

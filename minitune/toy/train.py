@@ -80,6 +80,60 @@ def batch(cfg: TrainConfig, step: int):
     return prompts, images, g
 
 
+def _check(cfg: TrainConfig) -> None:
+    """One sentence, before anything is written, for a config that cannot train."""
+    if not 0.0 <= cfg.caption_noise <= 1.0:
+        raise ValueError(f"caption_noise is the fraction of training images with an object left out, from 0 to 1; "
+                         f"got {cfg.caption_noise}.")
+    world.sample_prompts("train", 1, weights=cfg.category_weights)  # bad weights fail here
+
+
+def _resume(ckpt: Path, cfg: TrainConfig, parts: dict, opt, ema: list) -> tuple[int, list]:
+    """Load the last checkpoint into the model and optimiser; returns (step, EMA weights), (0, ema) without one."""
+    if not ckpt.exists():
+        return 0, ema
+    state = torch.load(ckpt, weights_only=False)
+    saved = {**asdict(TrainConfig()), **state["config"]}  # runs from before a field existed had its default
+    same = {k: v for k, v in saved.items() if k != "steps"} == {k: v for k, v in asdict(cfg).items() if k != "steps"}
+    if not same or cfg.steps < state["step"]:
+        raise ValueError(f"The checkpoint in {ckpt.parent} was made with another config; use a new output folder or the "
+                         f"same options (only --steps may grow, to train on).")
+    parts["unet"].load_state_dict(state["unet"])
+    parts["text_encoder"].load_state_dict(state["text_encoder"])
+    opt.load_state_dict(state["opt"])
+    return state["step"], state["ema"]
+
+
+def _step(cfg: TrainConfig, step: int, pipe: ShapesPipeline, params: list, opt, ema: list) -> float:
+    """One optimiser step on a fresh batch of renders, then the EMA update; returns the batch's loss."""
+    prompts, x0, g = batch(cfg, step)
+    for group in opt.param_groups:
+        group["lr"] = _lr(cfg, step)
+    sched = pipe.scheduler
+    noise = torch.randn(x0.shape, generator=g)
+    t = torch.randint(0, sched.config.num_train_timesteps, (len(x0),), generator=g)
+    z = sched.add_noise(x0, noise, t)
+    emb = pipe.text_encoder(pipe.tokenize(prompts)).last_hidden_state
+    err = F.mse_loss(pipe.unet(z, t, encoder_hidden_states=emb).sample, noise, reduction="none").mean(dim=(1, 2, 3))
+    loss = (err * loss_weights(sched.alphas_cumprod, t, cfg.snr_gamma)).mean()
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+    decay = min(cfg.ema_decay, (1 + step) / (10 + step))
+    with torch.no_grad():
+        torch._foreach_lerp_(ema, [p.detach() for p in params], 1 - decay)
+    return loss.item()
+
+
+def _checkpoint(out: Path, done: int, cfg: TrainConfig, pipe: ShapesPipeline, params: list, opt, ema: list) -> None:
+    """last.pt (weights, optimiser, EMA and step, to resume from) and pipeline-<done>/ with the EMA weights."""
+    state = {"unet": pipe.unet.state_dict(), "text_encoder": pipe.text_encoder.state_dict(), "opt": opt.state_dict()}
+    with replaced(out / "last.pt") as tmp:
+        torch.save({**state, "ema": ema, "step": done, "config": asdict(cfg)}, tmp)
+    _save_ema(pipe, params, ema, out / f"pipeline-{done}")
+
+
 def train(output_dir: str | os.PathLike, cfg: TrainConfig | None = None, progress: bool = True,
           until: int | None = None) -> Path:
     """Train (or resume) a Shapes pipeline in `output_dir`; returns the folder of the last saved pipeline.
@@ -90,67 +144,30 @@ def train(output_dir: str | os.PathLike, cfg: TrainConfig | None = None, progres
     schedule is then that of the longer run, a warm restart).
     """
     cfg = cfg or TrainConfig()
-    if not 0.0 <= cfg.caption_noise <= 1.0:
-        raise ValueError(f"caption_noise is the fraction of training images with an object left out, from 0 to 1; "
-                         f"got {cfg.caption_noise}.")
-    world.sample_prompts("train", 1, weights=cfg.category_weights)  # bad weights fail before anything is written
+    _check(cfg)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     parts = build_components(cfg.seed, cfg.width, cfg.channels)
     pipe = ShapesPipeline(**parts)
-    unet, text_encoder, sched = parts["unet"], parts["text_encoder"], parts["scheduler"]
-    params = list(unet.parameters()) + list(text_encoder.parameters())
+    params = list(parts["unet"].parameters()) + list(parts["text_encoder"].parameters())
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    ema = [p.detach().clone() for p in params]
-    start, ckpt = 0, out / "last.pt"
-    if ckpt.exists():
-        state = torch.load(ckpt, weights_only=False)
-        saved = {**asdict(TrainConfig()), **state["config"]}  # runs from before a field existed had its default
-        same = {k: v for k, v in saved.items() if k != "steps"} == {k: v for k, v in asdict(cfg).items() if k != "steps"}
-        if not same or cfg.steps < state["step"]:
-            raise ValueError(f"The checkpoint in {out} was made with another config; use a new output folder or the same "
-                             f"options (only --steps may grow, to train on).")
-        unet.load_state_dict(state["unet"])
-        text_encoder.load_state_dict(state["text_encoder"])
-        opt.load_state_dict(state["opt"])
-        ema = state["ema"]
-        start = state["step"]
+    start, ema = _resume(out / "last.pt", cfg, parts, opt, [p.detach().clone() for p in params])
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
     log_path = out / "loss.csv"
     rows = list(csv.reader(log_path.open()))[1 : start + 1] if log_path.exists() else []
+    end = cfg.steps if until is None else min(until, cfg.steps)
     with log_path.open("w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["step", "loss", "lr"])
-        w.writerows(rows)
-        end = cfg.steps if until is None else min(until, cfg.steps)
+        w.writerows([["step", "loss", "lr"], *rows])
         bar = tqdm(range(start, end), initial=start, total=cfg.steps, desc="toy-train", disable=not progress)
         for step in bar:
-            prompts, x0, g = batch(cfg, step)
-            for group in opt.param_groups:
-                group["lr"] = _lr(cfg, step)
-            noise = torch.randn(x0.shape, generator=g)
-            t = torch.randint(0, sched.config.num_train_timesteps, (len(x0),), generator=g)
-            z = sched.add_noise(x0, noise, t)
-            emb = text_encoder(pipe.tokenize(prompts)).last_hidden_state
-            err = F.mse_loss(unet(z, t, encoder_hidden_states=emb).sample, noise, reduction="none").mean(dim=(1, 2, 3))
-            loss = (err * loss_weights(sched.alphas_cumprod, t, cfg.snr_gamma)).mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
-            decay = min(cfg.ema_decay, (1 + step) / (10 + step))
-            with torch.no_grad():
-                torch._foreach_lerp_(ema, [p.detach() for p in params], 1 - decay)
-            w.writerow([step + 1, f"{loss.item():.5f}", f"{_lr(cfg, step):.2e}"])
-            bar.set_postfix(loss=f"{loss.item():.4f}")
-            done = step + 1
-            if done % cfg.checkpoint_every == 0 or done == end:
+            loss = _step(cfg, step, pipe, params, opt, ema)
+            w.writerow([step + 1, f"{loss:.5f}", f"{_lr(cfg, step):.2e}"])
+            bar.set_postfix(loss=f"{loss:.4f}")
+            if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == end:
                 f.flush()
-                state = {"unet": unet.state_dict(), "text_encoder": text_encoder.state_dict(), "opt": opt.state_dict()}
-                with replaced(ckpt) as tmp:
-                    torch.save({**state, "ema": ema, "step": done, "config": asdict(cfg)}, tmp)
-                _save_ema(pipe, params, ema, out / f"pipeline-{done}")
+                _checkpoint(out, step + 1, cfg, pipe, params, opt, ema)
     return out / f"pipeline-{end}"
 
 

