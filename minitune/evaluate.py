@@ -14,15 +14,25 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import torch
 
 from . import GUIDANCE_SCALE
-from .toy import world
+
+if TYPE_CHECKING:
+    from .toy import world
 
 Scorer = Callable[[torch.Tensor, list], dict]
+
+
+def _world():
+    """The Shapes world, imported when one of its judges or tables is asked for: the rest of this module
+    serves any pipeline and does not load the toy."""
+    from .toy import world
+
+    return world
 
 
 def bootstrap_ci(values, n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
@@ -39,6 +49,7 @@ def oracle_scorer(images, prompts) -> dict:
     how much it draws), and 1.0 / 0.0 for each of
     the oracle's failure modes (``world.FAILURE_MODES``, e.g. "extra object"), so that their rates are
     summarised like any other metric."""
+    world = _world()
     ev = world.evaluate(images, list(prompts))
     scores = {k: np.array([r[k] for r in ev.records], float) for k in ("strict", "soft", "well_formed", "area")}
     return scores | {m: np.array([m in r["failures"] for r in ev.records], float) for m in world.FAILURE_MODES}
@@ -55,6 +66,7 @@ def diversity(images: torch.Tensor) -> float:
 
 
 def _category(prompt: str) -> str:
+    world = _world()
     try:
         return world.parse(prompt).category
     except ValueError:
@@ -85,7 +97,7 @@ class EvalResult:
     def categories(self) -> list[str]:
         """The Shapes world's categories in their order, then any others (e.g. given by ``category_of``), then "all"."""
         present = {r["category"] for r in self.records}
-        known = [c for c in world.CATEGORIES if c in present]
+        known = [c for c in _world().CATEGORIES if c in present]
         return known + sorted(present - set(known)) + ["all"]
 
     def summary(self) -> dict:
@@ -191,6 +203,7 @@ def comparison_table(results: dict[str, EvalResult], metric: str = "strict", bas
 
 def alignment_table(ev: world.Evaluation) -> str:
     """Markdown table: per category n, strict (95 % CI), soft, well-formed."""
+    world = _world()
     lines = ["| category | images | strict % (95 % CI) | soft % | well-formed % |", "|---|---:|---:|---:|---:|"]
     groups = {c: [r for r in ev.records if r["category"] == c] for c in world.CATEGORIES}
     groups["all"] = ev.records
@@ -208,6 +221,7 @@ def alignment_table(ev: world.Evaluation) -> str:
 
 def failure_table(ev: world.Evaluation) -> str:
     """Markdown table: % of images of each category showing each failure mode."""
+    world = _world()
     rates = ev.failure_rates()
     lines = ["| category | " + " | ".join(world.FAILURE_MODES) + " |", "|---|" + "---:|" * len(world.FAILURE_MODES)]
     for c, r in rates.items():
@@ -301,6 +315,7 @@ def top1_failure_table(signals: dict, failures) -> str:
     aligned). A row gives, for one signal ([P, N], higher = keep), the % of its top-1 picks that show each
     mode (modes can co-occur); the first row is the rate among all candidates, what a random pick shows.
     """
+    world = _world()
     rows = _failure_sets(failures)
     modes = world.FAILURE_MODES
     P, N = len(rows), len(rows[0])
@@ -326,6 +341,7 @@ def pairwise_failure_table(signals: dict, failures) -> str:
     (ties count half). 50 % means the signal is blind to that failure, below 50 % that it rewards it.
     The last row gives the number of pairs. Modes without pairs show –.
     """
+    world = _world()
     rows = _failure_sets(failures)
     modes = world.FAILURE_MODES
     pairs = {m: [(p, g, b) for p, row in enumerate(rows) for g, fg in enumerate(row) if not fg

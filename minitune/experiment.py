@@ -25,10 +25,10 @@ from tqdm.auto import tqdm
 from . import GUIDANCE_SCALE, resolve_device
 from .evaluate import EvalResult, paired_delta, comparison_table, evaluate_pipeline, oracle_scorer
 from .finetune import OBJECTIVES
+from .images import to_uint8
 from .io import atomic_write
 from .results import write_result
 from .sampling import SAMPLERS, use_sampler
-from .toy import world
 
 
 @dataclass(frozen=True)
@@ -95,6 +95,7 @@ def run_experiment(output_dir, cfg: ExperimentConfig = PRESETS["full"], *, model
     from .finetune import WEIGHTS_NAME, finetune
     from .selection import build_pool, pool_complete, select, train_prompts
     from .toy.pipeline import load_pipeline
+    from .toy.world import eval_prompts
 
     if not cfg.selectors or set(cfg.selectors) - set(SIGNALS):
         raise ValueError(f"selectors must be one or more of {', '.join(SIGNALS)}, got {cfg.selectors}.")
@@ -154,7 +155,7 @@ def run_experiment(output_dir, cfg: ExperimentConfig = PRESETS["full"], *, model
                       objective=cfg.objective, dpo_beta=cfg.dpo_beta, sample_prompts=0, progress=progress)
             adapters[arm] = lora_dir
 
-    test_prompts = world.eval_prompts(cfg.eval_per_category, seed=cfg.seed)
+    test_prompts = eval_prompts(cfg.eval_per_category, seed=cfg.seed)
     models = {"base": (None, cfg.guidance_scale), **{ARM_NAMES[a]: (adapters[a], cfg.guidance_scale) for a in arms}}
     models.update({f"base, CFG {g:g}": (None, g) for g in cfg.cfg_sweep})
     results: dict[str, EvalResult] = {}
@@ -173,8 +174,8 @@ def run_experiment(output_dir, cfg: ExperimentConfig = PRESETS["full"], *, model
             _keep_images(images, cands.images, res, results[name])
             continue
         timings[f"evaluate/{name}"] = time.time() - t0
-        np.save(out / "eval" / f"{_slug(name)}.preview.npy", world.to_uint8(cands.images[:: cfg.eval_images]))
-        np.save(images, world.to_uint8(cands.images))
+        np.save(out / "eval" / f"{_slug(name)}.preview.npy", to_uint8(cands.images[:: cfg.eval_images]))
+        np.save(images, to_uint8(cands.images))
         res.save(path)
         results[name] = res
 
@@ -191,7 +192,7 @@ def _keep_images(path: Path, images, again: EvalResult, saved: EvalResult) -> No
         [a.get(k) for k in keys] == [b.get(k) for k in keys] and abs(a["mi"] - b["mi"]) < 1e-4
         for a, b in zip(again.records, saved.records))
     if same:
-        np.save(path, world.to_uint8(images))
+        np.save(path, to_uint8(images))
     else:
         warnings.warn(f"Sampling the evaluation again did not reproduce {path.with_suffix('').with_suffix('.json')}; "
                       "its images are not saved (the viewer shows its previews only).", stacklevel=2)
@@ -248,6 +249,7 @@ def _set_quality(out: Path, cfg: ExperimentConfig, arms) -> dict:
     Besides the mean strict, soft, well-formed and MI, each row holds the fraction of images showing each
     of the oracle's failure modes (``world.FAILURE_MODES``), judged again from the set's PNG files."""
     from .finetune import load_finetune_set
+    from .toy.world import FAILURE_MODES
 
     quality = {}
     for r in range(1, cfg.rounds + 1):
@@ -260,7 +262,7 @@ def _set_quality(out: Path, cfg: ExperimentConfig, arms) -> dict:
             rows[name] = {k: float(np.mean([rec[k] for rec in records])) for k in ("strict", "soft", "well_formed", "mi")}
             rows[name]["images"] = len(records)
             scores = oracle_scorer(data.images, data.prompts)
-            rows[name]["failures"] = {m: float(scores[m].mean()) for m in world.FAILURE_MODES}
+            rows[name]["failures"] = {m: float(scores[m].mean()) for m in FAILURE_MODES}
         quality[f"round {r}"] = rows
     return quality
 
@@ -268,7 +270,9 @@ def _set_quality(out: Path, cfg: ExperimentConfig, arms) -> dict:
 def _failure_rows(label: str, rates: dict) -> str:
     """Markdown: {row name: {failure mode: rate}} as % per oracle failure mode (– where a row lacks one,
     e.g. an evaluation saved before failure modes were recorded)."""
-    modes = world.FAILURE_MODES
+    from .toy.world import FAILURE_MODES
+
+    modes = FAILURE_MODES
     lines = [f"| {label} | " + " | ".join(modes) + " |", "|---|" + "---:|" * len(modes)]
     for name, r in rates.items():
         lines.append(f"| {name} | " + " | ".join(f"{100 * r[m]:.1f}" if m in r else "–" for m in modes) + " |")

@@ -7,7 +7,7 @@ import textwrap
 import numpy as np
 from PIL import Image
 
-from .toy.world import to_uint8
+from .images import to_uint8
 
 
 def image_grid(images, cols: int, gap: int = 1) -> np.ndarray:
@@ -193,3 +193,13 @@ def plot_arm_deltas(arms: dict, path=None, title: str | None = None):
         fig.savefig(path, dpi=150)
         plt.close(fig)
     return fig
+
+
+def key_values(mapping: dict, keys=None) -> str:
+    """Markdown: a two-column table of ``keys`` (default: all) of ``mapping``, so that long values (a
+    command, a config) wrap on the page instead of running off it as one printed line."""
+    rows = ["| field | value |", "|---|---|"]
+    for k in mapping if keys is None else keys:
+        value = str(mapping[k]).replace("|", "\\|").replace("`", "'")
+        rows.append(f"| {k} | `{value}` |")  # as code, so that a command's -- stays two hyphens
+    return "\n".join(rows)

@@ -13,6 +13,12 @@ and a Stable Diffusion model (SD-2.1-base in the paper: ``sd2-community/stable-d
   (T2I-CompBench's protocol, :class:`minitune.judges.BlipVqaJudge`) on the category's validation
   prompts (``--prompt-file color_val.txt --category color``).
 
+What it costs is counted by :func:`network_evaluations`: per category, with T2I-CompBench's 700
+training and 300 validation prompts, about 3.5 million doubled-batch UNet forwards to build the pool,
+300 × 400 = 120,000 images through a training step, and 150,000 doubled forwards to evaluate. GPU
+hours follow from a per-forward time measured on the GPU at hand (``benchmarks/cuda_check.py
+--model ...`` prints seconds per image at 50 steps); none was measured here, so no hours are quoted.
+
 Any option given on the command line overrides the preset's value. The Shapes model is not what this
 recipe is for: its documented recipe is ``minitune experiment --preset full``.
 """
@@ -36,3 +42,11 @@ def preset_defaults(name: str | None, command: str) -> dict:
     if name not in PRESETS:
         raise ValueError(f"Unknown preset {name!r}: use one of {', '.join(PRESETS)}.")
     return PRESETS[name].get(command, {})
+
+
+def network_evaluations(preset: str = "paper", n_train: int = 700, n_val: int = 300) -> dict[str, int]:
+    """How much work a preset's three steps do for one category: doubled-batch (conditional + unconditional)
+    network forwards to build the pool and to evaluate, and images through a training step."""
+    b, f, e = (preset_defaults(preset, c) for c in ("build", "finetune", "evaluate"))
+    return {"build_forwards": n_train * b["candidates"] * b["steps"], "finetune_images": f["steps"] * f["batch_size"],
+            "evaluate_forwards": n_val * e["n_per_prompt"] * e["steps"]}

@@ -48,8 +48,8 @@ from tqdm.auto import tqdm
 
 from . import GUIDANCE_SCALE
 from .io import PARTIAL, atomic_write
+from .images import to_uint8
 from .sampling import sample_with_mi
-from .toy import world
 
 SELECTORS = ("mi", "mi_renoise", "mi_contrast", "random", "oracle", "judge")
 _POOL_PARAMS = ("model", "pipeline", "sampler", "n_candidates", "guidance_scale", "num_inference_steps", "seed",
@@ -79,6 +79,8 @@ def read_prompts(path) -> list[str]:
 
 def train_prompts(n: int, seed: int = 0) -> list[str]:
     """n distinct Shapes-world training prompts, the categories taking turns (seeded)."""
+    from .toy import world
+
     total = len(world.prompts("train"))
     if not 1 <= n <= total:
         raise ValueError(f"n_prompts must lie in 1..{total} (the Shapes world's training prompts), got {n}.")
@@ -253,6 +255,8 @@ def _pool_manifest(pipe, prompts, *, n_candidates, guidance_scale, num_inference
         seen.add(p)
     oracle = isinstance(pipe, ShapesPipeline)
     if oracle:
+        from .toy import world
+
         for p in prompts:
             world.parse(p)
     if contrast_samples:
@@ -286,7 +290,9 @@ def _near_misses(prompts, given, shapes_world: bool, pipeline: str) -> dict[str,
         if not shapes_world:
             raise ValueError(f"The contrast signal needs near-miss prompts, and a {pipeline} has no grammar to make "
                              "them; pass near_misses={prompt: [prompts that get one fact wrong]}.")
-        given = {p: world.near_misses(p) for p in prompts}
+        from .toy.world import near_misses
+
+        given = {p: near_misses(p) for p in prompts}
     missing = [p for p in prompts if not isinstance(given.get(p), (list, tuple)) or not given[p]]
     if missing:
         raise ValueError(f"The prompt {missing[0]!r} has no near-miss prompts ({len(missing)} prompt(s) in all); "
@@ -358,7 +364,9 @@ def _score(records: list[dict], den, texts: list[str], cands, conds, manifest: d
         for record, value in zip(records, values):
             record["mi_contrast"] = value
     if manifest["oracle"]:
-        for record, verdict in zip(records, world.evaluate(cands.images, cands.prompts).records):
+        from .toy.world import evaluate
+
+        for record, verdict in zip(records, evaluate(cands.images, cands.prompts).records):
             record.update(strict=verdict["strict"], soft=verdict["soft"], well_formed=verdict["well_formed"])
     if manifest.get("judge"):
         scores = judge(cands.images, cands.prompts)
@@ -369,7 +377,7 @@ def _score(records: list[dict], den, texts: list[str], cands, conds, manifest: d
 def _write_chunk(folder: Path, chunk: list[int], records: list[dict], cands, conds, manifest: dict, bar) -> None:
     """Each prompt of the chunk: its PNGs, its latents if kept, and then its record file (the done-marker)."""
     n = manifest["n_candidates"]
-    pixels = world.to_uint8(cands.images)
+    pixels = to_uint8(cands.images)
     for j, i in enumerate(chunk):
         rows = slice(j * n, (j + 1) * n)
         for record, image in zip(records[rows], pixels[rows]):

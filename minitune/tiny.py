@@ -12,10 +12,16 @@ import torch
 from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-from .toy.pipeline import build_tokenizer
 
 _TEXT = dict(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2, max_position_embeddings=16,
              pad_token_id=0, bos_token_id=1, eos_token_id=2, projection_dim=32)
+
+
+def _tokenizer():
+    """The Shapes model's word-level tokenizer: small, built in code, enough for random text encoders."""
+    from .toy.pipeline import build_tokenizer
+
+    return build_tokenizer()
 
 
 def _vae():
@@ -33,7 +39,7 @@ def _unet(**extra):
 def tiny_sd_pipeline(seed: int = 0) -> StableDiffusionPipeline:
     """A randomly initialised StableDiffusionPipeline producing 32×32 images (16×16×4 latents)."""
     torch.manual_seed(seed)
-    tok = build_tokenizer()
+    tok = _tokenizer()
     text = CLIPTextModel(CLIPTextConfig(vocab_size=len(tok), **_TEXT))
     pipe = StableDiffusionPipeline(vae=_vae(), text_encoder=text, tokenizer=tok, unet=_unet(cross_attention_dim=32),
                                    scheduler=DDPMScheduler(clip_sample=False, steps_offset=1), safety_checker=None,
@@ -46,7 +52,7 @@ def tiny_sd_pipeline(seed: int = 0) -> StableDiffusionPipeline:
 def tiny_sdxl_pipeline(seed: int = 0) -> StableDiffusionXLPipeline:
     """A randomly initialised StableDiffusionXLPipeline (two text encoders, added text/time ids)."""
     torch.manual_seed(seed)
-    tok = build_tokenizer()
+    tok = _tokenizer()
     text = CLIPTextModel(CLIPTextConfig(vocab_size=len(tok), **_TEXT))
     text_2 = CLIPTextModelWithProjection(CLIPTextConfig(vocab_size=len(tok), **_TEXT))
     unet = _unet(cross_attention_dim=64, addition_embed_type="text_time", addition_time_embed_dim=8,
@@ -65,7 +71,7 @@ def tiny_sd3_pipeline(seed: int = 0, t5: bool = False):
     from transformers import T5Config, T5EncoderModel
 
     torch.manual_seed(seed)
-    tok = build_tokenizer()
+    tok = _tokenizer()
     text, text_2 = (CLIPTextModelWithProjection(CLIPTextConfig(vocab_size=len(tok), **_TEXT)) for _ in range(2))
     text_3 = None
     if t5:

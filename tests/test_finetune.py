@@ -266,3 +266,22 @@ def test_gradient_accumulation_makes_the_same_update(data, tmp_path):
     for bad, match in ((dict(grad_accum=3), "multiple of 3"), (dict(grad_accum=0), "positive integer")):
         with pytest.raises(ValueError, match=match):
             finetune(tiny_toy(), data, tmp_path / "bad", rank=4, steps=1, batch_size=8, device="cpu", **bad)
+
+
+def test_the_lora_context_leaves_the_unet_as_it_was():
+    """_lora_attached adds a seeded float32 adapter as the only trainable weights and removes it, even after an error."""
+    from minitune.finetune import _lora_attached
+
+    unet = tiny_toy().unet
+    before = {k: v.clone() for k, v in unet.state_dict().items()}
+    grads = {k: p.requires_grad for k, p in unet.named_parameters()}
+    with _lora_attached(unet, FinetuneConfig(rank=2, alpha=2.0)) as params:
+        assert params and all(p.dtype == torch.float32 and p.requires_grad for p in params)
+        assert all(not p.requires_grad for k, p in unet.named_parameters() if "lora_" not in k)
+        first = [p.detach().clone() for p in params]
+    with pytest.raises(RuntimeError), _lora_attached(unet, FinetuneConfig(rank=2, alpha=2.0)) as again:
+        assert all(torch.equal(a, b) for a, b in zip(first, again))  # the same seeded initial weights
+        raise RuntimeError("stop")
+    assert not getattr(unet, "peft_config", None)
+    assert {k: p.requires_grad for k, p in unet.named_parameters()} == grads
+    assert all(torch.equal(v, before[k]) for k, v in unet.state_dict().items())

@@ -207,3 +207,12 @@ def test_a_saved_sd3_pipeline_from_the_command_line(tmp_path, capsys):
     assert main(["finetune", "--model", str(tmp_path / "sd3"), "--data-dir", str(tmp_path / "b" / "mi"), "--output-dir",
                  str(tmp_path / "l2"), "--grad-accum", "2", "--batch-size", "2", "--device", "cpu"]) == 2
     assert "flow-matching loss only" in _last_error(capsys)
+
+
+def test_the_paper_preset_counts_its_work():
+    from minitune.recipes import network_evaluations
+
+    assert network_evaluations("paper", n_train=700, n_val=300) == {
+        "build_forwards": 700 * 50 * 100, "finetune_images": 300 * 400, "evaluate_forwards": 300 * 10 * 50}
+    with pytest.raises(ValueError, match="Unknown preset"):
+        network_evaluations("fast")
