@@ -391,10 +391,7 @@ def _sampler_arg(p, default_help="the model's own scheduler"):
                    f"(default: {default_help}); book/results/sampler.md compares them")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="minitune", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def _add_toy_train(sub) -> None:
     p = sub.add_parser("toy-train", help="train the Shapes-world base model from scratch (resumable)")
     p.add_argument("--output-dir", default="runs/base")
     p.add_argument("--steps", type=int, default=1500)
@@ -412,21 +409,30 @@ def build_parser() -> argparse.ArgumentParser:
                    help="share of the batches for color, shape, spatial, count and complex prompts (default: equal)")
     p.set_defaults(func=cmd_toy_train)
 
+
+def _add_toy_ship(sub) -> None:
     p = sub.add_parser("toy-ship", help="copy a trained base model (with config and curve) into the package")
     p.add_argument("--run-dir", default="runs/base")
     p.add_argument("--step", type=int, help="which saved step (default: the last)")
     p.add_argument("--dest", help="destination folder (default: the package's weights folder)")
     p.set_defaults(func=cmd_toy_ship)
 
+
+def _add_toy_eval(sub) -> None:
     p = sub.add_parser("toy-eval", help="sample a Shapes model on held-out prompts and print the oracle's tables")
     _sampling_args(p)
     p.add_argument("--output-dir", help="also write report.md, records.json and grid.png here")
     p.set_defaults(func=cmd_toy_eval)
 
+
+def _add_mi(sub) -> None:
     p = sub.add_parser("mi", help="sample N candidates per prompt and rank them by trajectory MI (with the oracle's verdict)")
     _sampling_args(p, per_category=1)
     p.add_argument("--output-dir", help="also write ranked.png here")
     p.set_defaults(func=cmd_mi)
+
+
+def _add_evaluate(sub) -> None:
     p = sub.add_parser("evaluate", help="judge a model (optionally with a LoRA adapter) on held-out prompts")
     _sampling_args(p)
     p.add_argument("--lora", help="a LoRA folder to load with pipe.load_lora_weights")
@@ -437,6 +443,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", help="also write eval.json and grid.png here")
     p.set_defaults(func=cmd_evaluate)
 
+
+def _add_experiment(sub) -> None:
     p = sub.add_parser("experiment", help="the whole MI-TUNE experiment: pool, MI/random/oracle sets, LoRA, evaluation")
     p.add_argument("--preset", choices=["tiny", "full"], default="full")
     p.add_argument("--output-dir", default="outputs/experiment")
@@ -457,6 +465,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_experiment)
 
+
+def _add_build(sub) -> None:
     p = sub.add_parser("build", help="build the MI-filtered fine-tuning set: N candidates per prompt, top-k by MI (resumable)")
     _model_args(p)
     p.add_argument("--prompts", "--prompt-file", dest="prompts",
@@ -484,6 +494,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", default="runs/build", help="gets pool/ and one folder per selected set")
     p.set_defaults(func=cmd_build)
 
+
+def _add_finetune(sub) -> None:
     p = sub.add_parser("finetune", help="train a LoRA adapter on a fine-tuning set (resumable; diffusers LoRA format)")
     p.add_argument("--data-dir", required=True, help="the set: PNG images and metadata.jsonl (as `minitune build` writes)")
     p.add_argument("--output-dir", required=True, help="gets pytorch_lora_weights.safetensors, checkpoints, loss.csv, samples/")
@@ -508,6 +520,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dpo-beta", type=float, default=2000.0, help="DPO's β: larger keeps the adapter closer to the model")
     p.set_defaults(func=cmd_finetune)
 
+
+def _add_sweep(sub) -> None:
     p = sub.add_parser("sweep", help="run a notebook over a parameter grid (papermill) and tabulate and plot its results.json")
     p.add_argument("notebook", help="the notebook; it writes results.json into its output_dir parameter")
     p.add_argument("--param", action="append", default=[], metavar="NAME=V1,V2,...",
@@ -519,6 +533,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kernel", help="Jupyter kernel name (default: the notebook's)")
     p.set_defaults(func=cmd_sweep)
 
+
+def _add_compare(sub) -> None:
     p = sub.add_parser("compare", help="a static page of evaluations side by side (or, with --study, a blind pairwise study)")
     p.add_argument("output_dir", nargs="+", metavar="OUTPUT_DIR",
                    help="an experiment's output folder, `minitune evaluate --output-dir` folders, or a folder of those")
@@ -532,12 +548,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--screenshot", metavar="PNG", help="also save a screenshot of the page (needs selenium and Chromium)")
     p.set_defaults(func=cmd_compare)
 
+
+def _add_study_report(sub) -> None:
     p = sub.add_parser("study-report", help="win / tie / loss per arm pair and rater agreement from a study's vote files")
     p.add_argument("votes", nargs="+", metavar="VOTES.json", help="the files the study page downloaded, one or more per rater")
     p.add_argument("--seed", type=int, default=0, help="the bootstrap's seed")
     p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples")
     p.add_argument("--output", metavar="FILE", help="also write FILE.md and FILE.json")
     p.set_defaults(func=cmd_study_report)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="minitune", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_toy_train, _add_toy_ship, _add_toy_eval, _add_mi, _add_evaluate, _add_experiment, _add_build,
+                _add_finetune, _add_sweep, _add_compare, _add_study_report):
+        add(sub)
     return parser
 
 

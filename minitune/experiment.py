@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -89,14 +89,8 @@ def _write_json(path: Path, data) -> None:
     atomic_write(path, json.dumps(data, indent=1))
 
 
-def run_experiment(output_dir, cfg: ExperimentConfig = PRESETS["full"], *, model=None, device: str = "auto",
-                   progress: bool = True) -> dict:
-    """Run (or continue) the experiment in `output_dir`; returns the content of ``results.json``."""
-    from .finetune import WEIGHTS_NAME, finetune
-    from .selection import build_pool, pool_complete, select, train_prompts
-    from .toy.pipeline import load_pipeline
-    from .toy.world import eval_prompts
-
+def _check(cfg: ExperimentConfig) -> None:
+    """One sentence for a config the experiment cannot run, before anything is written."""
     if not cfg.selectors or set(cfg.selectors) - set(SIGNALS):
         raise ValueError(f"selectors must be one or more of {', '.join(SIGNALS)}, got {cfg.selectors}.")
     if cfg.sampler not in SAMPLERS:
@@ -106,80 +100,121 @@ def run_experiment(output_dir, cfg: ExperimentConfig = PRESETS["full"], *, model
     for signal, samples in (("mi_renoise", cfg.renoise_samples), ("mi_contrast", cfg.contrast_samples)):
         if signal in cfg.selectors and samples < 2:
             raise ValueError(f"The {signal} selector needs {signal[3:]}_samples ≥ 2 (MI samples per candidate).")
-    out = Path(output_dir)
+
+
+def _claim(out: Path, cfg: ExperimentConfig, model) -> None:
+    """Create `out`, or reopen it to continue, refusing one that holds an experiment with other settings."""
     out.mkdir(parents=True, exist_ok=True)
     settings = {"config": asdict(cfg), "model": str(model or "toy")}
     cfg_file = out / "config.json"
     if cfg_file.exists() and json.loads(cfg_file.read_text()) != json.loads(json.dumps(settings)):
         raise ValueError(f"{out} holds an experiment with other settings; use a new output folder or the same settings.")
     _write_json(cfg_file, settings)
-    device = resolve_device(device)
 
-    def pipeline(adapter=None):
-        pipe = use_sampler(load_pipeline(model, device=device), cfg.sampler)
+
+@dataclass
+class _Context:
+    """What every stage of one experiment needs: its folder, config, model, device, and the timings so far."""
+
+    out: Path
+    cfg: ExperimentConfig
+    model: object
+    device: object
+    progress: bool
+    timings: dict = field(default_factory=dict)
+
+    def pipeline(self, adapter=None):
+        """A fresh base pipeline with the experiment's sampler, and `adapter` loaded if given."""
+        from .toy.pipeline import load_pipeline
+
+        pipe = use_sampler(load_pipeline(self.model, device=self.device), self.cfg.sampler)
         pipe.set_progress_bar_config(disable=True)
         if adapter is not None:
             pipe.load_lora_weights(str(adapter))
         return pipe
 
-    timings: dict[str, float] = {}
-
-    def timed(key, fn, *args, **kwargs):
+    def timed(self, key: str, fn, *args, **kwargs) -> None:
         t0 = time.time()
         fn(*args, **kwargs)
-        timings[key] = time.time() - t0
+        self.timings[key] = time.time() - t0
 
+
+def _rounds(ctx: _Context, arms: tuple[str, ...]) -> dict[str, Path]:
+    """Every self-training round: the pool(s), each arm's set and its LoRA; returns each arm's last adapter."""
+    from .finetune import WEIGHTS_NAME, finetune
+    from .selection import build_pool, pool_complete, select, train_prompts
+
+    cfg = ctx.cfg
     prompts = train_prompts(cfg.n_prompts, seed=cfg.seed)
-    arms = (*cfg.selectors, *CONTROLS)
     adapters: dict[str, Path | None] = dict.fromkeys(arms)
     # the pool scores only what a selector ranks by: re-noising and contrast MI cost network evaluations
     pool_args = dict(guidance_scale=cfg.guidance_scale, num_inference_steps=cfg.steps, batch_size=cfg.batch_size,
                      renoise_samples=cfg.renoise_samples if "mi_renoise" in cfg.selectors else 0,
-                     contrast_samples=cfg.contrast_samples if "mi_contrast" in cfg.selectors else 0, progress=progress)
-    for r in tqdm(range(1, cfg.rounds + 1), desc="rounds", disable=not progress or cfg.rounds == 1):
-        rdir = out / f"round{r}"
+                     contrast_samples=cfg.contrast_samples if "mi_contrast" in cfg.selectors else 0, progress=ctx.progress)
+    for r in tqdm(range(1, cfg.rounds + 1), desc="rounds", disable=not ctx.progress or cfg.rounds == 1):
+        rdir = ctx.out / f"round{r}"
         # round 1: one pool from the base model for every arm; later rounds: each arm samples its own model
         pools = dict.fromkeys(arms, rdir / "pool") if r == 1 else {a: rdir / a / "pool" for a in arms}
         for arm in dict.fromkeys(arms if r > 1 else arms[:1]):
             if not pool_complete(pools[arm]):
-                timed(f"round{r}/pool/{arm if r > 1 else 'shared'}", build_pool, pipeline(adapters[arm]), prompts,
-                      pools[arm], cfg.candidates, seed=cfg.seed + r - 1, **pool_args)
+                ctx.timed(f"round{r}/pool/{arm if r > 1 else 'shared'}", build_pool, ctx.pipeline(adapters[arm]),
+                          prompts, pools[arm], cfg.candidates, seed=cfg.seed + r - 1, **pool_args)
         for arm in arms:
             set_dir, lora_dir = rdir / arm / "set", rdir / arm / "lora"
             if not (set_dir / "manifest.json").exists():
                 select(pools[arm], set_dir, cfg.top_k, by=arm, seed=cfg.seed, pairs=cfg.objective == "dpo")
             if not (lora_dir / WEIGHTS_NAME).exists():
-                timed(f"round{r}/finetune/{arm}", finetune, pipeline(), set_dir, lora_dir, rank=cfg.rank,
-                      alpha=cfg.alpha, steps=cfg.finetune_steps, batch_size=cfg.finetune_batch, lr=cfg.lr,
-                      prompt_dropout=cfg.prompt_dropout, seed=cfg.seed, init_adapter=adapters[arm] and str(adapters[arm]),
-                      objective=cfg.objective, dpo_beta=cfg.dpo_beta, sample_prompts=0, progress=progress)
+                ctx.timed(f"round{r}/finetune/{arm}", finetune, ctx.pipeline(), set_dir, lora_dir, rank=cfg.rank,
+                          alpha=cfg.alpha, steps=cfg.finetune_steps, batch_size=cfg.finetune_batch, lr=cfg.lr,
+                          prompt_dropout=cfg.prompt_dropout, seed=cfg.seed,
+                          init_adapter=adapters[arm] and str(adapters[arm]), objective=cfg.objective,
+                          dpo_beta=cfg.dpo_beta, sample_prompts=0, progress=ctx.progress)
             adapters[arm] = lora_dir
+    return adapters
 
+
+def _evaluate(ctx: _Context, models: dict) -> dict[str, EvalResult]:
+    """Judge each model {name: (adapter, guidance)} on the held-out prompts, keeping its records and images."""
+    from .toy.world import eval_prompts
+
+    cfg = ctx.cfg
     test_prompts = eval_prompts(cfg.eval_per_category, seed=cfg.seed)
-    models = {"base": (None, cfg.guidance_scale), **{ARM_NAMES[a]: (adapters[a], cfg.guidance_scale) for a in arms}}
-    models.update({f"base, CFG {g:g}": (None, g) for g in cfg.cfg_sweep})
     results: dict[str, EvalResult] = {}
-    (out / "eval").mkdir(exist_ok=True)
-    for name, (adapter, g) in tqdm(models.items(), desc="evaluate", disable=not progress):
-        path, images = out / "eval" / f"{_slug(name)}.json", out / "eval" / f"{_slug(name)}.images.npy"
+    (ctx.out / "eval").mkdir(exist_ok=True)
+    for name, (adapter, g) in tqdm(models.items(), desc="evaluate", disable=not ctx.progress):
+        path, images = ctx.out / "eval" / f"{_slug(name)}.json", ctx.out / "eval" / f"{_slug(name)}.images.npy"
         if path.exists() and images.exists():
             results[name] = EvalResult.load(path)
             continue
         t0 = time.time()
-        res, cands = evaluate_pipeline(pipeline(adapter), test_prompts, cfg.eval_images, guidance_scale=g,
+        res, cands = evaluate_pipeline(ctx.pipeline(adapter), test_prompts, cfg.eval_images, guidance_scale=g,
                                        num_inference_steps=cfg.steps, seed=cfg.seed + 1000,
-                                       batch_size=cfg.batch_size, progress=progress)
+                                       batch_size=cfg.batch_size, progress=ctx.progress)
         if path.exists():  # judged before every image was kept: the same seeds again, for `minitune compare`
             results[name] = EvalResult.load(path)
             _keep_images(images, cands.images, res, results[name])
             continue
-        timings[f"evaluate/{name}"] = time.time() - t0
-        np.save(out / "eval" / f"{_slug(name)}.preview.npy", to_uint8(cands.images[:: cfg.eval_images]))
+        ctx.timings[f"evaluate/{name}"] = time.time() - t0
+        np.save(ctx.out / "eval" / f"{_slug(name)}.preview.npy", to_uint8(cands.images[:: cfg.eval_images]))
         np.save(images, to_uint8(cands.images))
         res.save(path)
         results[name] = res
+    return results
 
-    return _report(out, cfg, results, timings, _set_quality(out, cfg, arms))
+
+def run_experiment(output_dir, cfg: ExperimentConfig = PRESETS["full"], *, model=None, device: str = "auto",
+                   progress: bool = True) -> dict:
+    """Run (or continue) the experiment in `output_dir`; returns the content of ``results.json``."""
+    _check(cfg)
+    out = Path(output_dir)
+    _claim(out, cfg, model)
+    ctx = _Context(out, cfg, model, resolve_device(device), progress)
+    arms = (*cfg.selectors, *CONTROLS)
+    adapters = _rounds(ctx, arms)
+    models = {"base": (None, cfg.guidance_scale), **{ARM_NAMES[a]: (adapters[a], cfg.guidance_scale) for a in arms}}
+    models.update({f"base, CFG {g:g}": (None, g) for g in cfg.cfg_sweep})
+    results = _evaluate(ctx, models)
+    return _report(out, cfg, results, ctx.timings, _set_quality(out, cfg, arms))
 
 
 def _keep_images(path: Path, images, again: EvalResult, saved: EvalResult) -> None:
