@@ -1,67 +1,116 @@
-"""Relative spread of the re-noising MI estimator against its number of network evaluations.
+"""Relative spread of the re-noising MI estimator at 64 network evaluations: independent draws against antithetic pairs.
 
-Ground truth: the jointly Gaussian world of minitune.toy.gaussian with exact ε-denoisers, DDPM's
-linear schedule (T = 1000). For each setting the estimator is run on R independent replicates of
-the same x (the conditional mode of p(x|y)); the table shows std over replicates / |its mean| in %,
-for three proposals over noise levels: the default logistic density in log SNR (``importance``),
-uniform in t (``uniform``, no importance sampling) and a proposal fitted to the denoiser by
-:func:`minitune.mi.fit_proposal` on a pilot of 16 other images (``fitted``; draws x ~ p(x|y) for the
-Gaussian, renders of other training prompts for the Shapes model), both forms, at 8–128
-evaluations. The last column is the mean reported standard error divided by the measured spread at
-64 evaluations (1.0 = honest). Issue goal: ≤ 5 % relative std at ≤ 64 evaluations.
+The point-wise form (log p(x|y) − log p(x), unbiased for each image) is measured two ways at the
+same 64 ε-pair evaluations per image: the old design, 64 independent draws (32 strata × 2), and the
+new one, :func:`minitune.mi.renoise_mi` with ``antithetic=True``, 32 antithetic pairs (ε, −ε) at
+shared noise levels (one pair in each of 32 strata). Each design gets its own proposal over noise levels
+from :func:`minitune.mi.fit_proposal` on a pilot of other images (``antithetic=True`` for the new one),
+and the default logistic-in-λ proposal is shown too. The orthogonal form, computed from the same
+network calls, is shown alongside (not unbiased for one image). "rel std" is the standard deviation
+of R replicate estimates of the same image divided by |their mean|; "se/sd" the mean reported
+standard error over that spread (1.0 = honest).
 
-A second, higher-dimensional Gaussian (d = 64, k = 8) shows how the floor set by the ε noise at a
-fixed noise level falls as the information spreads over more dimensions (as in real images).
+1. Gaussian ground truth (minitune.toy.gaussian, exact ε-denoisers, DDPM's linear schedule): the
+   spread for a few x, and the unbiasedness check: the antithetic estimate at many evaluations
+   against the exact point-wise MI (z = error / reported standard error, against the exact sum over
+   the t-grid the estimator targets, and the relative error against the continuous integral).
+2. The shipped Shapes model (d = 3 × 32 × 32): ground-truth renders of training prompts under their
+   own prompt, R replicates each. ``pointwise_rel_std_64`` in the results file is the
+   root-mean-square over those images of the best unbiased point-wise design's relative std. The
+   script exits with status 1 when it is above the goal of 5 % (after writing its files).
 
-The third section measures the same on the shipped Shapes model (d = 3 × 32 × 32): ground-truth
-renders of training prompts under their own prompt, R replicates each at 16 and 64 evaluations.
-
-    python benchmarks/renoise_variance.py [--replicates 400] [--toy-images 2] [--toy-replicates 32]
+    python benchmarks/renoise_variance.py [--replicates 200] [--unbiased-evals 65536] [--toy-images 3]
+                                          [--toy-replicates 12] [--pilot 8] [--results STEM]
 """
 
 import argparse
+import math
+import sys
 import time
 
 import torch
 from diffusers import DDPMScheduler
 
 from minitune import mi
+from minitune.results import write_result
 from minitune.toy.gaussian import JointGaussian
 
-EVALS = (8, 16, 32, 64, 128)
-PILOT = 16  # images in the pilot of the fitted proposal
+N = 64  # network evaluations per image
+GOAL = 0.05  # relative std of the point-wise estimate at N evaluations (issue 21)
+DESIGNS = (("old", False), ("new", True))  # (name, antithetic)
 
 
-def spread_row(pair, x, ab, form, proposal, evals, batch_size) -> str:
-    """Relative std (%) of the estimates over the replicates in x, per number of evaluations, and se/sd at 64."""
-    row, calibration = [], float("nan")
-    for n in evals:
-        with torch.no_grad():
-            est, se = mi.renoise_mi(pair, x, ab, n_samples=n, form=form, proposal=proposal,
-                                    generator=torch.Generator().manual_seed(n), batch_size=batch_size)
-        row.append(100 * float(est.std() / est.mean().abs()))
-        calibration = float(se.mean() / est.std()) if n == 64 else calibration
-    return "".join(f"{v:7.1f}%" for v in row) + f"{calibration:10.2f}   mean {float(est.mean()):.2f}"
+def spread(pair, x, ab, proposal, antithetic: bool, batch_size: int, seed: int) -> dict:
+    """Both forms at N evaluations on the replicates x [R, ...] of one image: rel std, mean and se/sd per form."""
+    with torch.no_grad():
+        out = mi.renoise_mi(pair, x, ab, n_samples=N, form=("pointwise", "orthogonal"), proposal=proposal,
+                            antithetic=antithetic, generator=torch.Generator().manual_seed(seed), batch_size=batch_size)
+    stats = {}
+    for form, (est, se) in out.items():
+        est, se = est.double().cpu(), se.double().cpu()
+        stats[form] = {"rel_std": float(est.std() / est.mean().abs()), "mean": float(est.mean()),
+                       "se_over_sd": float(se.mean() / est.std()),
+                       "rel_std_from_se": float(se.square().mean().sqrt() / est.mean().abs())}
+    return stats
 
 
-def gaussian(replicates: int) -> None:
-    torch.set_num_threads(1)  # tiny tensors: threads only add overhead
-    ab = mi.alphas_cumprod_of(DDPMScheduler(num_train_timesteps=1000))
-    print(f"{'world':<16}{'form':<12}{'proposal':<12}" + "".join(f"{n:>8}" for n in EVALS) + f"{'se/sd@64':>10}")
+def proposals(pair, pilot, ab) -> dict:
+    """The compared proposals: the default, and one fitted per design on the pilot images."""
+    with torch.no_grad():
+        return {"importance": "importance",
+                **{name: mi.fit_proposal(pair, pilot, ab, generator=torch.Generator().manual_seed(3), form="pointwise",
+                                         antithetic=anti) for name, anti in DESIGNS}}
+
+
+def gaussian_worlds(ab):
+    """(label, world, y, x [1, d]) cases: the conditional mode and a draw of p(x|y), and a rare prompt y
+    (4 standard deviations out) where the point-wise MI is large, in d = 4 and d = 64."""
     for d, k in ((4, 2), (64, 8)):
         G = JointGaussian.random(d=d, k=k, seed=0)
-        y = G.mean_y + torch.randn(k, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-        x = G.cond_mean(y)[None]
-        pilot = G.sample_x_given_y(y, PILOT, torch.Generator().manual_seed(2))
-        print(f"d={d} k={k}: point-wise MI at x = {float(G.pointwise_mi(x, y)):.3f} nats, KL = {float(G.kl(y)):.3f} nats")
-        for form in ("pointwise", "orthogonal"):
-            fitted = mi.fit_proposal(G.eps_pair(y, ab), pilot, ab, generator=torch.Generator().manual_seed(3), form=form)
-            for name, proposal in (("importance", "importance"), ("uniform", "uniform"), ("fitted", fitted)):
-                print(f"{'':<16}{form:<12}{name:<12}" + spread_row(G.eps_pair(y, ab), x.repeat(replicates, 1), ab, form,
-                                                                   proposal, EVALS, 8192))
+        shift = torch.randn(k, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+        for y_label, y in (("y", G.mean_y + shift), ("rare y", G.mean_y + 4 * shift)):
+            draw = G.sample_x_given_y(y, 3, torch.Generator().manual_seed(9))[2:3]
+            for x_label, x in (("mode", G.cond_mean(y)[None]), ("draw", draw)):
+                yield f"d={d}, {y_label}, x={x_label}", G, y, x
 
 
-def shapes(n_images: int, replicates: int) -> None:
+def gaussian_spread(ab, replicates: int, pilot: int) -> list[dict]:
+    """Relative std at N evaluations of both designs on each Gaussian case."""
+    rows = []
+    for label, G, y, x in gaussian_worlds(ab):
+        pair = G.eps_pair(y, ab)
+        props = proposals(pair, G.sample_x_given_y(y, pilot, torch.Generator().manual_seed(2)), ab)
+        row = {"case": label, "pointwise_mi": float(G.pointwise_mi(x, y))}
+        for name, anti in DESIGNS:
+            for prop in ("importance", name):
+                s = spread(pair, x.repeat(replicates, 1), ab, props[prop], anti, 8192, seed=5)
+                row[f"{name}_{'fitted' if prop == name else prop}"] = s["pointwise"]["rel_std"]
+        rows.append(row)
+        print(f"{label:<26}{row['pointwise_mi']:8.2f}" + "".join(f"{100 * row[k]:9.1f}%" for k in list(row)[2:]), flush=True)
+    return rows
+
+
+def gaussian_unbiased(ab, n_samples: int) -> list[dict]:
+    """The antithetic estimate at n_samples evaluations against the exact point-wise MI, at three x of d = 4."""
+    G = JointGaussian.random(d=4, k=2, seed=0)
+    y = G.mean_y + torch.randn(2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    x = torch.cat([G.cond_mean(y)[None], G.sample_x_given_y(y, 6, torch.Generator().manual_seed(2))[[2, 3]]])
+    grid = torch.arange(1, len(ab))
+    target = (mi.quadrature_weights(ab, grid) * G.expected_integrand(x, y, ab[grid])).sum(-1)  # what the estimator targets
+    truth = G.pointwise_mi(x, y)
+    est, se = mi.renoise_mi(G.eps_pair(y, ab), x, ab, n_samples=n_samples, generator=torch.Generator().manual_seed(0),
+                            antithetic=True, batch_size=2**16)
+    rows = [{"pointwise_mi": float(t), "grid_target": float(g), "estimate": float(e), "stderr": float(s),
+             "z_vs_grid": float((e - g) / s), "rel_error_vs_truth": float(e / t - 1)}
+            for t, g, e, s in zip(truth, target, est, se)]
+    for r in rows:
+        print(f"  truth {r['pointwise_mi']:.4f}  grid sum {r['grid_target']:.4f}  antithetic estimate {r['estimate']:.4f} "
+              f"± {r['stderr']:.4f}  z {r['z_vs_grid']:+.2f}  error vs truth {100 * r['rel_error_vs_truth']:+.2f} %")
+    return rows
+
+
+def shapes(n_images: int, replicates: int, pilot: int) -> list[dict]:
+    """Both designs and both forms on the shipped model, per ground-truth render of a training prompt."""
     from minitune.denoisers import denoiser_for
     from minitune.toy import world
     from minitune.toy.pipeline import load_pipeline
@@ -70,32 +119,116 @@ def shapes(n_images: int, replicates: int) -> None:
     ab = mi.alphas_cumprod_of(den.scheduler)
     prompts = world.sample_prompts("train", n_images, seed=0)
     renders = world.render_batch(prompts, list(range(n_images)))
-    pilot_prompts = world.sample_prompts("train", PILOT, seed=77)
-    pilot_pair = den.eps_pair(den.encode(pilot_prompts))
-    pilot = world.render_batch(pilot_prompts, list(range(PILOT)))
-    with torch.no_grad():
-        fitted = {form: mi.fit_proposal(pilot_pair, pilot, ab, generator=torch.Generator().manual_seed(3), form=form)
-                  for form in ("pointwise", "orthogonal")}
-    print(f"Shapes world, shipped model: {n_images} ground-truth renders of training prompts, {replicates} replicates; "
-          f"fitted proposals from {PILOT} renders of other training prompts")
-    print(f"{'prompt':<44}{'form':<12}{'proposal':<12}{16:>8}{64:>8}{'se/sd@64':>10}")
+    pilot_prompts = world.sample_prompts("train", pilot, seed=77)
+    props = proposals(den.eps_pair(den.encode(pilot_prompts)), world.render_batch(pilot_prompts, list(range(pilot))), ab)
+    rows = []
     for prompt, x in zip(prompts, renders):
         pair = den.eps_pair(den.encode([prompt] * replicates))
-        for form in ("pointwise", "orthogonal"):
-            for name, proposal in (("importance", "importance"), ("uniform", "uniform"), ("fitted", fitted[form])):
-                print(f"{prompt:<44}{form:<12}{name:<12}" + spread_row(pair, x[None].repeat(replicates, 1, 1, 1), ab, form,
-                                                                        proposal, (16, 64), 512))
+        row = {"prompt": prompt}
+        for name, anti in DESIGNS:
+            row[name] = spread(pair, x[None].repeat(replicates, 1, 1, 1), ab, props[name], anti, 128, seed=N)
+            print(f"{prompt:<44}{name:<5}" + "".join(f"{f:>12} {100 * s['rel_std']:6.1f}% (se/sd {s['se_over_sd']:.2f}, "
+                                                     f"mean {s['mean']:6.2f})" for f, s in row[name].items()), flush=True)
+        rows.append(row)
+    return rows
+
+
+def rms(values) -> float:
+    """Root mean square of relative stds over images (the pooled relative variance)."""
+    values = list(values)
+    return math.sqrt(sum(v * v for v in values) / len(values))
+
+
+def markdown(gauss: list[dict], unbiased: list[dict], toy: list[dict], summary: dict, settings: dict) -> str:
+    """The results page: the shipped model first, then the Gaussian checks."""
+    lines = [f"Relative std of the re-noising MI at {N} network evaluations per image; old: independent draws, "
+             f"new: antithetic pairs (`renoise_mi(..., antithetic=True)`); each with its own proposal fitted on "
+             f"{settings['pilot']} pilot images. Settings: {settings}.", ""]
+    if toy:
+        lines += ["**Shipped Shapes model**, ground-truth renders under their own prompt:", "",
+                  "| prompt | point-wise old | point-wise new | new / old | orthogonal old | orthogonal new | "
+                  "se/sd (pw, new) | mean point-wise MI (nats) |", "|---|---|---|---|---|---|---|---|"]
+        for r in toy:
+            o, n = r["old"], r["new"]
+            lines.append(f"| {r['prompt']} | {100 * o['pointwise']['rel_std']:.1f} % | {100 * n['pointwise']['rel_std']:.1f} % | "
+                         f"{n['pointwise']['rel_std'] / o['pointwise']['rel_std']:.2f} | "
+                         f"{100 * o['orthogonal']['rel_std']:.1f} % | {100 * n['orthogonal']['rel_std']:.1f} % | "
+                         f"{n['pointwise']['se_over_sd']:.2f} | {n['pointwise']['mean']:.2f} |")
+        s = summary
+        lines += ["", f"Root mean square over the images: point-wise **{100 * s['pointwise_rel_std_64_old']:.1f} % → "
+                  f"{100 * s['pointwise_rel_std_64_new']:.1f} %** (ratio {s['ratio']:.2f}; ± {100 * s['rel_precision']:.0f} % "
+                  f"of each value from the finite replicates; from the reported standard errors "
+                  f"{100 * s['pointwise_rel_std_64_from_se']:.1f} %); orthogonal {100 * s['orthogonal_rel_std_64_old']:.1f} % → "
+                  f"{100 * s['orthogonal_rel_std_64_new']:.1f} %. Best unbiased point-wise design: {s['best_design']}, "
+                  f"{100 * s['pointwise_rel_std_64']:.1f} %. Goal ≤ {100 * GOAL:.0f} % for the point-wise form: "
+                  + ("**met**." if s["goal_met"] else "**not met**."), ""]
+    keys = list(gauss[0])[2:] if gauss else []
+    if gauss:
+        lines += ["**Gaussian ground truth**, point-wise form (relative std over replicates):", "",
+                  "| case | point-wise MI | " + " | ".join(k.replace("_", " ") for k in keys) + " |",
+                  "|---|---|" + "---|" * len(keys)]
+        lines += [f"| {r['case']} | {r['pointwise_mi']:.2f} | " + " | ".join(f"{100 * r[k]:.1f} %" for k in keys) + " |"
+                  for r in gauss]
+        lines.append("")
+    if unbiased:
+        lines += [f"**Unbiasedness** of the antithetic estimate on the Gaussian (d = 4) at {settings['unbiased_evals']} "
+                  "evaluations:", "", "| exact point-wise MI | exact grid sum | estimate ± se | z vs grid sum | error vs exact |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| {r['pointwise_mi']:.4f} | {r['grid_target']:.4f} | {r['estimate']:.4f} ± {r['stderr']:.4f} | "
+                  f"{r['z_vs_grid']:+.2f} | {100 * r['rel_error_vs_truth']:+.2f} % |" for r in unbiased]
+    return "\n".join(lines) + "\n"
+
+
+def summarise(toy: list[dict], replicates: int) -> dict:
+    """The pooled numbers of the shipped model: old and new relative std, their ratio, and the goal."""
+    if not toy:
+        return {}
+    pick = {f"{form}_rel_std_64_{name}": rms(r[name][form]["rel_std"] for r in toy)
+            for name, _ in DESIGNS for form in ("pointwise", "orthogonal")}
+    best = min(DESIGNS, key=lambda d: pick[f"pointwise_rel_std_64_{d[0]}"])[0]  # the best unbiased point-wise design
+    return {"pointwise_rel_std_64": pick[f"pointwise_rel_std_64_{best}"], "best_design": best, **pick,
+            "ratio": pick["pointwise_rel_std_64_new"] / pick["pointwise_rel_std_64_old"],
+            "pointwise_rel_std_64_from_se": rms(r["new"]["pointwise"]["rel_std_from_se"] for r in toy),
+            "rel_precision": 1 / math.sqrt(2 * len(toy) * (replicates - 1)), "goal": GOAL,
+            "goal_met": pick[f"pointwise_rel_std_64_{best}"] <= GOAL}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--replicates", type=int, default=200, help="Gaussian replicates (0: skip that section)")
+    parser.add_argument("--unbiased-evals", type=int, default=2**16, help="evaluations per x of the unbiasedness check")
+    parser.add_argument("--toy-images", type=int, default=3, help="Shapes-world renders (0: skip that section)")
+    parser.add_argument("--toy-replicates", type=int, default=12)
+    parser.add_argument("--pilot", type=int, default=8, help="images in the pilot of each fitted proposal")
+    parser.add_argument("--results", help="also write <RESULTS>.json and .md (e.g. book/results/renoise_variance)")
+    args = parser.parse_args()
+    start = time.time()
+    settings = {"evaluations": N, "gaussian_replicates": args.replicates, "unbiased_evals": args.unbiased_evals,
+                "toy_images": args.toy_images, "toy_replicates": args.toy_replicates, "pilot": args.pilot,
+                "threads": torch.get_num_threads()}
+    gauss, unbiased, toy, model = [], [], [], "none"
+    if args.replicates:
+        torch.set_num_threads(1)  # tiny tensors: threads only add overhead
+        ab = mi.alphas_cumprod_of(DDPMScheduler(num_train_timesteps=1000))
+        print(f"Gaussian, point-wise form, relative std at {N} evaluations\n{'case':<26}{'MI':>8}"
+              + "".join(f"{k:>10}" for k in ("old imp", "old fit", "new imp", "new fit")))
+        gauss = gaussian_spread(ab, args.replicates, args.pilot)
+        print(f"Unbiasedness of the antithetic estimate, {args.unbiased_evals} evaluations per x")
+        unbiased = gaussian_unbiased(ab, args.unbiased_evals)
+        torch.set_num_threads(settings["threads"])
+    if args.toy_images:
+        toy, model = shapes(args.toy_images, args.toy_replicates, args.pilot), "shipped"
+    summary = summarise(toy, args.toy_replicates)
+    md = markdown(gauss, unbiased, toy, summary, settings)
+    print("\n" + md)
+    if args.results:
+        data = {"settings": settings, **summary, "shapes": toy, "gaussian_spread": gauss, "gaussian_unbiased": unbiased}
+        paths = write_result(args.results, data, md, model=model, wall_s=time.time() - start,
+                             command="python benchmarks/renoise_variance.py " + " ".join(sys.argv[1:]))
+        print("wrote " + " and ".join(map(str, paths)))
+    print(f"({time.time() - start:.0f} s)")
+    return 0 if not summary or summary["goal_met"] else 1
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--replicates", type=int, default=400, help="Gaussian replicates (0: skip that section)")
-    parser.add_argument("--toy-images", type=int, default=2, help="Shapes-world renders (0: skip that section)")
-    parser.add_argument("--toy-replicates", type=int, default=32)
-    args = parser.parse_args()
-    start = time.time()
-    if args.replicates:
-        gaussian(args.replicates)
-    if args.toy_images:
-        shapes(args.toy_images, args.toy_replicates)
-    print(f"({time.time() - start:.0f} s)")
+    sys.exit(main())

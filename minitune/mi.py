@@ -27,6 +27,34 @@ closed-form Gaussian of :mod:`minitune.toy.gaussian` are both ε-pair predictors
 stacks m noise draws of B images into one call, row j·B + b is image b (m stacked copies of the
 batch); a predictor whose prompts are bound for B images tiles them with :func:`tile_batch`.
 
+Antithetic noise (``renoise_mi(..., antithetic=True)``), an option for the point-wise form. With
+d = ε̂_c − ε̂_u the point-wise integrand splits as
+
+    f_p = ‖ε − ε̂_u‖² − ‖ε − ε̂_c‖² = ‖d‖² + 2⟨d, ε − ε̂_c⟩ = f_o + 2⟨d, ε − ε̂_c⟩,
+
+f_o = ‖d‖² being the orthogonal integrand. Its noise at one noise level is mostly the cross term, the
+denoising error ε − ε̂_c projected on d, which is why f_p is so much noisier than f_o at the same
+network calls. The orthogonal integrand cannot serve as a control variate for one image: a control
+variate needs a known mean, and E_ε[f_o | x] is as unknown as E_ε[f_p | x]; the two means differ by
+2 E_ε⟨d, ε − ε̂_c⟩, which vanishes only on average over x ~ p(x|y) (for an optimal ε̂_c, ε − ε̂_c has
+mean zero given z_t), so f_p − c (f_o − mean) with an estimated mean is the orthogonal form again,
+biased for each image. Antithetic noise needs no known mean. ε and −ε have the same law, so
+f̄ = ½(f(ε) + f(−ε)) at one t is unbiased for each x and is the even part of f in ε; with f = f₊ + f₋
+(even and odd parts in ε, uncorrelated because f₊(ε) f₋(ε) is odd):
+
+    Var f̄ = Var f₊,      against      ½ (Var f₊ + Var f₋)      for two independent draws.
+
+It wins where the odd part dominates. At low noise it does: z_t = √ᾱ x + σε with σ small, so
+ε̂(z_t) ≈ ε̂(√ᾱ x) + σ J ε and the cross term is linear in ε up to O(σ), and it cancels in the pair.
+A trained network's point-wise integrand stays large at low noise, where its ε noise is mostly odd;
+at middle noise levels the noise is mostly even, the spread of ‖d‖² itself over noise draws, which
+the orthogonal form has too and which no pairing removes. The pairs also buy a finer stratification
+of t (one pair per stratum), which matters for an integrand that changes fast at the low-noise end.
+On the Gaussian the denoisers are affine, f is a quadratic in ε, and the even part is the
+quadratic form εᵀMε with M = (I − σA_u)ᵀ(I − σA_u) − (I − σA_c)ᵀ(I − σA_c), which does not depend on x,
+while the odd part grows with the distance of x from the two means; there antithetic pairs win only
+for an x with a large point-wise MI (an unlikely x under the unconditional law).
+
 From a sum over timesteps to the integral over log SNR, two weightings:
 
 * **paper weights** (MI-TUNE Alg. 2 and its official code): κ_t = β_t·T / (2(1−ᾱ_t)) with
@@ -204,9 +232,22 @@ def _term(form: str, eps, eps_c, eps_u, diff, sum_dims) -> torch.Tensor:
     return -(eps - (eps_c if form == "conditional" else eps_u)).square().sum(sum_dims)
 
 
-def _integrand(eps_pair, x0, alphas_cumprod, t, generator, form, batch_size, sum_dims) -> torch.Tensor:
+def _noise(x0, draws: int, generator, antithetic: bool) -> torch.Tensor:
+    """Noise for ``draws`` stacked copies of x0's batch, drawn draw by draw; with ``antithetic`` each fresh
+    draw ε is followed by −ε (draws must then be even)."""
+    if not antithetic:
+        return torch.cat([_draw(torch.randn, x0.shape, generator, x0.device, x0.dtype) for _ in range(draws)])
+    fresh = [_draw(torch.randn, x0.shape, generator, x0.device, x0.dtype) for _ in range(draws // 2)]
+    return torch.cat([e for eps in fresh for e in (eps, -eps)])
+
+
+def _integrand(eps_pair, x0, alphas_cumprod, t, generator, form, batch_size, sum_dims,
+               antithetic: bool = False) -> torch.Tensor:
     """Re-noise x0 at the timesteps t [n, B] (fresh ε per draw) and return the integrand [n, B, ...]
     (for a tuple of forms, [len(form), n, B, ...] from the same network evaluations).
+
+    ``antithetic=True`` pairs the draws: draw 2i + 1 reuses draw 2i's noise with the sign flipped
+    (−ε), so only every other draw takes fresh noise (n must be even; t should repeat within a pair).
 
     Draw j of every image sits in rows j·B..j·B+B−1 of a network call; ``batch_size`` bounds the rows
     per call (whole draws of the batch, at least one). Noise is drawn draw by draw, so the values do
@@ -222,12 +263,14 @@ def _integrand(eps_pair, x0, alphas_cumprod, t, generator, form, batch_size, sum
     n, B = t.shape
     sum_dims = tuple(range(1, x0.ndim)) if sum_dims is None else sum_dims
     per_call = n if batch_size is None else max(1, batch_size // B)
+    if antithetic:  # whole pairs per call, so the noise does not depend on batch_size
+        per_call = max(2, per_call - per_call % 2)
     scale = (-1,) + (1,) * (x0.ndim - 1)
     signal, noise = alphas_cumprod.sqrt(), (1 - alphas_cumprod).sqrt()
     out = []
     for j in range(0, n, per_call):
         tj = t[j : j + per_call].reshape(-1)
-        eps = torch.cat([_draw(torch.randn, x0.shape, generator, x0.device, x0.dtype) for _ in range(len(tj) // B)])
+        eps = _noise(x0, len(tj) // B, generator, antithetic)
         z = signal[tj].to(x0).view(scale) * x0.repeat(len(tj) // B, *scale[1:]) + noise[tj].to(x0).view(scale) * eps
         eps_c, eps_u = eps_pair(z, tj.to(x0.device))
         if eps_c.shape != z.shape or eps_u.shape != z.shape:
@@ -278,7 +321,8 @@ def _proposal(proposal, ab, grid, w) -> torch.Tensor:
 
 
 def fit_proposal(eps_pair, x0, alphas_cumprod, *, n_samples: int = 64, generator, form: str = "orthogonal",
-                 t_min: int = 1, defensive: float = 0.3, batch_size: int | None = None) -> torch.Tensor:
+                 t_min: int = 1, defensive: float = 0.3, batch_size: int | None = None,
+                 antithetic: bool = False) -> torch.Tensor:
     """A proposal over t fitted to this model's integrand, for :func:`renoise_mi`'s ``proposal``.
 
     The variance-minimising proposal for a sum Σ_t w_t E f(t) draws t with probability ∝
@@ -288,19 +332,26 @@ def fit_proposal(eps_pair, x0, alphas_cumprod, *, n_samples: int = 64, generator
     linearly in λ. A share ``defensive`` of the default proposal is mixed in, so that w/q stays
     bounded where the pilot saw nothing. Fit once per model (and form), then pass the tensor to
     every call: the estimator stays unbiased whatever the pilot measured; only its variance changes.
-    Costs n_samples ε-pair evaluations per pilot image.
+    Costs n_samples ε-pair evaluations per pilot image. With ``antithetic=True`` (for
+    :func:`renoise_mi` with ``antithetic=True``) the pilot draws n_samples // 2 antithetic pairs and
+    measures the root mean square of the pair means, the quantity that estimator averages.
     """
     ab = alphas_cumprod_of(alphas_cumprod)
     if not 0 < defensive <= 1:
         raise ValueError(f"defensive must lie in (0, 1], got {defensive}.")
     if isinstance(form, bool) or not isinstance(form, str):
         raise ValueError(f"form must be one of {', '.join(FORMS)} (the proposal is fitted to one form), got {form!r}.")
+    if antithetic and (isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 2 or n_samples % 2):
+        raise ValueError(f"with antithetic=True n_samples must be an even integer ≥ 2 (whole pairs), got {n_samples!r}.")
     _check_x0(x0)
     grid, w = _grid(ab, t_min)
     base = _proposal("importance", ab, grid, w)
-    idx = _inverse_cdf(base, (torch.arange(n_samples, dtype=torch.float64) + 0.5) / n_samples).unique()
-    t = grid[idx][:, None].expand(-1, x0.shape[0])
-    rms = _integrand(eps_pair, x0, ab, t, generator, form, batch_size, None).double().square().mean(1).sqrt().cpu()
+    rep = 2 if antithetic else 1
+    levels = n_samples // rep
+    idx = _inverse_cdf(base, (torch.arange(levels, dtype=torch.float64) + 0.5) / levels).unique()
+    t = grid[idx].repeat_interleave(rep)[:, None].expand(-1, x0.shape[0])
+    f = _integrand(eps_pair, x0, ab, t, generator, form, batch_size, None, antithetic).double()
+    rms = f.view(len(idx), rep, x0.shape[0]).mean(1).square().mean(1).sqrt().cpu()
     lam, at = log_snr(ab[grid]).double(), log_snr(ab[grid[idx]]).double()  # λ falls as t grows
     profile = torch.from_numpy(np.interp(-lam.numpy(), -at.numpy(), rms.numpy()))
     fitted = w * profile
@@ -310,7 +361,8 @@ def fit_proposal(eps_pair, x0, alphas_cumprod, *, n_samples: int = 64, generator
 
 
 def renoise_mi(eps_pair, x0, alphas_cumprod, *, n_samples: int = 64, generator, form: str | tuple[str, ...] = "pointwise",
-               proposal: str | torch.Tensor = "importance", t_min: int = 1, batch_size: int | None = None):
+               proposal: str | torch.Tensor = "importance", t_min: int = 1, batch_size: int | None = None,
+               antithetic: bool = False):
     """MI of any image (or latent) x0 [B, ...] with the prompt bound in ``eps_pair``: (estimate, stderr), both [B].
 
     Monte Carlo over noise levels. The target is the trapezoidal sum Σ_t w_t E_ε f(t) over the grid
@@ -351,6 +403,20 @@ def renoise_mi(eps_pair, x0, alphas_cumprod, *, n_samples: int = 64, generator, 
     t, which no choice of t removes: in 4 dimensions one draw has a relative std of ~1.3 (15 % at 64
     draws), in 64 dimensions ~0.55 (7 %); it shrinks as the information spreads over more elements.
 
+    ``antithetic=True`` spends the evaluations on n_samples // 2 antithetic pairs instead: each pair
+    takes one t and the noises ε and −ε (n_samples must be even and ≥ 4). ε and −ε have the same law,
+    so the pair mean is unbiased for each image; it removes the part of the integrand that is odd in
+    ε (see the module docstring, "Antithetic noise"), which dominates a trained network's point-wise
+    integrand at low noise, and doubles the weight of the even part. The pairs are also stratified
+    twice as finely, one pair in each of n_samples // 2 strata of equal mass (u = (h + U)/H): the
+    estimate is the plain mean of the pairs, still unbiased, and the standard error pools
+    neighbouring strata in twos (slightly conservative: it also counts the difference between their
+    means). Fit the proposal for it with ``fit_proposal(..., antithetic=True)``. Whether it pays
+    depends on where the integrand's noise is: on the shipped Shapes model it did not beat
+    independent draws over the measured images (it won on one, lost on two), and on the Gaussian it
+    wins only for x with a large point-wise MI; ``book/results/renoise_variance.md`` has the
+    measurements, so the default stays ``antithetic=False``.
+
     ``n_samples`` is the number of ε-pair evaluations per image. ``generator``: one torch.Generator,
     or a list with one per image (then an image's estimate does not depend on the rest of the batch).
     The draws do not depend on ``form`` or ``batch_size`` (rows per network call, whole draws of the
@@ -358,24 +424,57 @@ def renoise_mi(eps_pair, x0, alphas_cumprod, *, n_samples: int = 64, generator, 
     evaluations and returns {form: (estimate, stderr)}, equal to two calls with reseeded generators.
     """
     ab = alphas_cumprod_of(alphas_cumprod)
-    if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 2:
-        raise ValueError("n_samples must be an integer ≥ 2 (two draws per stratum give the standard error), "
-                         f"got {n_samples!r}.")
+    _check_n_samples(n_samples, antithetic)
     _check_x0(x0)
     grid, w = _grid(ab, t_min)
     q = _proposal(proposal, ab, grid, w)
-    B, H = x0.shape[0], n_samples // 2
-    stratum = (torch.arange(n_samples) // 2).clamp(max=H - 1)
-    u = (stratum[:, None] + _draw(torch.rand, (B, n_samples), generator, "cpu", torch.float32).T.double()) / H
-    idx = _inverse_cdf(q, u)  # [n, B]
+    rep = 2 if antithetic else 1
+    B, units = x0.shape[0], n_samples // rep  # a unit: one draw, or one antithetic pair (ε, −ε) at one t
+    group = (torch.arange(units) // 2).clamp(max=units // 2 - 1)  # two units per group, three in the last if odd
+    strata = units if antithetic else units // 2  # antithetic: one pair per stratum, groups pool two strata
+    stratum = torch.arange(units) if antithetic else group
+    u = (stratum[:, None] + _draw(torch.rand, (B, units), generator, "cpu", torch.float32).T.double()) / strata
+    idx = _inverse_cdf(q, u)  # [units, B]
     forms = _forms(form)
-    f = _integrand(eps_pair, x0, ab, grid[idx], generator, forms, batch_size, None)
-    g = (w / q)[idx].to(f) * f  # [forms, n, B]
-    stratum, count = stratum.to(g.device), torch.bincount(stratum, minlength=H).to(g)[:, None]
-    mean = g.new_zeros(len(forms), H, B).index_add_(1, stratum, g) / count
-    var = g.new_zeros(len(forms), H, B).index_add_(1, stratum, (g - mean[:, stratum]).square()) / (count - 1)
-    stats = {name: (m.mean(0), (v / count).sum(0).sqrt() / H) for name, m, v in zip(forms, mean, var)}
+    f = _integrand(eps_pair, x0, ab, grid[idx].repeat_interleave(rep, 0), generator, forms, batch_size, None, antithetic)
+    g = (w / q)[idx].to(f) * f.view(len(forms), units, rep, B).mean(2)  # [forms, units, B]
+    stats = dict(zip(forms, _collapsed_mean(g) if antithetic else _stratified_mean(g, group, units // 2)))
     return stats[form] if isinstance(form, str) else stats
+
+
+def _check_n_samples(n_samples, antithetic: bool) -> None:
+    """n_samples must give every stratum two units (draws, or antithetic pairs)."""
+    if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 2:
+        raise ValueError("n_samples must be an integer ≥ 2 (two draws per stratum give the standard error), "
+                         f"got {n_samples!r}.")
+    if antithetic and (n_samples < 4 or n_samples % 2):
+        raise ValueError("with antithetic=True n_samples must be an even integer ≥ 4 (two antithetic pairs give the "
+                         f"standard error), got {n_samples}.")
+
+
+def _collapsed_mean(g: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(mean, standard error) per form from g [forms, units, B], one unit per stratum of equal mass.
+
+    The standard error collapses neighbouring strata in pairs (three in the last group when the count
+    is odd): k/(k−1) Σ (g_h − ḡ)² over a group of k strata estimates the sum of their variances plus
+    the spread of their means, so the error is slightly conservative, never optimistic on average.
+    """
+    units = g.shape[1]
+    group = (torch.arange(units, device=g.device) // 2).clamp(max=units // 2 - 1)
+    count = torch.bincount(group, minlength=units // 2).to(g)[:, None]
+    group_mean = g.new_zeros(g.shape[0], units // 2, g.shape[2]).index_add_(1, group, g) / count
+    spread = g.new_zeros(g.shape[0], units // 2, g.shape[2]).index_add_(1, group, (g - group_mean[:, group]).square())
+    var = (spread * count / (count - 1)).sum(1) / units**2
+    return [(m, v.sqrt()) for m, v in zip(g.mean(1), var)]
+
+
+def _stratified_mean(g: torch.Tensor, stratum: torch.Tensor, H: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(mean of the stratum means, its standard error from the within-stratum variances) per form, from the
+    unit values g [forms, units, B] and each unit's stratum [units] (at least two units per stratum)."""
+    stratum, count = stratum.to(g.device), torch.bincount(stratum, minlength=H).to(g)[:, None]
+    mean = g.new_zeros(g.shape[0], H, g.shape[2]).index_add_(1, stratum, g) / count
+    var = g.new_zeros(g.shape[0], H, g.shape[2]).index_add_(1, stratum, (g - mean[:, stratum]).square()) / (count - 1)
+    return [(m.mean(0), (v / count).sum(0).sqrt() / H) for m, v in zip(mean, var)]
 
 
 def _curve(eps_pair, x0, alphas_cumprod, timesteps, n_noise, generator, form, batch_size, sum_dims):

@@ -264,3 +264,58 @@ def test_fitted_proposal_follows_the_integrand_and_keeps_the_estimate_unbiased()
     _, via_contrast = mi.contrast_mi(den, pilot[:2], ["true"] * 2, [["true"]] * 2, seeds=[6, 7], n_samples=8,
                                      proposal=fitted, batch_size=None)
     assert torch.allclose(via_fn, direct, rtol=1e-12) and torch.allclose(via_contrast, direct, rtol=1e-12)
+
+
+def test_antithetic_pointwise_is_unbiased_and_less_noisy_where_the_noise_is_odd():
+    """renoise_mi(..., antithetic=True) averages f(ε) and f(−ε) at one t: still unbiased for each x,
+    with the part of the integrand that is odd in ε cancelled.
+
+    Unbiased: at the three fixed x of test_renoise_pointwise_is_unbiased_for_fixed_x and at the
+    conditional mode under a rare prompt (y 8 standard deviations out, point-wise MI 12.25 nats),
+    2^17 evaluations match the exact log p(x|y) − log p(x) within 3 reported standard errors
+    (0.1–0.5 % of the MI here; measured z −2.1 to +1.2) and within 2 %.
+    Less noisy: the Gaussian's denoisers are affine, so the even part of the noise is a quadratic
+    form in ε that does not depend on x, and the odd part grows with how unlikely x is without the
+    prompt. Under the rare prompt the odd part dominates, as it does for the trained network at low
+    noise, and at 64 evaluations the spread over 400 replicates falls from 9.2 % to 4.3 % of the
+    MI (measured); the test asks for at most 0.7 of the old spread (the spreads themselves carry
+    ~3.5 % sampling error each). Under the default prompt the even part dominates and antithetic
+    pairs are noisier (benchmarks/renoise_variance.py prints both).
+    """
+    rare = G.mean_y + 8 * (Y - G.mean_y)
+    x = torch.cat([G.cond_mean(Y)[None], G.sample_x_given_y(Y, 6, gen(2))[[2, 3]]])
+    for y, xs in ((Y, x), (rare, G.cond_mean(rare)[None])):
+        truth = G.pointwise_mi(xs, y)
+        est, se = mi.renoise_mi(G.eps_pair(y, AB), xs, AB, n_samples=2**17, generator=gen(0), batch_size=2**16,
+                                antithetic=True)
+        assert torch.all((est - truth).abs() <= 3 * se), (est, truth, se)
+        assert torch.all((est - truth).abs() <= 0.02 * truth.abs()), (est, truth)
+        assert torch.all(se <= 0.007 * truth.abs())  # the sample size is what makes the 2 % meaningful
+
+    x = G.cond_mean(rare)[None].repeat(400, 1)
+    spread = {anti: mi.renoise_mi(G.eps_pair(rare, AB), x, AB, n_samples=64, generator=gen(5), antithetic=anti)[0].std()
+              for anti in (False, True)}
+    assert spread[True] < 0.7 * spread[False], spread
+
+
+def test_antithetic_pairs_share_t_and_flip_the_noise():
+    """Draw 2i + 1 re-noises at draw 2i's t with −ε (seen through a predictor that records its inputs), the
+    values do not depend on batch_size, and the fitted proposal for pairs is a distribution over the grid."""
+    seen = []
+    def record(z_t, t):
+        seen.append((z_t.clone(), t.clone()))
+        return G.eps_pair(Y, AB)(z_t, t)
+
+    x = G.sample_x_given_y(Y, 3, gen(8))
+    one = mi.renoise_mi(record, x, AB, n_samples=8, generator=gen(9), antithetic=True)
+    z, t = (torch.cat(v).view(8, 3, *v[0].shape[1:]) for v in zip(*seen))
+    signal = AB[t[0::2]].sqrt()[..., None] * x
+    assert torch.equal(t[0::2], t[1::2])
+    assert torch.allclose(z[0::2] - signal, -(z[1::2] - signal), atol=1e-12)
+    for batch_size in (3, 6, 9):  # one draw per call (raised to a whole pair), one pair, three draws (two)
+        again = mi.renoise_mi(G.eps_pair(Y, AB), x, AB, n_samples=8, generator=gen(9), antithetic=True, batch_size=batch_size)
+        assert all(torch.equal(a, b) for a, b in zip(one, again)), batch_size
+    fitted = mi.fit_proposal(G.eps_pair(Y, AB), x, AB, n_samples=16, generator=gen(1), form="pointwise", antithetic=True)
+    assert fitted.shape == GRID.shape and bool((fitted > 0).all()) and fitted.sum().item() == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="even integer ≥ 4"):
+        mi.renoise_mi(G.eps_pair(Y, AB), x, AB, n_samples=6 + 1, generator=gen(0), antithetic=True)
