@@ -8,6 +8,10 @@ committed one) in a scratch folder and, when it succeeds, the executed copy is k
 builds the book from those copies without executing anything again, and ``make nbval`` re-checks
 the cells tagged ``nbval-check-output``. Wall-clock and CPU time of each run are kept in
 ``timings.json`` and ``timings.txt`` next to the copies and printed at the end of the module.
+
+The repository address lives in one place, ``_config.yml``'s ``repository`` (``url`` and ``branch``), which
+Jupyter Book's launch buttons read too. Each notebook's Colab badge and its install cell's ``REPOSITORY``
+constant must match it; ``python tests/test_notebooks.py --sync-links`` rewrites them from it.
 """
 
 import ast
@@ -19,13 +23,48 @@ import shutil
 import time
 from pathlib import Path
 
+import nbformat
 import papermill as pm
 import pytest
+import yaml
 
 ROOT = Path(__file__).parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 EXECUTED = Path(os.environ.get("MINITUNE_EXECUTED_DIR", ROOT / "_build" / "executed"))
 CELL_TIMEOUT_S = 600  # per cell; a fast preset needs a small fraction of it
+BADGE = re.compile(r"https://colab\.research\.google\.com/github/[^)\s]+")
+REPOSITORY = re.compile(r'^REPOSITORY = "[^"]*"', re.M)
+
+
+def repository() -> tuple[str, str]:
+    """The repository's address and branch, from ``_config.yml`` (the one place they are written)."""
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]
+    return config["url"].rstrip("/"), config.get("branch", "main")
+
+
+def expected_links(path) -> tuple[str, str]:
+    """A notebook's Colab badge URL and its install cell's ``REPOSITORY`` line, as ``_config.yml`` makes them."""
+    url, branch = repository()
+    slug = re.sub(r"^https://github\.com/", "", url)
+    return (f"https://colab.research.google.com/github/{slug}/blob/{branch}/notebooks/{Path(path).name}",
+            f'REPOSITORY = "{url}"')
+
+
+def sync_links() -> list[str]:
+    """Rewrite every notebook's badge and ``REPOSITORY`` line from ``_config.yml``; returns the notebooks changed."""
+    changed = []
+    for path in NOTEBOOKS:
+        nb = nbformat.read(path, as_version=4)
+        badge, constant = expected_links(path)
+        before = [c.source for c in nb.cells]
+        nb.cells[0].source = BADGE.sub(badge, nb.cells[0].source)
+        for cell in nb.cells:
+            if cell.cell_type == "code" and "%pip install" in cell.source:
+                cell.source = REPOSITORY.sub(constant, cell.source)
+        if [c.source for c in nb.cells] != before:
+            nbformat.write(nb, path)
+            changed.append(path.name)
+    return changed
 
 
 def _cells(path, kind):
@@ -47,6 +86,20 @@ def test_committed_clean_with_parameters_cell(path):
     assert badge and badge.group(1) == f"notebooks/{path.name}", "the Colab badge must open this notebook"
     assert any('"google.colab" in sys.modules' in _source(c) and "%pip install" in _source(c) for c in code), \
         "the install cell must be guarded by `if \"google.colab\" in sys.modules`"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_links_read_the_repository_from_config(path):
+    """Badge and install cell name the repository of ``_config.yml``; fix with ``--sync-links``."""
+    badge, constant = expected_links(path)
+    cells = json.loads(path.read_text())["cells"]
+    assert BADGE.findall(_source(cells[0])) == [badge], \
+        f"{path.name}: the Colab badge must be {badge} (python tests/test_notebooks.py --sync-links)"
+    install = [_source(c) for c in cells if c["cell_type"] == "code" and "%pip install" in _source(c)]
+    assert len(install) == 1 and REPOSITORY.findall(install[0]) == [constant], \
+        f"{path.name}: the install cell must define {constant} (python tests/test_notebooks.py --sync-links)"
+    assert re.search(r'%pip install [^\n]*"minitune @ git\+\{REPOSITORY\}"', install[0]), \
+        f"{path.name}: the install cell must install from {{REPOSITORY}}"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -98,3 +151,11 @@ def test_runs_with_fast_preset(path, tmp_path, timings):
     timings[path.stem] = {"wall_s": round(time.perf_counter() - wall, 1), "cpu_s": round(_children_cpu_s() - cpu, 1)}
     kept.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(tmp_path / path.name, kept)
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:] != ["--sync-links"]:
+        sys.exit("usage: python tests/test_notebooks.py --sync-links")
+    print("rewrote the links of " + (", ".join(sync_links()) or "no notebook"))
