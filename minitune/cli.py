@@ -29,13 +29,15 @@ def _device(args):
 
 def _pipe(args):
     from .models import load_pipeline, sampling_defaults
-    from .sampling import use_sampler
+    from .sampling import use_channels_last, use_sampler
 
     pipe = load_pipeline(args.model, device=_device(args), dtype=args.dtype)
     guidance, steps = sampling_defaults(pipe)
     for name, value in (("guidance_scale", guidance), ("cfg", guidance), ("steps", steps)):
         if hasattr(args, name) and getattr(args, name) is None:
             setattr(args, name, value)
+    if getattr(args, "channels_last", False):
+        use_channels_last(pipe)
     return use_sampler(pipe, getattr(args, "sampler", None))
 
 
@@ -374,6 +376,7 @@ def _sampling_args(p, per_category=70):
     p.add_argument("--guidance-scale", type=float, help=GUIDANCE_HELP)
     p.add_argument("--steps", type=int, help=STEPS_HELP)
     _sampler_arg(p)
+    _channels_last_arg(p)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
 
@@ -382,6 +385,11 @@ def _judge_args(p, scorer_help):
     p.add_argument("--scorer", choices=["oracle", "blip-vqa", "clipscore"], help=scorer_help)
     p.add_argument("--judge-model", help="the judge's weights: a folder or hub id (default: Salesforce/blip-vqa-base "
                    "for blip-vqa, openai/clip-vit-base-patch32 for clipscore; tiny: a random tiny one, to try the commands)")
+
+
+def _channels_last_arg(p):
+    p.add_argument("--channels-last", action="store_true", help="store the denoiser channels-last: faster CPU "
+                   "convolutions, the same images up to rounding (book/results/unet_throughput.md)")
 
 
 def _sampler_arg(p, default_help="the model's own scheduler"):
@@ -478,6 +486,7 @@ def _add_build(sub) -> None:
     p.add_argument("--cfg", "--guidance-scale", dest="cfg", type=float, help=GUIDANCE_HELP)
     p.add_argument("--steps", type=int, help=STEPS_HELP)
     _sampler_arg(p)
+    _channels_last_arg(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--renoise-samples", type=int, default=0,

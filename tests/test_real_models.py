@@ -216,3 +216,14 @@ def test_the_paper_preset_counts_its_work():
         "build_forwards": 700 * 50 * 100, "finetune_images": 300 * 400, "evaluate_forwards": 300 * 10 * 50}
     with pytest.raises(ValueError, match="Unknown preset"):
         network_evaluations("fast")
+
+
+def test_channels_last_from_the_command_line(capsys):
+    args = ["mi", "--prompt", "one red circle", "--n-per-prompt", "2", "--steps", "3", "--device", "cpu"]
+    assert main(args) == 0
+    plain = capsys.readouterr().out
+    assert main(args + ["--channels-last"]) == 0
+    fast = capsys.readouterr().out
+    def values(text):
+        return [float(line.split()[1]) for line in text.splitlines() if line.strip()[:1].isdigit()]
+    assert np.allclose(values(plain), values(fast), atol=1e-2)
