@@ -104,7 +104,7 @@ def cmd_toy_eval(args):
     ev = world.evaluate(images, cands.prompts)
     report = (
         f"Model: {args.model}; {len(prompts)} prompts × {args.n_per_prompt} images; CFG {args.guidance_scale}, "
-        f"{args.steps} DDPM steps, seed {args.seed}; {time.time() - t0:.0f} s; mean trajectory MI "
+        f"{args.steps} steps of {type(pipe.scheduler).__name__}, seed {args.seed}; {time.time() - t0:.0f} s; mean trajectory MI "
         f"{cands.mi.mean():.1f} nats.\n\n"
         f"Alignment (exact oracle):\n\n{alignment_table(ev)}\n\n"
         f"Failure modes (% of images; an image can show several):\n\n{failure_table(ev)}\n"
@@ -268,7 +268,7 @@ def cmd_build(args):
     if not PartialState().is_main_process:
         return
     print(f"{len(prompts)} prompts × {args.candidates} candidates, top-{args.top_k} per prompt; CFG {args.cfg}, "
-          f"{args.steps} {args.sampler or 'DDPM'} steps, seed {args.seed}\n")
+          f"{args.steps} steps of {type(pipe.scheduler).__name__}, seed {args.seed}\n")
     keys = ("mi", "strict", "soft") if shapes else ("mi",)
     print("| folder | images | mean MI (nats) |" + (" strict % | soft % |" if shapes else "")
           + "\n|---|---:|" + "---:|" * len(keys))
