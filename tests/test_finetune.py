@@ -261,8 +261,9 @@ def test_gradient_accumulation_makes_the_same_update(data, tmp_path):
     one, four = saved_lora(tmp_path / "1"), saved_lora(tmp_path / "4")
     losses = [np.loadtxt(tmp_path / a / "loss.csv", delimiter=",", skiprows=1)[:, 1] for a in ("1", "4")]
     assert np.abs(losses[0] - losses[1]).max() < 1e-4  # the logged loss is the whole batch's
-    # equal up to float summation order, which Adam's normalised first steps amplify to ~1e-5 (as across processes)
-    assert max((one[k] - four[k]).abs().max().item() for k in one) < 1e-4
+    # equal up to float summation order, which Adam's normalised first steps amplify (to ~1e-4 on 2 threads), far
+    # below what the 3 steps move the weights (~lr per step)
+    assert max((one[k] - four[k]).abs().max().item() for k in one) < 1e-3
     for bad, match in ((dict(grad_accum=3), "multiple of 3"), (dict(grad_accum=0), "positive integer")):
         with pytest.raises(ValueError, match=match):
             finetune(tiny_toy(), data, tmp_path / "bad", rank=4, steps=1, batch_size=8, device="cpu", **bad)
