@@ -186,7 +186,8 @@ def cmd_evaluate(args):
                                    num_inference_steps=args.steps, seed=args.seed, batch_size=args.batch_size,
                                    scorers=scorers, category_of=category_of if category else None)
     name = "base" if not args.lora else Path(args.lora).name
-    print(f"{metric} % per category (95 % CI over prompts); judged by {next(iter(scorers))}\n")
+    unit = "× 100" if metric == "clipscore" else "%"  # CLIPScore is 2.5·max(cos, 0), not a fraction
+    print(f"{metric} {unit} per category (95 % CI over prompts); judged by {next(iter(scorers))}\n")
     print(comparison_table({name: res}, metric))
     if args.output_dir:
         out = Path(args.output_dir)

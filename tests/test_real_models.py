@@ -139,7 +139,8 @@ def test_evaluate_a_saved_pipeline_with_a_learned_judge(scorer, folders, tmp_pat
                  "--category", "color", "--scorer", scorer, "--judge-model", "tiny", "--n-per-prompt", "2", "--steps", "2",
                  "--device", "cpu", "--output-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert f"{metric} % per category (95 % CI over prompts); judged by {scorer}" in out
+    unit = "× 100" if scorer == "clipscore" else "%"
+    assert f"{metric} {unit} per category (95 % CI over prompts); judged by {scorer}" in out
     assert "| model | color | all |" in out and "| base | " in out
     records = json.loads((tmp_path / "eval.json").read_text())["records"]
     assert len(records) == 10 and all(r["category"] == "color" and 0 <= r[metric] for r in records)
