@@ -192,54 +192,28 @@ def renoise_grid(n: int = 1000, max_log_snr: float = 14.0) -> torch.Tensor:
 # --------------------------------------------------------------------------- trajectory accumulator
 
 
-class FlowTrajectoryMI:
+class FlowTrajectoryMI(mi.TrajectoryMI):
     """Accumulates MI along a guided Euler trajectory from the v̂_c, v̂_u that CFG computes anyway.
 
     ``integrand="orthogonal"``: ‖v̂_c − v̂_u‖² (with :func:`quadrature_weights` and ``mode="sum"``, the
     exact form); ``integrand="paper"``: the official ⟨v_cfg, v_cfg − v̂_u⟩ at ``guidance_scale`` (with
-    :func:`paper_weights` and ``mode="mean"``). Both summed over the non-batch elements. ``update``
-    stays on the device and never reads back to the host. ``keep_curve`` keeps the unweighted
-    integrand of every step in ``curve`` [B, steps].
+    :func:`paper_weights` and ``mode="mean"``). Both summed over the non-batch elements. Accumulation,
+    ``keep_curve`` and ``value`` are :class:`minitune.mi.TrajectoryMI`'s.
     """
 
     def __init__(self, weights, mode: str = "sum", keep_curve: bool = False, integrand: str = "orthogonal",
                  guidance_scale: float = 1.0):
         if integrand not in ("orthogonal", "paper"):
             raise ValueError(f'integrand must be "orthogonal" or "paper", got {integrand!r}.')
-        if mode not in ("mean", "sum"):
-            raise ValueError(f'mode must be "mean" (paper weights) or "sum" (quadrature weights), got {mode!r}.')
-        weights = torch.as_tensor(weights, dtype=torch.float64).reshape(-1)
-        kept = int((weights != 0).sum())
-        if mode == "mean" and kept == 0:
-            raise ValueError("every step is at or below the truncation (or at t = 1), so the mean is empty; "
-                             "lower truncation or sample more steps.")
-        self.weights = weights / kept if mode == "mean" else weights
-        self.integrand, self.guidance_scale, self.keep_curve = integrand, float(guidance_scale), keep_curve
-        self.total = self.curve = None
+        super().__init__(weights, mode, keep_curve)
+        self.integrand, self.guidance_scale = integrand, float(guidance_scale)
 
     def term(self, v_c: torch.Tensor, v_u: torch.Tensor) -> torch.Tensor:
-        dtype = torch.promote_types(v_c.dtype, torch.float32)
-        d = (v_c - v_u).to(dtype)
         if self.integrand == "orthogonal":
-            return d.square().flatten(1).sum(1)
-        g = self.guidance_scale
+            return super().term(v_c, v_u)
+        dtype = torch.promote_types(v_c.dtype, torch.float32)
+        d, g = (v_c - v_u).to(dtype), self.guidance_scale
         return ((v_u.to(dtype) + g * d) * (g * d)).flatten(1).sum(1)
-
-    def update(self, i: int, v_c: torch.Tensor, v_u: torch.Tensor) -> None:
-        f = self.term(v_c, v_u)
-        if self.total is None:
-            self.weights = self.weights.to(f.device, f.dtype)
-            self.total = torch.zeros_like(f)
-            if self.keep_curve:
-                self.curve = f.new_zeros(f.shape[0], len(self.weights))
-        self.total = self.total + self.weights[i] * f
-        if self.keep_curve:
-            self.curve[:, i] = f
-
-    def value(self) -> torch.Tensor:
-        if self.total is None:
-            raise ValueError("FlowTrajectoryMI.value() was called before any update(); run at least one sampler step.")
-        return self.total
 
 
 # --------------------------------------------------------------------------- guided Euler sampling

@@ -171,9 +171,13 @@ class TrajectoryMI:
         self.weights, self.keep_curve = weights, keep_curve
         self.total = self.curve = None
 
+    def term(self, eps_c: torch.Tensor, eps_u: torch.Tensor) -> torch.Tensor:
+        """The integrand of one step, [B]: ‖ε̂_c − ε̂_u‖² summed over all non-batch elements."""
+        return (eps_c - eps_u).to(torch.promote_types(eps_c.dtype, torch.float32)).square().flatten(1).sum(1)
+
     def update(self, i: int, eps_c: torch.Tensor, eps_u: torch.Tensor) -> None:
-        """Add weight_i · ‖ε̂_c − ε̂_u‖² (summed over all non-batch elements) for step i."""
-        sq = (eps_c - eps_u).to(torch.promote_types(eps_c.dtype, torch.float32)).square().flatten(1).sum(1)
+        """Add weight_i · the integrand (:meth:`term`) for step i."""
+        sq = self.term(eps_c, eps_u)
         if self.total is None:  # first step: move the weights to the model's device once
             self.weights = self.weights.to(sq.device, sq.dtype)
             self.total = torch.zeros_like(sq)
@@ -186,7 +190,8 @@ class TrajectoryMI:
     def value(self) -> torch.Tensor:
         """The accumulated MI estimate, [B] (nats)."""
         if self.total is None:
-            raise ValueError("TrajectoryMI.value() was called before any update(); run at least one sampler step.")
+            raise ValueError(f"{type(self).__name__}.value() was called before any update(); run at least one "
+                             "sampler step.")
         return self.total
 
 

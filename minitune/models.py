@@ -86,8 +86,8 @@ def resolve_dtype(dtype: str | torch.dtype, device: torch.device, shapes: bool =
 def check_weights(folder) -> None:
     """Raise one sentence naming the first ``.safetensors`` file under `folder` whose size disagrees with its header."""
     for path in sorted(Path(folder).rglob("*.safetensors")):
-        if _safetensors_problem(path):
-            raise ValueError(f"The weights file {path} is {_safetensors_problem(path)}; download or save the model again.")
+        if problem := _safetensors_problem(path):
+            raise ValueError(f"The weights file {path} is {problem}; download or save the model again.")
 
 
 def _safetensors_problem(path: Path) -> str | None:
