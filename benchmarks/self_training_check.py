@@ -56,6 +56,7 @@ from minitune.experiment import ExperimentConfig
 from minitune.finetune import WEIGHTS_NAME, finetune, load_finetune_set
 from minitune.io import atomic_write
 from minitune.results import git_commit
+from minitune.sampling import SAMPLERS, use_sampler
 from minitune.selection import build_pool, load_records, pool_complete, select, train_prompts
 from minitune.toy import world
 from minitune.toy.pipeline import load_pipeline
@@ -135,6 +136,10 @@ def main(argv=None):
     ap.add_argument("--out", default="runs/self_training")
     ap.add_argument("--results", help="also write the report as <RESULTS>.md and .json (e.g. book/results/self_training_dev), "
                     "headed with the model, commit, command and the wall time of every stage in --out")
+    ap.add_argument("--sampler", choices=sorted(SAMPLERS), help="sampler of every pool and evaluation (default: the "
+                    "model's own DDPM)")
+    ap.add_argument("--sample-steps", type=int, help="sampling steps of every pool and evaluation (default: the full "
+                    "experiment's default, 25)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     arms = args.arms.split(",")
@@ -143,14 +148,15 @@ def main(argv=None):
         ap.error(f"unknown arm(s) {', '.join(sorted(set(arms) - set(ARMS)))}: use {', '.join(ARMS)}.")
     cfg = replace(ExperimentConfig(), n_prompts=args.prompts, candidates=args.candidates, seed=args.seed)
     cfg = replace(cfg, finetune_steps=args.steps or cfg.finetune_steps, lr=args.lr or cfg.lr,
+                  steps=args.sample_steps or cfg.steps,
                   top_k=args.k or cfg.top_k, rank=args.rank or cfg.rank, alpha=float(args.rank or cfg.alpha))
     longest = max(cfg.finetune_steps, args.dpo_steps or 0)
     if any(not 0 < d < longest for d in doses):
         ap.error(f"--checkpoints must lie between 1 and {longest - 1} (the fine-tuning steps).")
     if not 1 <= cfg.top_k <= args.candidates:
         ap.error(f"--k must lie between 1 and --candidates ({args.candidates}), got {cfg.top_k}.")
-    if args.rounds < 1 or cfg.rank < 1:
-        ap.error("--rounds and --rank must be at least 1.")
+    if args.rounds < 1 or cfg.rank < 1 or cfg.steps < 1:
+        ap.error("--rounds, --rank and --sample-steps must be at least 1.")
     if not args.dpo_beta > 0 or (args.dpo_lr is not None and not args.dpo_lr > 0) or (args.dpo_steps or 1) < 1:
         ap.error("--dpo-beta, --dpo-lr and --dpo-steps must be positive.")
     dpo = dict(objective="dpo", dpo_beta=args.dpo_beta, lr=args.dpo_lr or cfg.lr,
@@ -158,6 +164,8 @@ def main(argv=None):
     out = Path(args.out)
     settings = {key: getattr(args, key) for key in ("prompts", "dev", "candidates", "images", "rounds", "model", "seed")}
     settings.update(k=cfg.top_k, rank=cfg.rank, steps=cfg.finetune_steps, lr=cfg.lr)
+    if args.sampler or args.sample_steps:  # only when given, so that folders of older runs still resume
+        settings.update(sampler=args.sampler, sample_steps=cfg.steps)
     if any(a.endswith("-dpo") for a in arms):
         settings.update(dpo_beta=dpo["dpo_beta"], dpo_lr=dpo["lr"], dpo_steps=dpo["steps"])
     written = out / "settings.json"
@@ -175,13 +183,16 @@ def main(argv=None):
         timings = json.loads(timings_path.read_text()) if timings_path.exists() else {}
         atomic_write(timings_path, json.dumps({**timings, key: time.time() - t0}, indent=1))
         return result
+
+    def model_pipe():
+        return use_sampler(load_pipeline(args.model), args.sampler)
     prompts = train_prompts(args.dev + args.prompts, seed=cfg.seed)
     dev, train = prompts[: args.dev], prompts[args.dev :]
 
     def own_pool(folder: Path, g: float, seed: int, adapter=None) -> Path:
         """N candidates per fine-tuning prompt from the model (with `adapter` loaded, if given) at CFG g."""
         if not pool_complete(folder):
-            pipe = load_pipeline(args.model)
+            pipe = model_pipe()
             if adapter is not None:
                 pipe.load_lora_weights(str(adapter))
             timed(f"pool {folder}", build_pool, pipe, train, folder, cfg.candidates, guidance_scale=g,
@@ -221,7 +232,7 @@ def main(argv=None):
     def tune(folder: Path, lora: Path, init=None, **options) -> Path:
         if not (lora / WEIGHTS_NAME).exists():
             steps = options.get("steps", cfg.finetune_steps)
-            timed(f"finetune {lora}", finetune, load_pipeline(args.model), folder, lora, **{
+            timed(f"finetune {lora}", finetune, model_pipe(), folder, lora, **{
                 "rank": cfg.rank, "alpha": cfg.alpha, "steps": steps, "batch_size": cfg.finetune_batch, "lr": cfg.lr,
                 "prompt_dropout": cfg.prompt_dropout, "seed": cfg.seed, "sample_prompts": 0,
                 "checkpoint_every": math.gcd(steps, *(d for d in doses if d < steps)), "init_adapter": init and str(init),
@@ -255,7 +266,7 @@ def main(argv=None):
             slug += f"_beta{dpo['dpo_beta']:g}_lr{dpo['lr']:g}_{dpo['steps']}"
         path = out / "eval" / f"{slug}.json"
         if not path.exists():
-            pipe = load_pipeline(args.model)
+            pipe = model_pipe()
             if lora is not None:
                 pipe.load_lora_weights(lora)
             res, _ = timed(f"evaluate {path.name}", evaluate_pipeline, pipe, dev, args.images,
@@ -266,7 +277,8 @@ def main(argv=None):
 
     rows = {name: _model_row(res, results["base"]) for name, res in results.items()}
     lines = [f"{args.prompts} training-split prompts to fine-tune on (k = {cfg.top_k} per prompt; pools of N = "
-             f"{args.candidates}, {cfg.steps} steps; {args.rounds} round(s)), {args.dev} other training-split "
+             f"{args.candidates}, {cfg.steps} steps of {args.sampler or 'ddpm'}; {args.rounds} round(s)), {args.dev} "
+             f"other training-split "
              f"prompts × {args.images} images to judge on; LoRA rank {cfg.rank}; the top-k arms: {cfg.finetune_steps} "
              f"steps of batch {cfg.finetune_batch}, lr {cfg.lr:g}, prompt dropout {cfg.prompt_dropout:g}"
              + (f"; the DPO arms: β {dpo['dpo_beta']:g}, {dpo['steps']} steps of {cfg.finetune_batch} pairs, lr "
