@@ -244,6 +244,7 @@ def _build_judge(args, shapes: bool):
 def cmd_build(args):
     from accelerate import PartialState
 
+    from .io import markdown_table
     from .models import check_model, is_shapes_model
     from .selection import build, check_top_k, load_records, read_prompts, train_prompts
     from .toy import world
@@ -271,12 +272,13 @@ def cmd_build(args):
     print(f"{len(prompts)} prompts × {args.candidates} candidates, top-{args.top_k} per prompt; CFG {args.cfg}, "
           f"{args.steps} steps of {type(pipe.scheduler).__name__}, seed {args.seed}\n")
     keys = ("mi", "strict", "soft") if shapes else ("mi",)
-    print("| folder | images | mean MI (nats) |" + (" strict % | soft % |" if shapes else "")
-          + "\n|---|---:|" + "---:|" * len(keys))
+    rows = []
     for path in paths.values():
         _, records = load_records(path)
         mean = [sum(r[key] for r in records) / len(records) for key in keys]
-        print(f"| {path} | {len(records)} | {mean[0]:.1f} |" + "".join(f" {100 * m:.1f} |" for m in mean[1:]))
+        rows.append([str(path), len(records), f"{mean[0]:.1f}", *(f"{100 * m:.1f}" for m in mean[1:])])
+    columns = ["folder", "images", "mean MI (nats)", *(["strict %", "soft %"] if shapes else [])]
+    print(markdown_table(rows, columns, align="l" + "r" * (len(columns) - 1)))
 
 
 def _finetune_flow(pipe, args, cfg) -> bool:
@@ -427,30 +429,34 @@ def _add_toy_ship(sub) -> None:
     p.set_defaults(func=cmd_toy_ship)
 
 
+def _add_sampling_command(sub, name: str, summary: str, func, output: str, per_category: int = 70):
+    """A command that samples a model on held-out prompts (:func:`_sampling_args`) and may write `output`;
+    returns its parser, for the command's own options."""
+    p = sub.add_parser(name, help=summary)
+    _sampling_args(p, per_category=per_category)
+    p.add_argument("--output-dir", help=f"also write {output} here")
+    p.set_defaults(func=func)
+    return p
+
+
 def _add_toy_eval(sub) -> None:
-    p = sub.add_parser("toy-eval", help="sample a Shapes model on held-out prompts and print the oracle's tables")
-    _sampling_args(p)
-    p.add_argument("--output-dir", help="also write report.md, records.json and grid.png here")
-    p.set_defaults(func=cmd_toy_eval)
+    _add_sampling_command(sub, "toy-eval", "sample a Shapes model on held-out prompts and print the oracle's tables",
+                          cmd_toy_eval, "report.md, records.json and grid.png")
 
 
 def _add_mi(sub) -> None:
-    p = sub.add_parser("mi", help="sample N candidates per prompt and rank them by trajectory MI (with the oracle's verdict)")
-    _sampling_args(p, per_category=1)
-    p.add_argument("--output-dir", help="also write ranked.png here")
-    p.set_defaults(func=cmd_mi)
+    _add_sampling_command(sub, "mi", "sample N candidates per prompt and rank them by trajectory MI (with the oracle's "
+                          "verdict)", cmd_mi, "ranked.png", per_category=1)
 
 
 def _add_evaluate(sub) -> None:
-    p = sub.add_parser("evaluate", help="judge a model (optionally with a LoRA adapter) on held-out prompts")
-    _sampling_args(p)
+    p = _add_sampling_command(sub, "evaluate", "judge a model (optionally with a LoRA adapter) on held-out prompts",
+                              cmd_evaluate, "eval.json and grid.png")
     p.add_argument("--lora", help="a LoRA folder to load with pipe.load_lora_weights")
     _preset_arg(p)
     _judge_args(p, "the judge (default: oracle for the Shapes model, blip-vqa otherwise)")
     p.add_argument("--category", help="the category of every prompt, for the report's columns (e.g. color for "
                    "T2I-CompBench's color_val.txt; default: the Shapes grammar's, else 'other')")
-    p.add_argument("--output-dir", help="also write eval.json and grid.png here")
-    p.set_defaults(func=cmd_evaluate)
 
 
 def _add_experiment(sub) -> None:

@@ -5,7 +5,8 @@ text and size/crop "time ids"), and turns them into an **ε-pair predictor**
 ``eps_pair(z_t, t) -> (ε̂_c, ε̂_u)`` that runs the UNet ONCE on the doubled batch
 ``[z_t, z_t]`` — the same forward pass classifier-free guidance makes anyway.
 
-Supported: the Shapes-world :class:`~minitune.toy.pipeline.ShapesPipeline` (pixel space),
+Supported: a pipeline that brings its own adapter (``pipe.mi_denoiser()``, e.g. the Shapes-world
+:class:`~minitune.toy.pipeline.ShapesPipeline`, pixel space: :class:`ToyDenoiser`),
 ``StableDiffusionPipeline`` and ``StableDiffusionXLPipeline`` (latent space, through their VAE).
 ``StableDiffusion3Pipeline`` (rectified flow) gets :class:`~minitune.flow_denoisers.SD3Denoiser`,
 whose seam is a velocity pair (:mod:`minitune.flow`).
@@ -63,13 +64,12 @@ class StackedInputs:
         return self.cache[m]
 
 
-class Denoiser:
-    """Base adapter: holds the pipeline's UNet and scheduler; subclasses encode prompts."""
+class PipelineAdapter:
+    """What every adapter holds: the pipeline, its denoising network ``net`` (a UNet, or SD3's transformer) and
+    its scheduler, with the device it runs on and the shape of one latent."""
 
-    def __init__(self, pipe):
-        self.pipe = pipe
-        self.unet = pipe.unet
-        self.scheduler = pipe.scheduler
+    def __init__(self, pipe, net):
+        self.pipe, self.net, self.scheduler = pipe, net, pipe.scheduler
 
     @property
     def device(self) -> torch.device:
@@ -77,9 +77,16 @@ class Denoiser:
 
     @property
     def latent_shape(self) -> tuple[int, int, int]:
-        c, s = self.unet.config.in_channels, self.unet.config.sample_size
-        s = (s, s) if isinstance(s, int) else tuple(s)
-        return (c, *s)
+        c, s = self.net.config.in_channels, self.net.config.sample_size
+        return (c, *((s, s) if isinstance(s, int) else tuple(s)))
+
+
+class Denoiser(PipelineAdapter):
+    """Base adapter of the ε-prediction (VP) family: holds the pipeline's UNet and scheduler; subclasses encode prompts."""
+
+    def __init__(self, pipe):
+        super().__init__(pipe, pipe.unet)
+        self.unet = pipe.unet
 
     def encode(self, prompts: list[str]) -> Conditioning:
         raise NotImplementedError
@@ -126,7 +133,8 @@ class Denoiser:
 
 
 class ToyDenoiser(Denoiser):
-    """The Shapes-world pipeline: pixel space, the empty prompt as unconditional input."""
+    """The Shapes-world pipeline (its ``mi_denoiser``): pixel space, ``encode_prompt(prompts, device)``, the empty
+    prompt as unconditional input."""
 
     @torch.no_grad()
     def encode(self, prompts):
@@ -173,11 +181,11 @@ class StableDiffusionXLDenoiser(_LatentDenoiser):
 
 
 def denoiser_for(pipe) -> Denoiser:
-    """Pick the adapter for a pipeline; unsupported pipelines get a clear error."""
-    from .toy.pipeline import ShapesPipeline
-
-    if isinstance(pipe, ShapesPipeline):
-        return ToyDenoiser(pipe)
+    """Pick the adapter for a pipeline: its own ``mi_denoiser()`` if it has one (the Shapes pipeline), else
+    one by pipeline family; unsupported pipelines get a clear error."""
+    own = getattr(pipe, "mi_denoiser", None)
+    if callable(own):
+        return own()
     name = type(pipe).__name__
     if name.startswith("StableDiffusion3"):  # rectified flow: a velocity-pair adapter (minitune.flow_denoisers)
         from .flow_denoisers import SD3Denoiser

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from . import GUIDANCE_SCALE
+from .io import markdown_table
 
 if TYPE_CHECKING:
     from .toy import world
@@ -141,16 +142,17 @@ def evaluate_pipeline(pipe, prompts: list[str], n_per_prompt: int = 4, *, guidan
                       progress: bool = True):
     """Sample `n_per_prompt` images per prompt and score them; returns ``(EvalResult, Candidates)``.
 
-    scorers: name -> scorer; by default the Shapes oracle for the Shapes pipeline, none otherwise
-    (diversity and mean MI are always reported). Metric names of several scorers must not clash.
+    scorers: name -> scorer; by default the pipeline's own, ``pipe.default_scorers()`` (the Shapes
+    pipeline's: its oracle), none for a pipeline without them (diversity and mean MI are always
+    reported). Metric names of several scorers must not clash.
     category_of: prompt -> the category its row is reported under (default: the Shapes grammar's
     category, "other" for a prompt it cannot parse).
     """
     from .sampling import sample_with_mi
-    from .toy.pipeline import ShapesPipeline
 
     if scorers is None:
-        scorers = {"oracle": oracle_scorer} if isinstance(pipe, ShapesPipeline) else {}
+        own = getattr(pipe, "default_scorers", None)
+        scorers = own() if callable(own) else {}
     cands = sample_with_mi(pipe, prompts, n_per_prompt, guidance_scale=guidance_scale,
                            num_inference_steps=num_inference_steps, seed=seed, batch_size=batch_size,
                            progress=progress)
@@ -184,8 +186,8 @@ def comparison_table(results: dict[str, EvalResult], metric: str = "strict", bas
     baseline = baseline or next(iter(results))
     base = results[baseline]
     cats = base.categories()
-    head = "| model | " + " | ".join(cats) + f" | Δ all vs {baseline} (95 % CI) | well-formed % | diversity | MI |"
-    lines = [head, "|---|" + "---:|" * (len(cats) + 4)]
+    columns = ["model", *cats, f"Δ all vs {baseline} (95 % CI)", "well-formed %", "diversity", "MI"]
+    rows = []
     for name, res in results.items():
         s = res.summary()
         cells = [f"{100 * s[c][metric]:.1f} ({100 * s[c][metric + '_ci'][0]:.1f}–{100 * s[c][metric + '_ci'][1]:.1f})"
@@ -196,37 +198,31 @@ def comparison_table(results: dict[str, EvalResult], metric: str = "strict", bas
             d, (lo, hi) = paired_delta(base, res, metric, "all")
             delta = f"{100 * d:+.1f} ({100 * lo:+.1f} to {100 * hi:+.1f})"
         wf = f"{100 * s['all']['well_formed']:.1f}" if "well_formed" in s["all"] else "–"
-        lines.append(f"| {name} | " + " | ".join(cells)
-                     + f" | {delta} | {wf} | {s['all']['diversity']:.3f} | {s['all']['mi']:.1f} |")
-    return "\n".join(lines)
+        rows.append([name, *cells, delta, wf, f"{s['all']['diversity']:.3f}", f"{s['all']['mi']:.1f}"])
+    return markdown_table(rows, columns, align="l" + "r" * (len(columns) - 1))
 
 
 def alignment_table(ev: world.Evaluation) -> str:
     """Markdown table: per category n, strict (95 % CI), soft, well-formed."""
     world = _world()
-    lines = ["| category | images | strict % (95 % CI) | soft % | well-formed % |", "|---|---:|---:|---:|---:|"]
     groups = {c: [r for r in ev.records if r["category"] == c] for c in world.CATEGORIES}
     groups["all"] = ev.records
+    rows = []
     for name, rs in groups.items():
         if not rs:
             continue
         strict = [r["strict"] for r in rs]
         lo, hi = bootstrap_ci(strict)
-        lines.append(
-            f"| {name} | {len(rs)} | {100 * np.mean(strict):.1f} ({100 * lo:.1f}–{100 * hi:.1f}) | "
-            f"{100 * np.mean([r['soft'] for r in rs]):.1f} | {100 * np.mean([r['well_formed'] for r in rs]):.1f} |"
-        )
-    return "\n".join(lines)
+        rows.append([name, len(rs), f"{100 * np.mean(strict):.1f} ({100 * lo:.1f}–{100 * hi:.1f})",
+                     f"{100 * np.mean([r['soft'] for r in rs]):.1f}", f"{100 * np.mean([r['well_formed'] for r in rs]):.1f}"])
+    return markdown_table(rows, ["category", "images", "strict % (95 % CI)", "soft %", "well-formed %"], align="lrrrr")
 
 
 def failure_table(ev: world.Evaluation) -> str:
     """Markdown table: % of images of each category showing each failure mode."""
     world = _world()
-    rates = ev.failure_rates()
-    lines = ["| category | " + " | ".join(world.FAILURE_MODES) + " |", "|---|" + "---:|" * len(world.FAILURE_MODES)]
-    for c, r in rates.items():
-        lines.append(f"| {c} | " + " | ".join(f"{100 * r[m]:.1f}" for m in world.FAILURE_MODES) + " |")
-    return "\n".join(lines)
+    rows = [[c, *(f"{100 * r[m]:.1f}" for m in world.FAILURE_MODES)] for c, r in ev.failure_rates().items()]
+    return markdown_table(rows, ["category", *world.FAILURE_MODES], align="l" + "r" * len(world.FAILURE_MODES))
 
 
 # --------------------------------------------------------------------------- selection signals
@@ -283,8 +279,9 @@ def selection_table(signals: dict, strict, soft, area=None) -> str:
     """
     strict, soft = _grouped("strict", strict), _grouped("soft", soft)
     chance = float(strict.mean())
-    head = "| signal | top-1 strict % (95 % CI) | ×random | top-1 soft % | bottom-1 strict % | ρ(soft) |"
-    lines = [head + (" ρ(area) |" if area is not None else ""), "|---|" + "---:|" * (5 + (area is not None))]
+    columns = ["signal", "top-1 strict % (95 % CI)", "×random", "top-1 soft %", "bottom-1 strict %", "ρ(soft)",
+               *(["ρ(area)"] if area is not None else [])]
+    rows = []
     for name, key in signals.items():
         key = _grouped(name, key)
         top = best_of_n(strict, key, [key.shape[1]])[0]
@@ -296,8 +293,8 @@ def selection_table(signals: dict, strict, soft, area=None) -> str:
                  f"{within_prompt_spearman(key, soft):+.2f}"]
         if area is not None:
             cells.append(f"{within_prompt_spearman(key, area):+.2f}")
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        rows.append([name, *cells])
+    return markdown_table(rows, columns, align="l" + "r" * (len(columns) - 1))
 
 
 def _failure_sets(failures) -> list[list[set]]:
@@ -319,7 +316,6 @@ def top1_failure_table(signals: dict, failures) -> str:
     rows = _failure_sets(failures)
     modes = world.FAILURE_MODES
     P, N = len(rows), len(rows[0])
-    lines = ["| picks | " + " | ".join(modes) + " | none |", "|---|" + "---:|" * (len(modes) + 1)]
     everyone = [f for row in rows for f in row]
     picks = {"all candidates": everyone}
     for name, key in signals.items():
@@ -327,10 +323,9 @@ def top1_failure_table(signals: dict, failures) -> str:
         if key.shape != (P, N):
             raise ValueError(f"{name} has shape {key.shape} but failures has {P} prompts × {N} candidates.")
         picks[f"top-1 by {name}"] = [rows[p][i] for p, i in enumerate(key.argmax(1))]
-    for name, fs in picks.items():
-        lines.append(f"| {name} | " + " | ".join(f"{100 * np.mean([m in f for f in fs]):.0f}" for m in modes)
-                     + f" | {100 * np.mean([not f for f in fs]):.0f} |")
-    return "\n".join(lines)
+    table = [[name, *(f"{100 * np.mean([m in f for f in fs]):.0f}" for m in modes), f"{100 * np.mean([not f for f in fs]):.0f}"]
+             for name, fs in picks.items()]
+    return markdown_table(table, ["picks", *modes, "none"], align="l" + "r" * (len(modes) + 1))
 
 
 def pairwise_failure_table(signals: dict, failures) -> str:
@@ -346,7 +341,7 @@ def pairwise_failure_table(signals: dict, failures) -> str:
     modes = world.FAILURE_MODES
     pairs = {m: [(p, g, b) for p, row in enumerate(rows) for g, fg in enumerate(row) if not fg
                  for b, fb in enumerate(row) if fb == {m}] for m in modes}
-    lines = ["| signal | " + " | ".join(modes) + " |", "|---|" + "---:|" * len(modes)]
+    table = []
     for name, key in signals.items():
         key = _grouped(name, key)
         if key.shape != (len(rows), len(rows[0])):
@@ -355,6 +350,6 @@ def pairwise_failure_table(signals: dict, failures) -> str:
         for m in modes:
             wins = [1.0 if key[p, g] > key[p, b] else 0.5 if key[p, g] == key[p, b] else 0.0 for p, g, b in pairs[m]]
             cells.append(f"{100 * np.mean(wins):.0f}" if wins else "–")
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    lines.append("| pairs | " + " | ".join(str(len(pairs[m])) for m in modes) + " |")
-    return "\n".join(lines)
+        table.append([name, *cells])
+    table.append(["pairs", *(len(pairs[m]) for m in modes)])
+    return markdown_table(table, ["signal", *modes], align="l" + "r" * len(modes))

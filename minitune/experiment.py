@@ -26,7 +26,7 @@ from . import GUIDANCE_SCALE, resolve_device
 from .evaluate import EvalResult, paired_delta, comparison_table, evaluate_pipeline, oracle_scorer
 from .finetune import OBJECTIVES
 from .images import to_uint8
-from .io import atomic_write
+from .io import atomic_write, claim, markdown_table
 from .results import write_result
 from .sampling import SAMPLERS, use_sampler
 
@@ -69,9 +69,9 @@ PRESETS = {
     "tiny": ExperimentConfig(n_prompts=4, candidates=3, top_k=1, steps=3, selectors=("mi", "mi_renoise", "mi_contrast"),
                              renoise_samples=2, contrast_samples=2, finetune_steps=3, finetune_batch=2,
                              eval_per_category=1, eval_images=2),
-    # chosen on training-split dev prompts. The recipe (benchmarks/self_training_check.py): the paper's (mse, 150
+    # chosen on training-split dev prompts. The recipe (benchmarks/studies/self_training_check.py): the paper's (mse, 150
     # steps, 10 % prompt dropout) lowers alignment for every selector, the oracle's included; DPO on the same pool
-    # raises it. The sampler (benchmarks/sampler_speed.py): DPM-Solver++ (SDE) at 10 steps aligns as DDPM-25 does,
+    # raises it. The sampler (benchmarks/perf/sampler_speed.py): DPM-Solver++ (SDE) at 10 steps aligns as DDPM-25 does,
     # within the paired interval of 128 dev prompts (a loss of a few points would not show), at 2.4× the candidates
     # per minute, which buys 80 prompts instead of 64; the contrast's 4 samples (not 8) keep the run within 90
     # minutes on 2 cores
@@ -104,12 +104,10 @@ def _check(cfg: ExperimentConfig) -> None:
 
 def _claim(out: Path, cfg: ExperimentConfig, model) -> None:
     """Create `out`, or reopen it to continue, refusing one that holds an experiment with other settings."""
-    out.mkdir(parents=True, exist_ok=True)
-    settings = {"config": asdict(cfg), "model": str(model or "toy")}
-    cfg_file = out / "config.json"
-    if cfg_file.exists() and json.loads(cfg_file.read_text()) != json.loads(json.dumps(settings)):
-        raise ValueError(f"{out} holds an experiment with other settings; use a new output folder or the same settings.")
-    _write_json(cfg_file, settings)
+    def refuse(changes: str) -> str:
+        return f"{out} holds an experiment with other settings ({changes}); use a new output folder or the same settings."
+    claim(out / "config.json", {"config": asdict(cfg), "model": str(model or "toy")}, refuse,
+          view=lambda s: {**s["config"], "model": s["model"]})
 
 
 @dataclass
@@ -266,16 +264,15 @@ def publish(data: dict, results_dir, *, model: str, command: str, wall_s: float,
         for name in ("categories", "before_after"):
             if (Path(figures) / f"{name}.png").is_file():
                 shutil.copyfile(Path(figures) / f"{name}.png", folder / f"experiment-{name.replace('_', '-')}.png")
-    lines = ["| arm | strict % | Δ strict vs base (95 % CI) | well-formed % | coloured px | share of oracle's gain |",
-             "|---|---:|---:|---:|---:|---:|"]
+    rows = []
     for arm, r in data["arms"].items():
         share = r.get("share_of_oracle")
-        lines.append(f"| {r['name']} | {100 * r['strict']:.1f} | " + ("–" if arm == "base" else
-                     f"{100 * r['delta_strict']:+.1f} ({100 * r['delta_ci'][0]:+.1f} to {100 * r['delta_ci'][1]:+.1f})")
-                     + f" | {100 * r['well_formed']:.1f} | {r['area']:.0f} | "
-                     + (f"{100 * share:.0f} %" if share is not None else "–") + " |")
-    return write_result(folder / "experiment", body, "\n".join(lines), model=model, command=command, wall_s=wall_s,
-                        commit=commit)
+        rows.append([r["name"], f"{100 * r['strict']:.1f}", "–" if arm == "base" else
+                     f"{100 * r['delta_strict']:+.1f} ({100 * r['delta_ci'][0]:+.1f} to {100 * r['delta_ci'][1]:+.1f})",
+                     f"{100 * r['well_formed']:.1f}", f"{r['area']:.0f}", f"{100 * share:.0f} %" if share is not None else "–"])
+    table = markdown_table(rows, ["arm", "strict %", "Δ strict vs base (95 % CI)", "well-formed %", "coloured px",
+                                  "share of oracle's gain"], align="lrrrrr")
+    return write_result(folder / "experiment", body, table, model=model, command=command, wall_s=wall_s, commit=commit)
 
 
 def _set_quality(out: Path, cfg: ExperimentConfig, arms) -> dict:
@@ -307,11 +304,16 @@ def _failure_rows(label: str, rates: dict) -> str:
     e.g. an evaluation saved before failure modes were recorded)."""
     from .toy.world import FAILURE_MODES
 
-    modes = FAILURE_MODES
-    lines = [f"| {label} | " + " | ".join(modes) + " |", "|---|" + "---:|" * len(modes)]
-    for name, r in rates.items():
-        lines.append(f"| {name} | " + " | ".join(f"{100 * r[m]:.1f}" if m in r else "–" for m in modes) + " |")
-    return "\n".join(lines)
+    rows = [[name, *(f"{100 * r[m]:.1f}" if m in r else "–" for m in FAILURE_MODES)] for name, r in rates.items()]
+    return markdown_table(rows, [label, *FAILURE_MODES], align="l" + "r" * len(FAILURE_MODES))
+
+
+def _set_table(rows: dict) -> str:
+    """Markdown: the oracle's verdict on each set of one round, {set name: means} as :func:`_set_quality` gives."""
+    cells = [[k, v["images"], f"{100 * v['strict']:.1f}", f"{100 * v['soft']:.1f}", f"{100 * v['well_formed']:.1f}",
+              f"{v['mi']:.1f}"] for k, v in rows.items()]
+    return markdown_table(cells, ["set", "images", "strict %", "soft %", "well-formed %", "mean trajectory MI"],
+                          align="lrrrrr")
 
 
 def _slug(name: str) -> str:
@@ -341,11 +343,7 @@ def _report(out: Path, cfg: ExperimentConfig, results: dict[str, EvalResult], ti
           "## Failure modes on the held-out prompts (% of images; modes can co-occur)\n\n"
           f"{_failure_rows('model', {k: summaries[k]['all'] for k in main})}\n\n"
           "## What each arm fine-tunes on (the oracle's verdict on the selected training candidates)\n\n"
-          + "".join(f"{r}:\n\n| set | images | strict % | soft % | well-formed % | mean trajectory MI |\n"
-                    "|---|---:|---:|---:|---:|---:|\n"
-                    + "".join(f"| {k} | {v['images']} | {100 * v['strict']:.1f} | {100 * v['soft']:.1f} | "
-                              f"{100 * v['well_formed']:.1f} | {v['mi']:.1f} |\n" for k, v in rows.items()) + "\n"
-                    for r, rows in sets.items())
+          + "".join(f"{r}:\n\n{_set_table(rows)}\n\n" for r, rows in sets.items())
           + "Failure modes in each set (% of its images; modes can co-occur):\n\n"
           + "".join(f"{r}:\n\n{_failure_rows('set', {k: v['failures'] for k, v in rows.items()})}\n\n"
                     for r, rows in sets.items())

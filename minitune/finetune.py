@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from . import GUIDANCE_SCALE
-from .io import replaced
+from .io import claim, replaced
 
 ADAPTER = "minitune"
 WEIGHTS_NAME = "pytorch_lora_weights.safetensors"
@@ -128,7 +128,7 @@ def load_finetune_set(data_dir: str | os.PathLike) -> FinetuneSet:
                          f"rebuild it with select(..., pairs=True).")
     if len({a.shape for a in arrays + rejected}) > 1:
         raise ValueError(f"The images in {folder} differ in size; a fine-tuning set needs images of one size.")
-    from .toy.world import to_tensor
+    from .images import to_tensor
 
     return FinetuneSet(folder, to_tensor(np.stack(arrays)), [r["text"] for r in records], records, digest.hexdigest(),
                        to_tensor(np.stack(rejected)) if rejected else None)
@@ -270,23 +270,29 @@ def _prepare_output(out: Path, info: dict):
         probe.unlink()
     except OSError:
         raise PermissionError(f"Cannot write to the output folder {out}; choose another output folder.") from None
-    saved_path = out / "finetune_config.json"
-    if not saved_path.exists():
+    if _claim(out, info, check_only=True) is None:
         if (out / WEIGHTS_NAME).exists() or (out / "loss.csv").exists():
             raise ValueError(f"{out} already holds LoRA weights or a loss log that no saved run explains; "
                              f"choose a new output folder.")
         return None
-    saved = json.loads(saved_path.read_text())
-    def same(c):  # options added since a run was saved count as their defaults
-        return {k: v for k, v in {**asdict(FinetuneConfig()), **c}.items() if k not in RESUMABLE}
-    if same(saved["config"]) != same(info["config"]) or saved["data"]["sha256"] != info["data"]["sha256"]:
-        raise ValueError(f"{out} holds a fine-tuning run with another set or other options; use a new output folder "
-                         f"or the same set and options (only the step count and validation settings may change).")
     state = torch.load(out / "state.pt", weights_only=False) if (out / "state.pt").exists() else None
     if state is not None and state["step"] > info["config"]["steps"]:
         raise ValueError(f"{out} has already been trained for {state['step']} steps, more than the "
                          f"{info['config']['steps']} asked; ask for at least as many steps or use a new output folder.")
     return state
+
+
+def _claim(out: Path, info: dict, check_only: bool = False) -> dict | None:
+    """:func:`minitune.io.claim` of ``finetune_config.json``: a run resumes only with the same set and options
+    (the RESUMABLE ones aside; options added since a run was saved count as their defaults)."""
+    def view(s):
+        config = {k: v for k, v in {**asdict(FinetuneConfig()), **s["config"]}.items() if k not in RESUMABLE}
+        return {**config, "set content": s["data"]["sha256"]}
+
+    def refuse(changes):
+        return (f"{out} holds a fine-tuning run with another set or other options ({changes}); use a new output folder "
+                f"or the same set and options (only the step count and validation settings may change).")
+    return claim(out / "finetune_config.json", info, refuse, view=view, check_only=check_only)
 
 
 def _check(cfg: FinetuneConfig) -> None:
@@ -539,8 +545,6 @@ def finetune(pipe, data: str | os.PathLike | FinetuneSet, output_dir: str | os.P
     marked ``"tie"`` weigh 0, so a set of ties only leaves the adapter where it started. Its
     ``loss.csv`` adds the preference accuracy, and the validation loss is that of the chosen images.
     """
-    from peft.utils import set_peft_model_state_dict
-
     from .denoisers import denoiser_for
 
     cfg, data, sched, init = _checked_inputs(pipe, data, config, options)
@@ -556,24 +560,37 @@ def finetune(pipe, data: str | os.PathLike | FinetuneSet, output_dir: str | os.P
     ties = torch.tensor([bool(r.get("tie")) for r in data.records])  # pairs that state no preference weigh 0
     run = _Run(cfg, pipe, sched, accelerator, latents, cond, rows, ties, out, pipe.unet.dtype)
     shape, T = run.chosen.shape[1:], sched.config.num_train_timesteps
-    order = torch.randperm(len(rows), generator=_generator(cfg.seed, 3, 0))
-    n_val = min(int(len(rows) * cfg.val_fraction), len(rows) - 1)
-    val, train = order[:n_val], order[n_val:]
-    val_draws = _validation_draws(val, cfg, shape, T)
-    sample_prompts = list(dict.fromkeys(data.prompts[i] for i in order.tolist()))[: cfg.sample_prompts]
+    train, val_draws, sample_prompts = _split(cfg, data.prompts, shape, T)
     with _lora_attached(pipe.unet, cfg) as run.params:
         if init is not None:
             _load_init_adapter(pipe.unet, init, cfg)
         run.opt = torch.optim.AdamW(run.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        start = 0
-        if state is not None:
-            set_peft_model_state_dict(pipe.unet, state["lora"], adapter_name=ADAPTER)
-            run.opt.load_state_dict(state["opt"])
-            start = state["step"]
+        start = _restore(run, state)
         run.model, run.opt = accelerator.prepare(pipe.unet, run.opt)
         _train(run, start, cfg.steps if until is None else min(until, cfg.steps), train, shape, T, info,
                val_draws, sample_prompts, progress)
     return out
+
+
+def _split(cfg: FinetuneConfig, prompts: list[str], shape, T: int):
+    """The seeded split of the set's images: the training rows, the fixed validation draws of the held-out
+    ones (:func:`_validation_draws`) and the prompts of the sample grid."""
+    order = torch.randperm(len(prompts), generator=_generator(cfg.seed, 3, 0))
+    n_val = min(int(len(prompts) * cfg.val_fraction), len(prompts) - 1)
+    val, train = order[:n_val], order[n_val:]
+    sample_prompts = list(dict.fromkeys(prompts[i] for i in order.tolist()))[: cfg.sample_prompts]
+    return train, _validation_draws(val, cfg, shape, T), sample_prompts
+
+
+def _restore(run: _Run, state: dict | None) -> int:
+    """Load a resumed run's adapter and optimiser state; returns the step to continue from (0 for a new run)."""
+    from peft.utils import set_peft_model_state_dict
+
+    if state is None:
+        return 0
+    set_peft_model_state_dict(run.pipe.unet, state["lora"], adapter_name=ADAPTER)
+    run.opt.load_state_dict(state["opt"])
+    return state["step"]
 
 
 def _train(run: _Run, start: int, end: int, train, shape, T: int, info: dict, val_draws, sample_prompts,
@@ -581,7 +598,7 @@ def _train(run: _Run, start: int, end: int, train, shape, T: int, info: dict, va
     """Steps start..end: train, log, validate and checkpoint (on the main process); the adapter at the end."""
     cfg, accelerator, main = run.cfg, run.accelerator, run.accelerator.is_main_process
     if main:
-        (run.out / "finetune_config.json").write_text(json.dumps(info, indent=2))
+        _claim(run.out, info)
         run.logs = _open_logs(run.out, start, cfg.objective)
         if start == 0:
             _validate(run, 0, val_draws, sample_prompts)

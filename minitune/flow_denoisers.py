@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from . import flow
-from .denoisers import Conditioning, StackedInputs
+from .denoisers import Conditioning, PipelineAdapter, StackedInputs
 
 ADAPTER = "minitune"
 WEIGHTS_NAME = "pytorch_lora_weights.safetensors"
@@ -52,24 +52,16 @@ SD35_DEFAULTS = {"num_inference_steps": 28, "guidance_scale": 7.0}  # the offici
 POOLED = "pooled_projections"
 
 
-class SD3Denoiser:
+class SD3Denoiser(PipelineAdapter):
     """StableDiffusion3Pipeline: VAE latents (shifted and scaled), CLIP ×2 (+ T5) text, the SD3 transformer."""
 
     family = "flow"
 
     def __init__(self, pipe, max_sequence_length: int = 256):
         flow.flow_scheduler_check(pipe.scheduler)
-        self.pipe, self.transformer, self.scheduler = pipe, pipe.transformer, pipe.scheduler
+        super().__init__(pipe, pipe.transformer)
+        self.transformer = pipe.transformer
         self.max_sequence_length = max_sequence_length  # T5 tokens; 256 is the pipeline's own default
-
-    @property
-    def device(self) -> torch.device:
-        return self.pipe._execution_device
-
-    @property
-    def latent_shape(self) -> tuple[int, int, int]:
-        c, s = self.transformer.config.in_channels, self.transformer.config.sample_size
-        return (c, *((s, s) if isinstance(s, int) else tuple(s)))
 
     @torch.no_grad()
     def encode(self, prompts: list[str]) -> Conditioning:

@@ -1,11 +1,27 @@
-"""Files written whole or not at all."""
+"""Files: written whole or not at all, run folders claimed for one set of settings, image sets, tables.
+
+* :func:`atomic_write` and :func:`replaced` write through a temporary name and rename, so that a
+  reader, or a run killed half-way, never sees a partial file.
+* :func:`claim` ties a run's output folder to its settings, so that a rerun resumes a run only with
+  the settings it was made with: a new folder gets them as JSON, and a folder made with other
+  settings is refused in one sentence that names what differs. Pools and sets, fine-tuning runs,
+  experiments and base-model training all claim their folders this way.
+* :func:`write_imagefolder` writes a Hugging Face ``imagefolder`` (PNG files and ``metadata.jsonl``),
+  the format of every pool and fine-tuning set, which ``datasets.load_dataset("imagefolder", data_dir=...)``
+  and diffusers' training scripts read.
+* :func:`markdown_table` turns rows into the Markdown tables of the reports and the book.
+"""
 
 from __future__ import annotations
 
+import io
+import json
+import math
 import os
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Callable, Iterable
 
 PARTIAL = ".partial"  # the suffix of a file or folder still being written
 
@@ -40,3 +56,130 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path)
     elif path.exists() or path.is_symlink():
         path.unlink()
+
+
+# --------------------------------------------------------------------------- run folders
+
+
+def changed_settings(saved: dict, settings: dict) -> str:
+    """The settings in which two claims differ, for an error message: ``"k 2 (now 1), prompts"``, or ``""``.
+
+    Values compare as JSON (a tuple equals the list it was saved as). A value longer than 40 characters
+    (a prompt list, a fingerprint) is named without it.
+    """
+    saved, settings = json.loads(json.dumps(saved)), json.loads(json.dumps(settings))
+    changes = []
+    for key in dict.fromkeys([*saved, *settings]):
+        old, new = saved.get(key), settings.get(key)
+        if old != new:
+            short = max(len(repr(old)), len(repr(new))) <= 40
+            changes.append(f"{key} {old!r} (now {new!r})" if short else str(key))
+    return ", ".join(changes)
+
+
+def _read_settings(path: Path) -> dict | None:
+    if not path.is_file():
+        return None
+    try:
+        saved = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        saved = None
+    if not isinstance(saved, dict):
+        raise ValueError(f"{path} is not a JSON object of settings, so its folder is corrupt; use a new output folder.")
+    return saved
+
+
+def claim(path: str | os.PathLike, settings: dict, refuse: Callable[[str], str], *,
+          view: Callable[[dict], dict] | None = None, check_only: bool = False, write: Callable = atomic_write) -> dict | None:
+    """Claim a run's folder for `settings`: a new run records them, a resumed run must have the same ones.
+
+    `path` is the JSON file in the run's folder that records the settings. Where it does not exist yet,
+    the folder is created and `settings` are written. Where it does, the saved settings must agree
+    with `settings`, else ``ValueError(refuse(changes))`` is raised, `changes` naming what differs
+    (:func:`changed_settings`); then `settings` are written again (what may change, such as a step
+    count, is updated). `view` picks what must agree, applied to both sides: it may leave out what
+    may change and fill in defaults for settings added since a file was written. ``check_only`` writes
+    nothing (e.g. on every process, before the main one claims). `write` is the writer, ``(path, text)``.
+    Returns the saved settings, or None for a new run.
+    """
+    path = Path(path)
+    saved = _read_settings(path)
+    if saved is not None:
+        view = view or (lambda s: s)
+        changes = changed_settings(view(saved), view(settings))
+        if changes:
+            raise ValueError(refuse(changes))
+    if not check_only:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write(path, json.dumps(settings, indent=1) + "\n")
+    return saved
+
+
+# --------------------------------------------------------------------------- image sets
+
+
+def png_bytes(image) -> bytes:
+    """PNG bytes of one uint8 [H, W, 3] image; the same pixels always give the same bytes (no timestamps)."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def write_images(folder: str | os.PathLike, images: Iterable[tuple[str, object]], *,
+                 write: Callable = atomic_write) -> None:
+    """Write each ``(file name, image)`` into `folder`: a uint8 [H, W, 3] array as PNG, bytes (an image
+    file's content, e.g. copied from another set) as they are. `write` is the writer, ``(path, data)``."""
+    for name, image in images:
+        write(Path(folder) / name, image if isinstance(image, bytes) else png_bytes(image))
+
+
+def write_metadata(folder: str | os.PathLike, records: list[dict], *, write: Callable = atomic_write) -> None:
+    """Write an imagefolder's ``metadata.jsonl``, one JSON record per line; write it last, as its presence
+    marks a complete folder."""
+    write(Path(folder) / "metadata.jsonl", "".join(json.dumps(r) + "\n" for r in records))
+
+
+def write_imagefolder(folder: str | os.PathLike, records: list[dict], images: Iterable, *,
+                      write: Callable = atomic_write) -> Path:
+    """Write a Hugging Face ``imagefolder``: the image of each record (see :func:`write_images`) under its
+    ``file_name``, then ``metadata.jsonl`` (every record: ``file_name``, ``text`` and any other fields).
+
+    ``datasets.load_dataset("imagefolder", data_dir=folder)`` and :func:`minitune.finetune.load_finetune_set`
+    read the result. Returns the folder."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_images(folder, ((r["file_name"], image) for r, image in zip(records, images, strict=True)), write=write)
+    write_metadata(folder, records, write=write)
+    return folder
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def format_cell(value) -> str:
+    """A table cell: a string as it is, a float to 4 significant digits, anything else as JSON."""
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else f"{value:.4g}"
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def markdown_table(rows: list, columns: list[str] | None = None, *, align: str = "") -> str:
+    """A Markdown table of `rows`: flat dicts, or sequences of cells in the order of `columns`.
+
+    columns: the header (default: the union of the dicts' keys, a missing key an empty cell). Cells go
+    through :func:`format_cell`, so preformatted strings stay as they are. align: one letter per column,
+    ``l`` for the plain rule ``---`` and ``r`` for right-aligned numbers ``---:``; columns past its end
+    get ``l``, so ``"l" + "r" * 4`` right-aligns all but the first of five.
+    """
+    if columns is None:
+        if not rows:
+            raise ValueError("No rows to tabulate.")
+        columns = list(dict.fromkeys(k for r in rows for k in r))
+    rule = "|" + "".join("---:|" if a == "r" else "---|" for a in align.ljust(len(columns), "l")[: len(columns)])
+    lines = ["| " + " | ".join(columns) + " |", rule]
+    for r in rows:
+        cells = [r.get(c, "") for c in columns] if isinstance(r, dict) else list(r)
+        lines.append("| " + " | ".join(format_cell(v) for v in cells) + " |")
+    return "\n".join(lines)

@@ -53,7 +53,32 @@ of t (one pair per stratum), which matters for an integrand that changes fast at
 On the Gaussian the denoisers are affine, f is a quadratic in ε, and the even part is the
 quadratic form εᵀMε with M = (I − σA_u)ᵀ(I − σA_u) − (I − σA_c)ᵀ(I − σA_c), which does not depend on x,
 while the odd part grows with the distance of x from the two means; there antithetic pairs win only
-for an x with a large point-wise MI (an unlikely x under the unconditional law).
+for an x with a large point-wise MI (an unlikely x under the unconditional law). On the shipped Shapes
+model antithetic pairs did not beat independent draws over the measured images (they won on one, lost
+on two; ``book/results/renoise_variance.md``), so :func:`renoise_mi` keeps ``antithetic=False`` by
+default; fit a proposal for them with ``fit_proposal(..., antithetic=True)``.
+
+Re-noising (:func:`renoise_mi`): how the noise levels are drawn. Proposals: ``"uniform"`` is
+uniform over t. ``"importance"`` is a logistic density in λ with location 0 and scale 2,
+q ∝ |Δλ_t| sech²(λ_t/4): it has the bell shape of the typical integrand, its e^{−|λ|/2} tails are
+heavier than the integrand's e^{−|λ|}, so w/q stays bounded, and being defined in λ it does not
+depend on the noise schedule. On the Gaussian case (benchmarks/perf/renoise_variance.py) it beat
+uniform-in-t, uniform-in-λ and logistic scales 1 and 3 for the point-wise form, with 1.2–2.2× less
+variance than uniform-in-t under DDPM's linear schedule (about the same under the cosine schedule,
+where uniform in t already is a sech density in λ), and was within ~10 % (in std) of the best for
+the orthogonal form. A learned denoiser's integrand need not have that shape; a tensor from
+:func:`fit_proposal`, fitted to the model on a few images, is the third choice.
+
+Draws are stratified: the proposal's probability mass is cut into n_samples // 2 equal strata with
+two independent draws each (three in the last one when n_samples is odd); the estimate is the mean
+of the stratum means and the standard error comes from the within-stratum variances, which keeps it
+unbiased (hence n_samples ≥ 2). Most of the remaining variance is the ε noise at a fixed t, which no
+choice of t removes: in 4 dimensions one draw has a relative std of ~1.3 (15 % at 64 draws), in 64
+dimensions ~0.55 (7 %); it shrinks as the information spreads over more elements. Antithetic pairs
+(below) are stratified twice as finely, one pair in each of n_samples // 2 strata of equal mass
+(u = (h + U)/H): the estimate is the plain mean of the pairs, still unbiased, and the standard error
+pools neighbouring strata in twos (slightly conservative: it also counts the difference between
+their means).
 
 From a sum over timesteps to the integral over log SNR, two weightings:
 
@@ -76,6 +101,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 
 def alphas_cumprod_of(scheduler_or_tensor) -> torch.Tensor:
@@ -193,6 +219,38 @@ class TrajectoryMI:
             raise ValueError(f"{type(self).__name__}.value() was called before any update(); run at least one "
                              "sampler step.")
         return self.total
+
+
+def banded_mi(curve, weights, timesteps, bands, *, mean_over: str | None = "trajectory") -> dict:
+    """Trajectory MI restricted to bands of noise levels: {(lo, hi): [B]}, the steps with lo ≤ t < hi of each band.
+
+    ``curve`` [B, steps] is the per-step integrand ‖ε̂_c − ε̂_u‖² a sampler kept (``keep_curve=True``),
+    ``weights`` [steps] the weights of its timesteps (:func:`paper_weights` or :func:`quadrature_weights`)
+    and ``timesteps`` [steps] the timesteps themselves. A band's value is Σ weight · integrand over its
+    steps, divided according to ``mean_over``:
+
+    * ``"trajectory"``: by the kept (non-zero weight) steps of the whole trajectory, as
+      :class:`TrajectoryMI` does with the paper's mean: each band is its share of the paper's MI, and
+      bands that tile the kept steps add up to it;
+    * ``"band"``: by the kept steps of the band itself: the paper's estimator as if the band were the
+      whole trajectory, on the scale of the paper's MI whatever the band's width (0 for a band
+      without kept steps);
+    * ``None``: not at all, for quadrature weights (a sum): each band is its part of the integral.
+    """
+    curve = torch.as_tensor(curve)
+    weights = torch.as_tensor(weights).to(curve)
+    t = torch.as_tensor(timesteps).to(weights.device)
+    if mean_over not in ("trajectory", "band", None):
+        raise ValueError(f'mean_over must be "trajectory", "band" or None, got {mean_over!r}.')
+    if curve.ndim != 2 or not curve.shape[1] == len(weights) == len(t):
+        raise ValueError(f"curve must be [B, steps] with one weight and one timestep per step, got {tuple(curve.shape)}, "
+                         f"{len(weights)} weights and {len(t)} timesteps.")
+    out = {}
+    for lo, hi in bands:
+        w = weights * ((t >= lo) & (t < hi)).to(weights)
+        kept = {"trajectory": (weights != 0).sum(), "band": (w != 0).sum().clamp(min=1), None: 1}[mean_over]
+        out[lo, hi] = (curve * w).sum(1) / kept
+    return out
 
 
 def _draw(sampler, shape, generator, device, dtype) -> torch.Tensor:
@@ -390,37 +448,11 @@ def renoise_mi(eps_pair, x0, alphas_cumprod, *, n_samples: int = 64, generator, 
       With ``t_min`` around 50 the far high-SNR end, where the bound diverges for near-discrete
       pixels, is left out.
 
-    Proposals: ``"uniform"`` is uniform over t. ``"importance"`` is a logistic density in λ with
-    location 0 and scale 2, q ∝ |Δλ_t| sech²(λ_t/4): it has the bell shape of the typical integrand,
-    its e^{−|λ|/2} tails are heavier than the integrand's e^{−|λ|}, so w/q stays bounded, and being
-    defined in λ it does not depend on the noise schedule. On the Gaussian case
-    (benchmarks/renoise_variance.py) it beat uniform-in-t, uniform-in-λ and logistic scales 1 and 3
-    for the point-wise form, with 1.2–2.2× less variance than uniform-in-t under DDPM's linear
-    schedule (about the same under the cosine schedule, where uniform in t already is a sech
-    density in λ), and was within ~10 % (in std) of the best for the orthogonal form. A learned
-    denoiser's integrand need not have that shape; a tensor from :func:`fit_proposal`, fitted to
-    the model on a few images, is the third choice.
-
-    Draws are stratified: the proposal's probability mass is cut into n_samples // 2 equal strata
-    with two independent draws each (three in the last one when n_samples is odd); the estimate is the
-    mean of the stratum means and the standard error comes from the within-stratum variances, which
-    keeps it unbiased (hence n_samples ≥ 2). Most of the remaining variance is the ε noise at a fixed
-    t, which no choice of t removes: in 4 dimensions one draw has a relative std of ~1.3 (15 % at 64
-    draws), in 64 dimensions ~0.55 (7 %); it shrinks as the information spreads over more elements.
-
-    ``antithetic=True`` spends the evaluations on n_samples // 2 antithetic pairs instead: each pair
-    takes one t and the noises ε and −ε (n_samples must be even and ≥ 4). ε and −ε have the same law,
-    so the pair mean is unbiased for each image; it removes the part of the integrand that is odd in
-    ε (see the module docstring, "Antithetic noise"), which dominates a trained network's point-wise
-    integrand at low noise, and doubles the weight of the even part. The pairs are also stratified
-    twice as finely, one pair in each of n_samples // 2 strata of equal mass (u = (h + U)/H): the
-    estimate is the plain mean of the pairs, still unbiased, and the standard error pools
-    neighbouring strata in twos (slightly conservative: it also counts the difference between their
-    means). Fit the proposal for it with ``fit_proposal(..., antithetic=True)``. Whether it pays
-    depends on where the integrand's noise is: on the shipped Shapes model it did not beat
-    independent draws over the measured images (it won on one, lost on two), and on the Gaussian it
-    wins only for x with a large point-wise MI; ``book/results/renoise_variance.md`` has the
-    measurements, so the default stays ``antithetic=False``.
+    ``proposal``: how t is drawn, ``"importance"`` (a logistic density in λ), ``"uniform"`` (in t) or a
+    tensor from :func:`fit_proposal`. The draws are stratified, two per stratum of the proposal's mass,
+    hence n_samples ≥ 2 (see "Re-noising" in the module docstring for both). ``antithetic=True`` spends
+    the evaluations on n_samples // 2 antithetic pairs, ε and −ε at one t (n_samples even and ≥ 4; see
+    "Antithetic noise" there); on the shipped Shapes model it did not pay, so it is off by default.
 
     ``n_samples`` is the number of ε-pair evaluations per image. ``generator``: one torch.Generator,
     or a list with one per image (then an image's estimate does not depend on the rest of the batch).
@@ -565,6 +597,51 @@ def prompt_swap_test(mi_fn, true_prompts: list[str], edited_prompts: list[str]) 
     }
 
 
+def image_swap_test(score, images, prompts: list[str], scenes: list[int], kinds: list[str], *, seed: int = 0,
+                    aligned: str = "aligned", batch_size: int = 32, progress: bool = True) -> dict:
+    """Does a score prefer an aligned image to the same scene with one thing wrong, under the scene's prompt?
+
+    Selection's own question: one prompt, several images (where :func:`prompt_swap_test` holds the image
+    and changes the prompt, so that log p(x) cancels; here it does not). Row i of ``images`` [n, ...]
+    belongs to scene ``scenes[i]``, whose prompt is ``prompts[i]``; ``kinds[i]`` is ``aligned`` for the
+    scene's aligned image, else the name of the edit the row shows (e.g. the edits of
+    :func:`minitune.toy.world.render_edits`). ``score(images, prompts, seeds) -> {signal: [m]}`` scores m
+    rows at a time, at most ``batch_size``, under their prompts, with any number of signals (e.g.
+    :func:`renoise_score_fn`); ``seeds[j]`` is ``seed`` + the row's scene, so that the images of a scene
+    are scored on the same noise and their differences are not Monte Carlo noise between draws.
+
+    Returns ``{"scores": {signal: array [n]}, "edits": {edit: {"pairs": count, "wins": {signal: w},
+    "median_gap": {signal: g}, "mean_gap": {signal: g}}}}``, edits in order of first appearance: ``w`` is
+    the fraction of scenes whose aligned image scores higher than its edited copy (ties count half; ½ is
+    blind to the edit, below ½ prefers it), ``g`` the gap aligned − edited. ``progress`` shows a bar over
+    the batches.
+    """
+    n = len(images)
+    if not n or not len(prompts) == len(scenes) == len(kinds) == n:
+        raise ValueError(f"got {n} images, {len(prompts)} prompts, {len(scenes)} scenes and {len(kinds)} kinds; "
+                         "pass one of each per image, at least one.")
+    parts = [score(images[s : s + batch_size], list(prompts[s : s + batch_size]),
+                   [seed + int(c) for c in scenes[s : s + batch_size]])
+             for s in tqdm(range(0, n, batch_size), desc="scoring", disable=not progress)]
+    scores = {k: torch.cat([torch.as_tensor(p[k]).detach().cpu().reshape(-1) for p in parts]).numpy() for k in parts[0]}
+    first = {}
+    for i, (c, kind) in enumerate(zip(scenes, kinds)):
+        if kind == aligned:
+            first.setdefault(c, i)
+    missing = sorted({c for c, kind in zip(scenes, kinds) if kind != aligned and c not in first})
+    if missing:
+        raise ValueError(f"scene {missing[0]} has edits but no {aligned!r} image ({len(missing)} scene(s) in all); "
+                         "give every scene its aligned image.")
+    edits = {}
+    for edit in dict.fromkeys(kind for kind in kinds if kind != aligned):
+        a, e = np.array([(first[c], i) for i, (c, kind) in enumerate(zip(scenes, kinds)) if kind == edit]).T
+        wins = {k: np.where(v[a] > v[e], 1.0, np.where(v[a] == v[e], 0.5, 0.0)) for k, v in scores.items()}
+        edits[edit] = {"pairs": len(a), "wins": {k: float(w.mean()) for k, w in wins.items()},
+                       "median_gap": {k: float(np.median(v[a] - v[e])) for k, v in scores.items()},
+                       "mean_gap": {k: float(np.mean(v[a] - v[e])) for k, v in scores.items()}}
+    return {"scores": scores, "edits": edits}
+
+
 def renoise_mi_fn(denoiser, x0, *, n_samples: int = 32, seed: int = 0, form: str = "pointwise",
                   proposal: str | torch.Tensor = "importance", batch_size: int | None = 256):
     """An ``mi_fn`` for :func:`word_attribution` and :func:`prompt_swap_test`: prompts -> re-noising MI [n].
@@ -595,6 +672,28 @@ def renoise_mi_fn(denoiser, x0, *, n_samples: int = 32, seed: int = 0, form: str
         return cache[prompts]
 
     return mi_fn
+
+
+def renoise_score_fn(denoiser, *, n_samples: int = 32, forms: dict[str, str] | None = None,
+                     proposal: str | torch.Tensor = "importance", batch_size: int | None = None):
+    """A ``score`` for :func:`image_swap_test`: ``(images, prompts, seeds) -> {signal: [m]}``, re-noising MI.
+
+    Image j (in the space the denoiser works in) is scored under ``prompts[j]`` by :func:`renoise_mi` with
+    the generator ``torch.Generator().manual_seed(seeds[j])``, so images given the same seed share their
+    noise draws. ``forms`` names the signals, {name: form} (default ``{"pointwise": "pointwise"}``); all
+    of them come from the same network evaluations. ``denoiser`` is a :mod:`minitune.denoisers` adapter.
+    """
+    forms = dict(forms or {"pointwise": "pointwise"})
+
+    def score(images, prompts, seeds) -> dict:
+        texts = list(dict.fromkeys(prompts))  # each distinct prompt encoded once
+        cond = denoiser.encode(texts).take(torch.tensor([texts.index(p) for p in prompts]))
+        gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
+        est = renoise_mi(denoiser.eps_pair(cond), images.to(denoiser.device), denoiser.scheduler, n_samples=n_samples,
+                         generator=gens, form=tuple(forms.values()), proposal=proposal, batch_size=batch_size)
+        return {name: est[form][0].detach().cpu() for name, form in forms.items()}
+
+    return score
 
 
 def contrast_mi(denoiser, x0, prompts: list[str], near_misses: list[list[str]], *, seeds: list[int],

@@ -198,8 +198,10 @@ def plot_arm_deltas(arms: dict, path=None, title: str | None = None):
 def key_values(mapping: dict, keys=None) -> str:
     """Markdown: a two-column table of ``keys`` (default: all) of ``mapping``, so that long values (a
     command, a config) wrap on the page instead of running off it as one printed line."""
-    rows = ["| field | value |", "|---|---|"]
+    from .io import markdown_table
+
+    rows = []
     for k in mapping if keys is None else keys:
         value = str(mapping[k]).replace("|", "\\|").replace("`", "'")
-        rows.append(f"| {k} | `{value}` |")  # as code, so that a command's -- stays two hyphens
-    return "\n".join(rows)
+        rows.append([str(k), f"`{value}`"])  # as code, so that a command's -- stays two hyphens
+    return markdown_table(rows, ["field", "value"])

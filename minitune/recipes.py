@@ -16,7 +16,7 @@ and a Stable Diffusion model (SD-2.1-base in the paper: ``sd2-community/stable-d
 What it costs is counted by :func:`network_evaluations`: per category, with T2I-CompBench's 700
 training and 300 validation prompts, about 3.5 million doubled-batch UNet forwards to build the pool,
 300 × 400 = 120,000 images through a training step, and 150,000 doubled forwards to evaluate. GPU
-hours follow from a per-forward time measured on the GPU at hand (``benchmarks/cuda_check.py
+hours follow from a per-forward time measured on the GPU at hand (``python -m benchmarks.checks.cuda_check
 --model ...`` prints seconds per image at 50 steps); none was measured here, so no hours are quoted.
 
 Any option given on the command line overrides the preset's value. The Shapes model is not what this

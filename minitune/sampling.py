@@ -168,8 +168,6 @@ def sample_with_mi(pipe, prompts: list[str], n_per_prompt: int = 4, *, guidance_
     """
     from .denoisers import denoiser_for
     from .flow_denoisers import is_flow_pipeline
-    from .toy import world
-    from .toy.pipeline import ShapesPipeline
 
     if is_flow_pipeline(pipe):  # rectified flow (SD3): guided Euler; the truncation in timesteps becomes a flow time
         from .flow_denoisers import sample_with_mi as sample_flow
@@ -182,10 +180,10 @@ def sample_with_mi(pipe, prompts: list[str], n_per_prompt: int = 4, *, guidance_
         raise ValueError("No prompts to sample: give at least one prompt.")
     if n_per_prompt < 1:
         raise ValueError(f"n_per_prompt must be at least 1, got {n_per_prompt}.")
-    if isinstance(pipe, ShapesPipeline):  # as its __call__ does: a prompt the oracle cannot judge is refused
-        for p in prompts:
-            if p != "":
-                world.parse(p)
+    check = getattr(pipe, "check_prompt", None)  # the Shapes pipeline's, as its __call__: a prompt its oracle cannot judge
+    for p in prompts if callable(check) else ():
+        if p != "":  # "" samples unconditionally
+            check(p)
     den = denoiser_for(pipe)
     device = den.device
     conds = den.encode(list(prompts))

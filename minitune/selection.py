@@ -35,19 +35,17 @@ when the pool kept latents, ``latents.safetensors`` with one row per metadata li
 
 from __future__ import annotations
 
-import io
 import json
 import os
 from pathlib import Path
 
 import torch
-from PIL import Image
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 from tqdm.auto import tqdm
 
 from . import GUIDANCE_SCALE
-from .io import PARTIAL, atomic_write
+from .io import PARTIAL, atomic_write, claim, write_images, write_metadata
 from .images import to_uint8
 from .sampling import sample_with_mi
 
@@ -103,17 +101,6 @@ def _write(path: Path, data: bytes | str) -> None:
     atomic_write(path, data)
 
 
-def _png(image) -> bytes:
-    """PNG bytes of one uint8 [H, W, 3] image; the same pixels always give the same bytes."""
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def _jsonl(records: list[dict]) -> str:
-    return "".join(json.dumps(r) + "\n" for r in records)
-
-
 def _read_json(path: Path):
     try:
         return json.loads(path.read_text())
@@ -137,16 +124,19 @@ def _check_folder(folder: Path, manifest: dict) -> None:
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"Output folder {folder} is a file; choose a folder path.")
     if (folder / "manifest.json").is_file():
-        old = _read_manifest(folder)
-        diff = [k for k in dict.fromkeys([*old, *manifest]) if old.get(k) != manifest.get(k)]
-        if diff:
-            shown = ", ".join("the prompt list" if k == "prompts" else f"{k} {old.get(k)!r} (now {manifest.get(k)!r})"
-                              for k in diff)
-            raise ValueError(f"{folder} holds a {old['kind']} built with other parameters ({shown}); rerun with the "
-                             "same parameters to resume it, or choose another output folder.")
+        _read_manifest(folder)  # a manifest minitune wrote
+        claim(folder / "manifest.json", manifest, _other_build(folder), check_only=True)
     elif folder.is_dir() and any(not p.name.endswith(PARTIAL) for p in folder.iterdir()):
         raise ValueError(f"Output folder {folder} is not empty and was not made by minitune; "
                          "choose a new or empty folder so that nothing in it is overwritten.")
+
+
+def _other_build(folder: Path):
+    """How :func:`minitune.io.claim` refuses `folder` when it holds a build with other parameters."""
+    def refuse(changes: str) -> str:
+        return (f"{folder} holds a {_read_manifest(folder)['kind']} built with other parameters ({changes}); rerun "
+                "with the same parameters to resume it, or choose another output folder.")
+    return refuse
 
 
 def _processes():
@@ -175,7 +165,7 @@ def _claim(folder: Path, manifest: dict) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         for leftover in folder.rglob(f".*{PARTIAL}"):
             leftover.unlink()
-        _write(folder / "manifest.json", json.dumps(manifest, indent=1) + "\n")
+        claim(folder / "manifest.json", manifest, _other_build(folder), write=_write)
     except OSError as e:
         raise ValueError(f"Cannot write to output folder {folder} ({e.strerror or e}); choose a writable folder.") from None
 
@@ -234,8 +224,6 @@ def pool_complete(folder) -> bool:
 def _pool_manifest(pipe, prompts, *, n_candidates, guidance_scale, num_inference_steps, seed, batch_size,
                    renoise_samples, keep_latents, model, contrast_samples=0, near_misses=None, judge=None) -> dict:
     """Check every argument (all prompts included) and return the pool's manifest."""
-    from .toy.pipeline import ShapesPipeline
-
     prompts = list(prompts)
     if not prompts:
         raise ValueError("No prompts to build from: give at least one prompt.")
@@ -253,21 +241,19 @@ def _pool_manifest(pipe, prompts, *, n_candidates, guidance_scale, num_inference
             raise ValueError(f"The prompt {p!r} is listed twice; give each prompt once "
                              "(a repeat would only repeat its candidates, which share one seed sequence).")
         seen.add(p)
-    oracle = isinstance(pipe, ShapesPipeline)
-    if oracle:
-        from .toy import world
-
-        for p in prompts:
-            world.parse(p)
+    check = getattr(pipe, "check_prompt", None)  # a pipeline with an exact judge refuses a prompt it cannot judge
+    for p in prompts if callable(check) else ():
+        check(p)
     if contrast_samples:
-        near_misses = _near_misses(prompts, near_misses, oracle, type(pipe).__name__)
+        near_misses = _near_misses(prompts, near_misses, getattr(pipe, "near_misses", None), type(pipe).__name__)
     return {
         "kind": "pool",
         "model": str(model or getattr(pipe, "name_or_path", None) or type(pipe).__name__),
         "pipeline": type(pipe).__name__, "sampler": _sampler_name(pipe.scheduler),
         "n_candidates": n_candidates, "guidance_scale": float(guidance_scale),
         "num_inference_steps": num_inference_steps, "seed": seed, "renoise_samples": renoise_samples,
-        "contrast_samples": contrast_samples, "keep_latents": bool(keep_latents), "oracle": oracle,
+        "contrast_samples": contrast_samples, "keep_latents": bool(keep_latents),
+        "oracle": callable(getattr(pipe, "oracle", None)),
         "n_prompts": len(prompts), "n_images": len(prompts) * n_candidates, "prompts": prompts,
         "near_misses": near_misses if contrast_samples else None, **({"judge": _judge_name(judge)} if judge else {}),
     }
@@ -284,15 +270,14 @@ def _sampler_name(scheduler) -> str:
     return type(scheduler).__name__ + (f"({algorithm})" if algorithm else "")
 
 
-def _near_misses(prompts, given, shapes_world: bool, pipeline: str) -> dict[str, list[str]]:
-    """Each prompt's near misses for the contrast signal: given, or the Shapes world's :func:`~minitune.toy.world.near_misses`."""
+def _near_misses(prompts, given, default, pipeline: str) -> dict[str, list[str]]:
+    """Each prompt's near misses for the contrast signal: given, or the pipeline's ``near_misses(prompt)`` (the
+    Shapes world's :func:`~minitune.toy.world.near_misses`)."""
     if given is None:
-        if not shapes_world:
+        if default is None:
             raise ValueError(f"The contrast signal needs near-miss prompts, and a {pipeline} has no grammar to make "
                              "them; pass near_misses={prompt: [prompts that get one fact wrong]}.")
-        from .toy.world import near_misses
-
-        given = {p: near_misses(p) for p in prompts}
+        given = {p: default(p) for p in prompts}
     missing = [p for p in prompts if not isinstance(given.get(p), (list, tuple)) or not given[p]]
     if missing:
         raise ValueError(f"The prompt {missing[0]!r} has no near-miss prompts ({len(missing)} prompt(s) in all); "
@@ -354,8 +339,8 @@ def _conditioning(conds, j: int) -> dict:
 
 
 def _score(records: list[dict], den, texts: list[str], cands, conds, manifest: dict, batch_size: int, judge) -> None:
-    """Add each signal the manifest asks for to the chunk's records: re-noising MI, contrast MI, the oracle's
-    verdict (Shapes world) and an external judge's score."""
+    """Add each signal the manifest asks for to the chunk's records: re-noising MI, contrast MI, the verdict of
+    the pipeline's exact judge (its ``oracle(images, prompts)``: the Shapes world's) and an external judge's score."""
     if manifest["renoise_samples"]:
         for record, value in zip(records, _renoise(den, conds, cands, manifest["renoise_samples"], batch_size)):
             record["mi_renoise"] = value
@@ -364,9 +349,7 @@ def _score(records: list[dict], den, texts: list[str], cands, conds, manifest: d
         for record, value in zip(records, values):
             record["mi_contrast"] = value
     if manifest["oracle"]:
-        from .toy.world import evaluate
-
-        for record, verdict in zip(records, evaluate(cands.images, cands.prompts).records):
+        for record, verdict in zip(records, den.pipe.oracle(cands.images, cands.prompts)):
             record.update(strict=verdict["strict"], soft=verdict["soft"], well_formed=verdict["well_formed"])
     if manifest.get("judge"):
         scores = judge(cands.images, cands.prompts)
@@ -380,8 +363,7 @@ def _write_chunk(folder: Path, chunk: list[int], records: list[dict], cands, con
     pixels = to_uint8(cands.images)
     for j, i in enumerate(chunk):
         rows = slice(j * n, (j + 1) * n)
-        for record, image in zip(records[rows], pixels[rows]):
-            _write(folder / record["file_name"], _png(image))
+        write_images(folder, ((r["file_name"], image) for r, image in zip(records[rows], pixels[rows])), write=_write)
         if manifest["keep_latents"]:
             latents = {"latents": cands.latents[rows].contiguous(), **_conditioning(conds, j)}
             _write(folder / "latents" / f"{i:05d}.safetensors", save_tensors(latents))
@@ -421,7 +403,7 @@ def _fill_pool(pipe, folder: Path, manifest: dict, batch_size: int, progress: bo
     state.wait_for_everyone()
     if state.is_main_process:
         records = [r for i in range(len(prompts)) for r in _read_json(folder / "records" / f"{i:05d}.json")]
-        _write(folder / "metadata.jsonl", _jsonl(records))
+        write_metadata(folder, records, write=_write)
     state.wait_for_everyone()
 
 
@@ -530,29 +512,41 @@ def select(pool_dir, out_dir, k: int, by: str = "mi", *, seed: int = 0, pairs: b
         raise ValueError("The set's output folder is the pool folder; choose another one.")
     manifest = _set_manifest(pool, pool_dir, out_dir, k, by, seed, pairs)
     _claim(out_dir, manifest)
-    rows, cache, tensors = [], {}, {}
-    chosen = [(rank, r, group[-1 - rank] if pairs else None)
-              for group in _ranked(records, by, seed) for rank, r in enumerate(group[:k])]
-    for rank, record, rejected in tqdm(chosen, desc=f"{by} set", unit="image", disable=not progress):
-        _write(out_dir / record["file_name"], (pool_dir / record["file_name"]).read_bytes())
-        head = {"file_name": record["file_name"], "text": record["text"], "mi": record["mi"], "seed": record["seed"],
-                "rank": rank}
-        rows.append({**head, **{key: v for key, v in record.items() if key not in head}})
-        if rejected is not None:
-            _write(out_dir / rejected["file_name"], (pool_dir / rejected["file_name"]).read_bytes())
-            rows[-1].update({f"rejected_{key}": v for key, v in rejected.items() if key not in ("text", "prompt_index")})
-            if by != "random":
-                rows[-1]["tie"] = _SELECTION_KEY[by](record) == _SELECTION_KEY[by](rejected)
-        if pool["keep_latents"]:
-            i = record["prompt_index"]
-            if i not in cache:
-                cache = {i: load_tensors((pool_dir / "latents" / f"{i:05d}.safetensors").read_bytes())}
-            for name, value in cache[i].items():
-                tensors.setdefault(name, []).append(value[record["candidate"]] if name == "latents" else value[0])
+    rows = [_set_row(rank, r, group[-1 - rank] if pairs else None, by)
+            for group in _ranked(records, by, seed) for rank, r in enumerate(group[:k])]
+    names = [name for row in rows for name in (row["file_name"], row.get("rejected_file_name")) if name]
+    files = ((name, (pool_dir / name).read_bytes()) for name in tqdm(names, desc=f"{by} set", unit="image",
+                                                                      disable=not progress))
+    write_images(out_dir, files, write=_write)
     if pool["keep_latents"]:
-        _write(out_dir / "latents.safetensors", save_tensors({name: torch.stack(v) for name, v in tensors.items()}))
-    _write(out_dir / "metadata.jsonl", _jsonl(rows))
+        _write(out_dir / "latents.safetensors", save_tensors(_set_latents(pool_dir, rows)))
+    write_metadata(out_dir, rows, write=_write)
     return out_dir
+
+
+def _set_row(rank: int, record: dict, rejected: dict | None, by: str) -> dict:
+    """The metadata line of a chosen candidate: the imagefolder's fields, then the rest of its pool record and, in
+    a preference set, the rejected candidate's fields (``rejected_<field>``) and whether the two tie on the key."""
+    head = {"file_name": record["file_name"], "text": record["text"], "mi": record["mi"], "seed": record["seed"],
+            "rank": rank}
+    row = {**head, **{key: v for key, v in record.items() if key not in head}}
+    if rejected is not None:
+        row.update({f"rejected_{key}": v for key, v in rejected.items() if key not in ("text", "prompt_index")})
+        if by != "random":
+            row["tie"] = _SELECTION_KEY[by](record) == _SELECTION_KEY[by](rejected)
+    return row
+
+
+def _set_latents(pool_dir: Path, rows: list[dict]) -> dict:
+    """The pool's latents and UNet conditioning of each metadata line, stacked: one row per line."""
+    cache, tensors = {}, {}
+    for row in rows:
+        i = row["prompt_index"]
+        if i not in cache:
+            cache = {i: load_tensors((pool_dir / "latents" / f"{i:05d}.safetensors").read_bytes())}
+        for name, value in cache[i].items():
+            tensors.setdefault(name, []).append(value[row["candidate"]] if name == "latents" else value[0])
+    return {name: torch.stack(v) for name, v in tensors.items()}
 
 
 def build(pipe, prompts: list[str], output_dir, n_candidates: int = 16, top_k: int = 1, *, selectors=("mi",),

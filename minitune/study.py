@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .compare import VOTES_FORMAT
+from .io import markdown_table
 
 CHOICES = ("left", "tie", "right")
 
@@ -169,6 +170,12 @@ def report(paths, seed: int = 0, n_boot: int = 2000) -> tuple[str, dict, list[st
     return _markdown(data), data, problems
 
 
+def _cells(row: dict) -> list:
+    """A table row of the report: the two arms, the counts, and each share with its interval in %."""
+    shares = [f"{100 * s:.1f} ({100 * lo:.1f}–{100 * hi:.1f})" for s, (lo, hi) in zip(row["shares"], row["ci"])]
+    return [row["first"], row["second"] or "any other arm", row["prompts"], row["votes"], *shares]
+
+
 def _markdown(data: dict) -> str:
     """The report as Markdown: a header sentence, the table and the agreement sentence."""
     votes = sum(r["votes"] for r in data["pairs"])
@@ -178,16 +185,11 @@ def _markdown(data: dict) -> str:
              f"{voted} of {data['study'].get('trials', voted)} image pairs voted, {votes} votes. Wins, ties and losses "
              f"are the first arm's against the second; 95 % bootstrap intervals resample prompts and raters "
              f"({data['n_boot']} resamples, seed {data['seed']}).", "",
-             "| first arm | second arm | prompts | votes | wins % (95 % CI) | ties % (95 % CI) | losses % (95 % CI) |",
-             "|---|---|---:|---:|---:|---:|---:|"]
-    for r in data["pairs"] + [None] + data["arms"]:
-        if r is None:  # each arm against all the others: how often people chose it, the paper's human score
-            lines += ["", "| arm | against | prompts | votes | chosen % (95 % CI) | ties % (95 % CI) "
-                      "| other chosen % (95 % CI) |", "|---|---|---:|---:|---:|---:|---:|"]
-            continue
-        cells = [f"{100 * s:.1f} ({100 * lo:.1f}–{100 * hi:.1f})" for s, (lo, hi) in zip(r["shares"], r["ci"])]
-        lines.append(f"| {r['first']} | {r['second'] or 'any other arm'} | {r['prompts']} | {r['votes']} | "
-                     + " | ".join(cells) + " |")
+             markdown_table([_cells(r) for r in data["pairs"]], ["first arm", "second arm", "prompts", "votes",
+                            "wins % (95 % CI)", "ties % (95 % CI)", "losses % (95 % CI)"], align="llrrrrr"), "",
+             # each arm against all the others: how often people chose it, the paper's human score
+             markdown_table([_cells(r) for r in data["arms"]], ["arm", "against", "prompts", "votes", "chosen % (95 % CI)",
+                            "ties % (95 % CI)", "other chosen % (95 % CI)"], align="llrrrrr")]
     a = data["agreement"]
     if a is None:
         lines += ["", "Agreement between raters needs two or more raters; these votes are one rater's."]

@@ -27,6 +27,8 @@ import math
 import re
 from pathlib import Path
 
+from .io import format_cell, markdown_table  # markdown_table is also imported from here
+
 RESULTS = "results.json"
 RUN_FILE = "sweep_run.json"
 
@@ -102,22 +104,6 @@ def _rows(path: Path) -> list[dict]:
     return rows
 
 
-def _cell(value) -> str:
-    if isinstance(value, float):
-        return "nan" if math.isnan(value) else f"{value:.4g}"
-    return value if isinstance(value, str) else json.dumps(value)
-
-
-def markdown_table(rows: list[dict]) -> str:
-    """A markdown table of flat rows: the union of their keys as columns, floats to 4 significant digits."""
-    if not rows:
-        raise ValueError("No rows to tabulate.")
-    cols = list(dict.fromkeys(k for r in rows for k in r))
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(_cell(r.get(c, "")) for c in cols) + " |" for r in rows]
-    return "\n".join(lines)
-
-
 def _scalar(value):
     """A one-element list stands for its element (e.g. guidance_scales=[3.0] for the scale 3.0)."""
     return value[0] if isinstance(value, list) and len(value) == 1 else value
@@ -136,12 +122,12 @@ def plot_sweep(rows: list[dict], x: str, metric: str, groups: list[str], path, t
 
     xs = [_scalar(r.get(x)) for r in rows]
     numeric = all(_number(v) for v in xs)
-    ticks = list(dict.fromkeys(_cell(v) for v in xs))
+    ticks = list(dict.fromkeys(format_cell(v) for v in xs))
     fig, ax = plt.subplots(figsize=(6, 3.8))
     lines: dict[str, list] = {}
     for r, xv in zip(rows, xs):
-        label = ", ".join(f"{g}={_cell(_scalar(r.get(g)))}" for g in groups)
-        lines.setdefault(label, []).append((xv if numeric else ticks.index(_cell(xv)), r))
+        label = ", ".join(f"{g}={format_cell(_scalar(r.get(g)))}" for g in groups)
+        lines.setdefault(label, []).append((xv if numeric else ticks.index(format_cell(xv)), r))
     for label, points in lines.items():
         points.sort(key=lambda p: p[0])
         px = [p[0] for p in points]
@@ -170,17 +156,8 @@ def _default_metric(rows: list[dict], skip: set) -> str:
     return numeric[0]
 
 
-def run_sweep(notebook, params: dict[str, list], output_dir, *, metric: str | None = None, x: str | None = None,
-              kernel_name: str | None = None, progress: bool = True) -> list[dict]:
-    """Execute `notebook` once per combination of `params`, then write sweep.csv, sweep.md and sweep.png.
-
-    Returns the table rows. metric: the column to plot (default ``strict`` if present, else the first
-    numeric results column). x: the column on the horizontal axis (default: the first swept parameter).
-    kernel_name: the Jupyter kernel (default: the notebook's own).
-    """
-    import papermill as pm
-
-    notebook, out = Path(notebook), Path(output_dir)
+def _check_sweep(pm, notebook: Path, params: dict) -> None:
+    """One sentence, before anything runs, for a notebook or a grid that cannot be swept."""
     if not notebook.is_file():
         raise FileNotFoundError(f"There is no notebook {notebook}; give the path of an .ipynb file.")
     if not params:
@@ -192,29 +169,66 @@ def run_sweep(notebook, params: dict[str, list], output_dir, *, metric: str | No
     if unknown:
         raise ValueError(f"{notebook.name} has no parameter {', '.join(unknown)} in its parameters cell "
                          f"(it has: {', '.join(known) or 'none'}).")
+
+
+def _record(notebook: Path, run: dict) -> dict:
+    return {"notebook": notebook.name, "parameters": run}
+
+
+def _done(notebook: Path, folder: Path, run: dict) -> bool:
+    """Whether `folder` holds the results of `run` of this notebook (its RUN_FILE, written after a run
+    succeeds, records the notebook and the parameters)."""
+    done = folder / RUN_FILE
+    return done.is_file() and json.loads(done.read_text()) == _record(notebook, run) and (folder / RESULTS).is_file()
+
+
+def _execute(pm, notebook: Path, folder: Path, run: dict, kernel_name, progress: bool) -> None:
+    """Execute one run of the notebook into `folder` (dropping an older run's files first), then record it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / RUN_FILE).unlink(missing_ok=True)
+    (folder / RESULTS).unlink(missing_ok=True)
+    try:
+        pm.execute_notebook(str(notebook), str(folder / notebook.name), cwd=str(folder), kernel_name=kernel_name,
+                            parameters={**run, "output_dir": str(folder.resolve())}, progress_bar=progress)
+    except pm.PapermillExecutionError as e:
+        raise ValueError(f"Run {folder.name} failed ({e.ename}: {e.evalue}); its executed notebook "
+                         f"{folder / notebook.name} shows where.") from None
+    (folder / RUN_FILE).write_text(json.dumps(_record(notebook, run), indent=1))
+
+
+def _write_sweep(out: Path, table: list[dict], header: str, x: str, metric: str, groups: list[str], title: str) -> None:
+    """sweep.csv (non-scalar cells as JSON), sweep.md (`header`, then the table) and sweep.png."""
+    with (out / "sweep.csv").open("w", newline="") as f:
+        cols = list(dict.fromkeys(k for r in table for k in r))
+        writer = csv.DictWriter(f, cols)
+        writer.writeheader()
+        writer.writerows({k: v if isinstance(v, (str, int, float)) else json.dumps(v) for k, v in r.items()} for r in table)
+    (out / "sweep.md").write_text(header + markdown_table(table) + "\n")
+    plot_sweep(table, x, metric, groups, out / "sweep.png", title=title)
+
+
+def run_sweep(notebook, params: dict[str, list], output_dir, *, metric: str | None = None, x: str | None = None,
+              kernel_name: str | None = None, progress: bool = True) -> list[dict]:
+    """Execute `notebook` once per combination of `params`, then write sweep.csv, sweep.md and sweep.png.
+
+    Returns the table rows. metric: the column to plot (default ``strict`` if present, else the first
+    numeric results column). x: the column on the horizontal axis (default: the first swept parameter).
+    kernel_name: the Jupyter kernel (default: the notebook's own).
+    """
+    import papermill as pm
+
+    notebook, out = Path(notebook), Path(output_dir)
+    _check_sweep(pm, notebook, params)
     runs = grid(params)
     out.mkdir(parents=True, exist_ok=True)
     table = []
     for i, run in enumerate(runs):
         folder = out / run_name(i, run)
-        record = {"notebook": notebook.name, "parameters": run}
-        done = folder / RUN_FILE
-        if not (done.is_file() and json.loads(done.read_text()) == record and (folder / RESULTS).is_file()):
-            folder.mkdir(parents=True, exist_ok=True)
-            done.unlink(missing_ok=True)
-            (folder / RESULTS).unlink(missing_ok=True)
+        if not _done(notebook, folder, run):
             if progress:
                 print(f"[{i + 1}/{len(runs)}] {folder.name}", flush=True)
-            try:
-                pm.execute_notebook(str(notebook), str(folder / notebook.name), cwd=str(folder), kernel_name=kernel_name,
-                                    parameters={**run, "output_dir": str(folder.resolve())}, progress_bar=progress)
-            except pm.PapermillExecutionError as e:
-                raise ValueError(f"Run {folder.name} failed ({e.ename}: {e.evalue}); its executed notebook "
-                                 f"{folder / notebook.name} shows where.") from None
-            done.write_text(json.dumps(record, indent=1))
-        for row in _rows(folder / RESULTS):
-            table.append({"run": folder.name, **run, **row})
-
+            _execute(pm, notebook, folder, run, kernel_name, progress)
+        table += [{"run": folder.name, **run, **row} for row in _rows(folder / RESULTS)]
     x = x or next(iter(params))
     if not any(x in r for r in table):
         raise ValueError(f"There is no column {x!r} to put on the x axis; use a swept parameter or a results column.")
@@ -222,13 +236,7 @@ def run_sweep(notebook, params: dict[str, list], output_dir, *, metric: str | No
     if not any(metric in r for r in table):
         raise ValueError(f"There is no column {metric!r} in the results; choose one of "
                          f"{', '.join(dict.fromkeys(k for r in table for k in r))}.")
-    with (out / "sweep.csv").open("w", newline="") as f:
-        cols = list(dict.fromkeys(k for r in table for k in r))
-        writer = csv.DictWriter(f, cols)
-        writer.writeheader()
-        writer.writerows({k: v if isinstance(v, (str, int, float)) else json.dumps(v) for k, v in r.items()} for r in table)
-    header = f"Sweep of {notebook.name} over {', '.join(params)}: {len(runs)} run(s), {len(table)} row(s).\n\n"
-    (out / "sweep.md").write_text(header + markdown_table(table) + "\n")
     groups = [k for k in params if k != x and len({json.dumps(r.get(k)) for r in table}) > 1]
-    plot_sweep(table, x, metric, groups, out / "sweep.png", title=f"{notebook.stem}: {metric}")
+    header = f"Sweep of {notebook.name} over {', '.join(params)}: {len(runs)} run(s), {len(table)} row(s).\n\n"
+    _write_sweep(out, table, header, x, metric, groups, f"{notebook.stem}: {metric}")
     return table

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from minitune.evaluate import EvalResult, comparison_table, diversity, evaluate_pipeline
+from minitune.evaluate import EvalResult, comparison_table, diversity, evaluate_pipeline, oracle_scorer
+from minitune.tiny import tiny_sd_pipeline
 from minitune.toy import world
 
 from conftest import PROMPTS
@@ -61,3 +62,14 @@ def test_comparison_is_paired_and_round_trips(result, tmp_path):
         comparison_table({"base": res, "other": other})
     with pytest.raises(FileNotFoundError, match="minitune evaluate"):
         EvalResult.load(tmp_path / "missing.json")
+
+
+def test_default_scorers_are_the_pipelines_own(toy):
+    """Without scorers= an evaluation judges with ``pipe.default_scorers()``: the Shapes pipeline's oracle, none for a
+    pipeline that has no such hook, and whatever a pipeline supplies."""
+    assert toy.default_scorers() == {"oracle": oracle_scorer}
+    pipe, kw = tiny_sd_pipeline(), dict(num_inference_steps=2, progress=False)
+    assert evaluate_pipeline(pipe, PROMPTS[:1], 1, **kw)[0].metrics == []
+    pipe.default_scorers = lambda: {"ones": lambda images, prompts: {"one": np.ones(len(prompts))}}
+    res, _ = evaluate_pipeline(pipe, PROMPTS[:1], 2, **kw)
+    assert res.metrics == ["one"] and [r["one"] for r in res.records] == [1.0, 1.0]

@@ -144,3 +144,32 @@ def test_both_forms_from_one_set_of_network_evaluations():
         est, se = mi.renoise_mi(counted, x, AB, n_samples=8, generator=gen(3), form=form)
         assert torch.equal(both[form][0], est) and torch.equal(both[form][1], se)
     assert sum(calls) == 3 * 2 * 8
+
+
+def test_image_swap_test_pairs_each_edit_with_its_own_scenes_aligned_image():
+    calls = []
+
+    def score(images, prompts, seeds):
+        calls.append((len(images), list(prompts), list(seeds)))
+        return {"value": images[:, 0], "negated": -images[:, 0]}
+
+    # scene 0: aligned 3, edit a 1 (aligned wins), edit b 3 (a tie); scene 1: aligned 0, a 2 (the edit wins), b -1
+    images = torch.tensor([[3.0], [1.0], [3.0], [0.0], [2.0], [-1.0]])
+    scenes, kinds = [0, 0, 0, 1, 1, 1], ["aligned", "a", "b"] * 2
+    prompts = ["p0"] * 3 + ["p1"] * 3
+    res = mi.image_swap_test(score, images, prompts, scenes, kinds, seed=10, batch_size=4)
+    assert calls == [(4, ["p0", "p0", "p0", "p1"], [10, 10, 10, 11]), (2, ["p1", "p1"], [11, 11])]  # a seed per scene
+    assert res["scores"]["value"].tolist() == [3, 1, 3, 0, 2, -1] and list(res["edits"]) == ["a", "b"]
+    a, b = res["edits"]["a"], res["edits"]["b"]
+    assert a == {"pairs": 2, "wins": {"value": 0.5, "negated": 0.5}, "median_gap": {"value": 0.0, "negated": 0.0},
+                 "mean_gap": {"value": 0.0, "negated": 0.0}}
+    assert b["wins"] == {"value": 0.75, "negated": 0.25}  # a tie counts half
+    assert b["median_gap"] == {"value": 0.5, "negated": -0.5} and b["mean_gap"] == {"value": 0.5, "negated": -0.5}
+    order = [4, 0, 5, 3, 1, 2]  # rows in any order: each edit still meets its own scene's aligned image
+    again = mi.image_swap_test(score, images[order], [prompts[i] for i in order], [scenes[i] for i in order],
+                               [kinds[i] for i in order], seed=10)
+    assert again["edits"] == res["edits"]
+    with pytest.raises(ValueError, match="scene 1 has edits but no 'aligned' image"):
+        mi.image_swap_test(score, images[:5], prompts[:5], scenes[:5], ["aligned", "a", "b", "a", "b"])
+    with pytest.raises(ValueError, match="one of each per image"):
+        mi.image_swap_test(score, images, prompts, scenes[:5], kinds)

@@ -1,3 +1,6 @@
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -5,6 +8,7 @@ from minitune import mi
 from minitune.denoisers import denoiser_for
 from minitune.sampling import SAMPLERS, candidate_seed, sample_with_mi, use_sampler
 from minitune.tiny import tiny_sd_pipeline, tiny_sdxl_pipeline
+from minitune.toy import world
 
 from conftest import PROMPTS
 
@@ -66,6 +70,27 @@ def test_bad_input(toy):
     den = denoiser_for(toy)
     with pytest.raises(ValueError, match="latents for 2 prompts"):
         den.eps_pair(den.encode(PROMPTS))(torch.zeros(3, 3, 32, 32), torch.tensor(5))
+
+
+def test_the_pipeline_decides_which_prompts_it_can_be_judged_on():
+    """A prompt check is the pipeline's ``check_prompt`` hook (the Shapes pipeline's is its grammar), not its class."""
+    pipe, kw = tiny_sd_pipeline(), dict(num_inference_steps=2, progress=False)
+    assert sample_with_mi(pipe, ["a purple circle"], 1, **kw).mi.shape == (1,)  # no hook: any prompt
+    pipe.check_prompt = world.parse
+    with pytest.raises(ValueError, match="purple"):
+        sample_with_mi(pipe, ["a purple circle"], 1, **kw)
+    assert sample_with_mi(pipe, ["", "three green triangles"], 1, **kw).mi.shape == (2,)  # "" stays the unconditional prompt
+
+
+def test_the_core_does_not_import_the_shapes_world():
+    """Every module outside minitune.toy imports without loading it (the Shapes world is a plug-in)."""
+    code = ("import importlib, pkgutil, sys, minitune\n"
+            "for m in pkgutil.iter_modules(minitune.__path__):\n"
+            "    if m.name != 'toy':\n"
+            "        importlib.import_module('minitune.' + m.name)\n"
+            "print(sorted(m for m in sys.modules if m.startswith('minitune.toy')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
 
 
 @pytest.fixture

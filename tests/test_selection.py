@@ -162,6 +162,24 @@ def test_tiny_stable_diffusion_builds_a_pool(tmp_path):
     assert len(load_records(select(pool, tmp_path / "by_contrast", 1, by="mi_contrast", progress=False))[1]) == 2
 
 
+def test_a_pipeline_plugs_in_its_grammar_near_misses_and_judge(tmp_path):
+    """The pool asks a pipeline for ``check_prompt``, ``near_misses`` and ``oracle`` by name, not by class: with the
+    Shapes world's three, a tiny Stable Diffusion pipeline gets a judged pool with contrast MI and an oracle set."""
+    pipe = tiny_sd_pipeline()
+    pipe.check_prompt, pipe.near_misses = world.parse, world.near_misses
+    pipe.oracle = lambda images, prompts: world.evaluate(images, prompts).records
+    with pytest.raises(ValueError, match="purple"):
+        build_pool(pipe, ["a purple circle"], tmp_path / "bad", 2, **KW)
+    assert not (tmp_path / "bad").exists()
+    pool = build_pool(pipe, PROMPTS[:2], tmp_path / "pool", 2, contrast_samples=2, batch_size=4, **KW)
+    manifest, records = load_records(pool)
+    assert manifest["oracle"] and manifest["near_misses"] == {p: world.near_misses(p) for p in PROMPTS[:2]}
+    verdicts = world.evaluate(np.stack([pixels(pool / r["file_name"]) for r in records]), [r["text"] for r in records])
+    assert [(r["strict"], r["soft"], r["well_formed"]) for r in records] == \
+        [(v["strict"], v["soft"], v["well_formed"]) for v in verdicts.records]
+    assert len(load_records(select(pool, tmp_path / "oracle", 1, by="oracle", progress=False))[1]) == 2
+
+
 def test_bad_arguments_fail_before_anything_is_written(toy, tmp_path, monkeypatch):
     monkeypatch.setattr(selection, "sample_with_mi", lambda *a, **k: pytest.fail("nothing may be sampled"))
     out = tmp_path / "out"

@@ -28,6 +28,8 @@ from tokenizers.processors import TemplateProcessing
 from transformers import CLIPTextConfig, CLIPTextModel, PreTrainedTokenizerFast
 
 from .. import GUIDANCE_SCALE
+from ..denoisers import ToyDenoiser
+from ..evaluate import oracle_scorer
 from . import world
 
 WEIGHTS_DIR = Path(__file__).parent / "weights" / "shapes-base"
@@ -75,6 +77,14 @@ class ShapesPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
 
     LoRA adapters load, fuse and unload as in Stable Diffusion (``load_lora_weights``,
     ``fuse_lora``, ``unload_lora_weights``), on the UNet and the text encoder.
+
+    The Shapes world plugs into minitune through five methods that the core looks up by name (with
+    ``getattr``) and never by importing this module: ``mi_denoiser`` (its ε-pair adapter),
+    ``check_prompt`` (the grammar, so that a prompt the oracle cannot judge is refused before any
+    sampling), ``near_misses`` (rival prompts for the contrast signal), ``oracle`` (the exact judge's
+    verdict per image, stored in a candidate pool) and ``default_scorers`` (the judges of an evaluation).
+    A pipeline without them (Stable Diffusion, SDXL, SD3) gets the generic behaviour: an adapter by
+    pipeline family, any prompt, no oracle, near misses and judges given by the caller.
     """
 
     model_cpu_offload_seq = "text_encoder->unet"
@@ -93,6 +103,28 @@ class ShapesPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
             raise ValueError(f"The Shapes world does not know the words {', '.join(unknown)} "
                              f"(known words: {' '.join(world.VOCAB)}).")
         return self.tokenizer(norm, padding="max_length", max_length=MAX_LENGTH, truncation=True, return_tensors="pt").input_ids
+
+    def mi_denoiser(self) -> ToyDenoiser:
+        """The ε-pair adapter :func:`minitune.denoisers.denoiser_for` returns: pixel space, ``""`` unconditional."""
+        return ToyDenoiser(self)
+
+    def check_prompt(self, prompt: str) -> None:
+        """Raise the world's one-sentence ValueError for a prompt its grammar, and so its oracle, cannot read."""
+        world.parse(prompt)
+
+    def near_misses(self, prompt: str) -> list[str]:
+        """Prompts that get one fact of `prompt` wrong (:func:`~minitune.toy.world.near_misses`), the rivals
+        of the contrast signal."""
+        return world.near_misses(prompt)
+
+    def oracle(self, images, prompts: list[str]) -> list[dict]:
+        """The exact judge's verdict on each image under its prompt: strict, soft, well_formed, failures, ...
+        (the records of :func:`~minitune.toy.world.evaluate`)."""
+        return world.evaluate(images, list(prompts)).records
+
+    def default_scorers(self) -> dict:
+        """The judges of :func:`minitune.evaluate.evaluate_pipeline` when the caller names none: the oracle."""
+        return {"oracle": oracle_scorer}
 
     def encode_prompt(self, prompts: list[str], device=None) -> torch.Tensor:
         """Prompt embeddings [B, MAX_LENGTH, width] for the UNet's cross-attention."""
@@ -117,7 +149,7 @@ class ShapesPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
             raise ValueError("No prompt given: pass a prompt string or a non-empty list of prompts.")
         for p in prompts:
             if p != "":  # '' samples unconditionally
-                world.parse(p)
+                self.check_prompt(p)
         if output_type not in ("pil", "np", "pt"):
             raise ValueError(f"Unknown output_type {output_type!r}: use 'pil', 'np' or 'pt'.")
         device, dtype = self._execution_device, self.unet.dtype

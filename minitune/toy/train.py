@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..io import replaced
+from ..io import claim, replaced
 from . import world
 from .pipeline import ShapesPipeline, build_components
 
@@ -88,16 +88,26 @@ def _check(cfg: TrainConfig) -> None:
     world.sample_prompts("train", 1, weights=cfg.category_weights)  # bad weights fail here
 
 
+def _claim(out: Path, cfg: TrainConfig, check_only: bool = False) -> None:
+    """Create `out` with its config.json, or reopen it to train on, refusing one made with another config
+    (:func:`minitune.io.claim`; only the step count may change, and fields added since count as their defaults)."""
+    def view(saved: dict) -> dict:
+        return {k: v for k, v in {**asdict(TrainConfig()), **saved}.items() if k != "steps"}
+
+    def refuse(changes: str) -> str:
+        return (f"{out} holds a training run made with another config ({changes}); use a new output folder or the "
+                f"same options (only --steps may grow, to train on).")
+    claim(out / "config.json", asdict(cfg), refuse, view=view, check_only=check_only)
+
+
 def _resume(ckpt: Path, cfg: TrainConfig, parts: dict, opt, ema: list) -> tuple[int, list]:
     """Load the last checkpoint into the model and optimiser; returns (step, EMA weights), (0, ema) without one."""
     if not ckpt.exists():
         return 0, ema
     state = torch.load(ckpt, weights_only=False)
-    saved = {**asdict(TrainConfig()), **state["config"]}  # runs from before a field existed had its default
-    same = {k: v for k, v in saved.items() if k != "steps"} == {k: v for k, v in asdict(cfg).items() if k != "steps"}
-    if not same or cfg.steps < state["step"]:
-        raise ValueError(f"The checkpoint in {ckpt.parent} was made with another config; use a new output folder or the "
-                         f"same options (only --steps may grow, to train on).")
+    if cfg.steps < state["step"]:
+        raise ValueError(f"The checkpoint in {ckpt.parent} is at step {state['step']}, past the {cfg.steps} asked; "
+                         f"use a new output folder or the same options (only --steps may grow, to train on).")
     parts["unet"].load_state_dict(state["unet"])
     parts["text_encoder"].load_state_dict(state["text_encoder"])
     opt.load_state_dict(state["opt"])
@@ -146,14 +156,14 @@ def train(output_dir: str | os.PathLike, cfg: TrainConfig | None = None, progres
     cfg = cfg or TrainConfig()
     _check(cfg)
     out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    _claim(out, cfg, check_only=True)
     torch.manual_seed(cfg.seed)
     parts = build_components(cfg.seed, cfg.width, cfg.channels)
     pipe = ShapesPipeline(**parts)
     params = list(parts["unet"].parameters()) + list(parts["text_encoder"].parameters())
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     start, ema = _resume(out / "last.pt", cfg, parts, opt, [p.detach().clone() for p in params])
-    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    _claim(out, cfg)  # written once the checkpoint agrees too
     log_path = out / "loss.csv"
     rows = list(csv.reader(log_path.open()))[1 : start + 1] if log_path.exists() else []
     end = cfg.steps if until is None else min(until, cfg.steps)
