@@ -18,8 +18,8 @@ truncation of the λ range) and the denoiser's error (trained minus exact).
     python -m venv bench-env && bench-env/bin/pip install torch==2.13.0   # CPU build, first
     bench-env/bin/pip install diffusers tqdm benchmark-mi "jax==0.4.23" "jaxlib==0.4.23" \\
         "scipy<1.13" "chex<0.1.86"
-    PYTHONPATH=. bench-env/bin/python benchmarks/bmi_check.py [--steps 4000] [--pairs 4000] \\
-        [--evals 64] [--tasks ID ...] [--device auto]
+    bench-env/bin/python -m benchmarks.checks.bmi_check [--steps 4000] [--pairs 4000] \\
+        [--evals 64] [--tasks ID ...] [--device auto] [--results STEM]    # from the repository root
 
 The script needs about 5–8 minutes on one CPU thread with the defaults (4000 training steps per
 task). What its runs measured, on these six tasks:
@@ -44,7 +44,6 @@ task). What its runs measured, on these six tasks:
   lie within 0.05 of the centre.
 """
 
-import argparse
 import math
 import time
 import zlib
@@ -55,6 +54,7 @@ from diffusers import DDPMScheduler
 from torch import nn
 from tqdm.auto import tqdm
 
+from benchmarks import harness
 from minitune import mi, resolve_device
 from minitune.toy.gaussian import JointGaussian
 
@@ -161,74 +161,96 @@ def gaussian_of(task, x_mean, x_std, y_mean, y_std):
 
 
 def fmt(values: torch.Tensor, truth: float) -> str:
+    """Mean ± standard error of `values` and their relative error against `truth`."""
     m, se = float(values.mean()), float(values.std() / len(values) ** 0.5)
     return f"{m:7.3f} ± {se:5.3f} {100 * (m - truth) / truth:+6.1f}%"
 
 
-def main(args) -> None:
+def run_task(task_id: str, args, ab, lam_table, device) -> tuple:
+    """Train the denoiser of one task and estimate its MI: (id, dims, true MI, estimates, tails, train s, loss,
+    error decomposition or None)."""
     from bmi.benchmark import BENCHMARK_TASKS
 
-    device = resolve_device(args.device)
-    ab = mi.alphas_cumprod_of(DDPMScheduler(num_train_timesteps=1000))
-    lam_table = mi.log_snr(ab).float().to(device)
-    print(f"device {device}, {args.steps} training steps (batch {args.batch}, {args.train} samples), "
-          f"{args.pairs} held-out pairs x {args.evals} evaluations per form")
-    rows = []
-    for task_id in args.tasks:
-        if task_id not in BENCHMARK_TASKS:
-            raise ValueError(f"unknown benchmark-mi task {task_id!r}; pick one of bmi.benchmark.BENCHMARK_TASKS.")
-        task = BENCHMARK_TASKS[task_id]
-        seed = args.seed + zlib.crc32(task_id.encode()) % 10**6  # a task's draws do not depend on the task list
-        x, y = (torch.tensor(np.array(v), dtype=torch.float32) for v in task.sample(args.train + args.pairs, seed=seed))
-        x_mean, x_std, y_mean, y_std = (f(v[: args.train], 0) for v in (x, y) for f in (torch.mean, torch.std))
-        x, y = ((x - x_mean) / x_std).to(device), ((y - y_mean) / y_std).to(device)
-        torch.manual_seed(seed)
-        model = CondMLP(task.dim_x, task.dim_y, width=args.width, depth=args.depth).to(device)
-        start = time.perf_counter()
-        loss = train(model, x[: args.train], y[: args.train], ab, steps=args.steps, batch=args.batch, lr=args.lr,
-                     p_drop=args.p_drop, seed=seed, device=device, label=task_id)
-        train_s = time.perf_counter() - start
-        model.eval()
-        xe, ye = x[args.train :], y[args.train :]
-        est = estimate(lambda yb: make_eps_pair(model, lam_table, yb), xe, ye, ab, evals=args.evals, seed=seed + 1,
-                       chunk=args.chunk, label=task_id)
-        tail = tails(lambda yb: make_eps_pair(model, lam_table, yb), xe, ye, ab, n_noise=8, seed=seed + 2,
-                     chunk=args.chunk)
-        gauss, split = gaussian_of(task, x_mean, x_std, y_mean, y_std), None
-        if gauss is not None:  # error decomposition against the exact point-wise MI of each pair
-            xd, yd = xe.double().cpu(), ye.double().cpu()
-            exact = estimate(lambda yb: gauss.eps_pair(yb, ab), xd, yd, ab, evals=args.evals, seed=seed + 1,
-                             chunk=args.chunk, label=f"{task_id} exact")
-            pmi = gauss.pointwise_mi(xd, yd)
-            split = (pmi, {f: exact[f] - pmi for f in exact}, {f: est[f] - exact[f] for f in est})
-        rows.append((task_id, f"{task.dim_x}x{task.dim_y}", task.mutual_information, est, tail, train_s, loss, split))
+    if task_id not in BENCHMARK_TASKS:
+        raise ValueError(f"unknown benchmark-mi task {task_id!r}; pick one of bmi.benchmark.BENCHMARK_TASKS.")
+    task = BENCHMARK_TASKS[task_id]
+    seed = args.seed + zlib.crc32(task_id.encode()) % 10**6  # a task's draws do not depend on the task list
+    x, y = (torch.tensor(np.array(v), dtype=torch.float32) for v in task.sample(args.train + args.pairs, seed=seed))
+    x_mean, x_std, y_mean, y_std = (f(v[: args.train], 0) for v in (x, y) for f in (torch.mean, torch.std))
+    x, y = ((x - x_mean) / x_std).to(device), ((y - y_mean) / y_std).to(device)
+    torch.manual_seed(seed)
+    model = CondMLP(task.dim_x, task.dim_y, width=args.width, depth=args.depth).to(device)
+    start = time.perf_counter()
+    loss = train(model, x[: args.train], y[: args.train], ab, steps=args.steps, batch=args.batch, lr=args.lr,
+                 p_drop=args.p_drop, seed=seed, device=device, label=task_id)
+    train_s = time.perf_counter() - start
+    model.eval()
+    xe, ye = x[args.train :], y[args.train :]
+    est = estimate(lambda yb: make_eps_pair(model, lam_table, yb), xe, ye, ab, evals=args.evals, seed=seed + 1,
+                   chunk=args.chunk, label=task_id)
+    tail = tails(lambda yb: make_eps_pair(model, lam_table, yb), xe, ye, ab, n_noise=8, seed=seed + 2,
+                 chunk=args.chunk)
+    gauss, split = gaussian_of(task, x_mean, x_std, y_mean, y_std), None
+    if gauss is not None:  # error decomposition against the exact point-wise MI of each pair
+        xd, yd = xe.double().cpu(), ye.double().cpu()
+        exact = estimate(lambda yb: gauss.eps_pair(yb, ab), xd, yd, ab, evals=args.evals, seed=seed + 1,
+                         chunk=args.chunk, label=f"{task_id} exact")
+        pmi = gauss.pointwise_mi(xd, yd)
+        split = (pmi, {f: exact[f] - pmi for f in exact}, {f: est[f] - exact[f] for f in est})
+    return task_id, f"{task.dim_x}x{task.dim_y}", task.mutual_information, est, tail, train_s, loss, split
 
-    print(f"\n{'task':<40}{'dims':>5}{'true':>7}  {'unbiased (point-wise) ± SE, rel.err':>33}  "
-          f"{'orthogonal ± SE, rel.err':>30}{'tail hi / lo':>16}{'train s':>9}{'loss':>7}")
+
+def print_estimates(rows, out) -> None:
+    """The main table: each task's true MI against both forms of the estimate, the tails, time and loss."""
+    out(f"\n{'task':<40}{'dims':>5}{'true':>7}  {'unbiased (point-wise) ± SE, rel.err':>33}  "
+        f"{'orthogonal ± SE, rel.err':>30}{'tail hi / lo':>16}{'train s':>9}{'loss':>7}")
     for task_id, dims, truth, est, tail, train_s, loss, _ in rows:
-        print(f"{task_id:<40}{dims:>5}{truth:7.3f}  {fmt(est['pointwise'], truth):>33}  "
-              f"{fmt(est['orthogonal'], truth):>30}{tail[0]:8.4f}{tail[1]:8.4f}{train_s:9.1f}{loss:7.3f}")
-    print("MI in nats; ± is the standard error over held-out pairs; rel.err = (estimate − true) / true.\n"
-          "tail hi / lo: ½ × the mean orthogonal integrand at the highest / lowest log SNR of the schedule\n"
-          "(t = 1 / T−1): the MI that the estimator's λ range leaves out if the integrand decays like e^-|λ|\n"
-          "beyond it.")
-    gaussian = [r for r in rows if r[-1] is not None]
-    if gaussian:
-        def mean_se(v):
-            return f"{float(v.mean()):+7.3f} ± {float(v.std() / len(v) ** 0.5):5.3f}"
-        print(f"\nerror decomposition (Gaussian tasks; paired over the same pairs and noise):\n{'task':<40}"
-              f"{'pairs: pMI − true':>19}{'exact denoiser − pMI: unbiased':>33}{'orthogonal':>17}"
-              f"{'trained − exact: unbiased':>28}{'orthogonal':>17}")
-        for task_id, _, truth, *_, (pmi, estimator, denoiser) in gaussian:
-            print(f"{task_id:<40}{mean_se(pmi - truth):>19}{mean_se(estimator['pointwise']):>33}"
-                  f"{mean_se(estimator['orthogonal']):>17}{mean_se(denoiser['pointwise']):>28}"
-                  f"{mean_se(denoiser['orthogonal']):>17}")
-        print("pMI: exact log p(x|y) − log p(x) of each held-out pair (its mean is the MI of this finite sample);\n"
-              "exact denoiser − pMI: the estimator's own error (Monte Carlo, λ truncation); trained − exact: the\n"
-              "error that the trained denoiser adds.")
+        out(f"{task_id:<40}{dims:>5}{truth:7.3f}  {fmt(est['pointwise'], truth):>33}  "
+            f"{fmt(est['orthogonal'], truth):>30}{tail[0]:8.4f}{tail[1]:8.4f}{train_s:9.1f}{loss:7.3f}")
+    out("MI in nats; ± is the standard error over held-out pairs; rel.err = (estimate − true) / true.\n"
+        "tail hi / lo: ½ × the mean orthogonal integrand at the highest / lowest log SNR of the schedule\n"
+        "(t = 1 / T−1): the MI that the estimator's λ range leaves out if the integrand decays like e^-|λ|\n"
+        "beyond it.")
 
-if __name__ == "__main__":
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+
+def print_decomposition(rows, out) -> None:
+    """The error decomposition of the Gaussian tasks: pair sampling, the estimator's own error, the denoiser's."""
+    gaussian = [r for r in rows if r[-1] is not None]
+    if not gaussian:
+        return
+
+    def mean_se(v):
+        return f"{float(v.mean()):+7.3f} ± {float(v.std() / len(v) ** 0.5):5.3f}"
+
+    out(f"\nerror decomposition (Gaussian tasks; paired over the same pairs and noise):\n{'task':<40}"
+        f"{'pairs: pMI − true':>19}{'exact denoiser − pMI: unbiased':>33}{'orthogonal':>17}"
+        f"{'trained − exact: unbiased':>28}{'orthogonal':>17}")
+    for task_id, _, truth, *_, (pmi, estimator, denoiser) in gaussian:
+        out(f"{task_id:<40}{mean_se(pmi - truth):>19}{mean_se(estimator['pointwise']):>33}"
+            f"{mean_se(estimator['orthogonal']):>17}{mean_se(denoiser['pointwise']):>28}"
+            f"{mean_se(denoiser['orthogonal']):>17}")
+    out("pMI: exact log p(x|y) − log p(x) of each held-out pair (its mean is the MI of this finite sample);\n"
+        "exact denoiser − pMI: the estimator's own error (Monte Carlo, λ truncation); trained − exact: the\n"
+        "error that the trained denoiser adds.")
+
+
+def summary(row) -> dict:
+    """The numbers of one task's row for the results file."""
+    task_id, dims, truth, est, tail, train_s, loss, split = row
+    out = {"task": task_id, "dims": dims, "true_mi": float(truth), "tail_hi": float(tail[0]), "tail_lo": float(tail[1]),
+           "train_s": train_s, "loss": loss}
+    for form, v in est.items():
+        out[form] = {"mean": float(v.mean()), "se": float(v.std() / len(v) ** 0.5)}
+    if split is not None:
+        pmi, estimator, denoiser = split
+        out["pmi_minus_true"] = float((pmi - truth).mean())
+        out["estimator_error"] = {f: float(v.mean()) for f, v in estimator.items()}
+        out["denoiser_error"] = {f: float(v.mean()) for f, v in denoiser.items()}
+    return out
+
+
+def main(argv=None) -> int:
+    ap = harness.parser(__file__, __doc__, model=None, seed=0)
     ap.add_argument("--tasks", nargs="+", default=list(TASKS), help="benchmark-mi task ids")
     ap.add_argument("--steps", type=int, default=4000, help="training steps per task")
     ap.add_argument("--batch", type=int, default=512)
@@ -240,8 +262,23 @@ if __name__ == "__main__":
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--p-drop", type=float, default=0.2, help="conditioning dropout probability")
     ap.add_argument("--chunk", type=int, default=250, help="pairs per estimator call")
-    ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="auto")
-    start = time.time()
-    main(ap.parse_args())
-    print(f"({time.time() - start:.0f} s)")
+    run = harness.start(ap, argv)
+    args = run.args
+    device = resolve_device(args.device)
+    ab = mi.alphas_cumprod_of(DDPMScheduler(num_train_timesteps=1000))
+    lam_table = mi.log_snr(ab).float().to(device)
+    print(f"device {device}, {args.steps} training steps (batch {args.batch}, {args.train} samples), "
+          f"{args.pairs} held-out pairs x {args.evals} evaluations per form")
+    rows = [run_task(task_id, args, ab, lam_table, device) for task_id in args.tasks]
+    out = harness.Report()
+    print_estimates(rows, out)
+    print_decomposition(rows, out)
+    run.write({"settings": {k: v for k, v in vars(args).items() if k != "results"}, "tasks": [summary(r) for r in rows]},
+              out.markdown(fenced=True), model="none")
+    print(f"({run.seconds():.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    harness.main(main)

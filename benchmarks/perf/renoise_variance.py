@@ -19,20 +19,17 @@ standard error over that spread (1.0 = honest).
    root-mean-square over those images of the best unbiased point-wise design's relative std. The
    script exits with status 1 when it is above the goal of 5 % (after writing its files).
 
-    python benchmarks/renoise_variance.py [--replicates 200] [--unbiased-evals 65536] [--toy-images 3]
-                                          [--toy-replicates 12] [--pilot 8] [--results STEM]
+    python -m benchmarks.perf.renoise_variance [--replicates 200] [--unbiased-evals 65536] [--toy-images 3]
+                                               [--toy-replicates 12] [--pilot 8] [--results STEM]
 """
 
-import argparse
 import math
-import sys
-import time
 
 import torch
 from diffusers import DDPMScheduler
 
+from benchmarks import harness
 from minitune import mi
-from minitune.results import write_result
 from minitune.toy.gaussian import JointGaussian
 
 N = 64  # network evaluations per image
@@ -113,9 +110,8 @@ def shapes(n_images: int, replicates: int, pilot: int) -> list[dict]:
     """Both designs and both forms on the shipped model, per ground-truth render of a training prompt."""
     from minitune.denoisers import denoiser_for
     from minitune.toy import world
-    from minitune.toy.pipeline import load_pipeline
 
-    den = denoiser_for(load_pipeline())
+    den = denoiser_for(harness.load_model())
     ab = mi.alphas_cumprod_of(den.scheduler)
     prompts = world.sample_prompts("train", n_images, seed=0)
     renders = world.render_batch(prompts, list(range(n_images)))
@@ -193,42 +189,47 @@ def summarise(toy: list[dict], replicates: int) -> dict:
             "goal_met": pick[f"pointwise_rel_std_64_{best}"] <= GOAL}
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--replicates", type=int, default=200, help="Gaussian replicates (0: skip that section)")
-    parser.add_argument("--unbiased-evals", type=int, default=2**16, help="evaluations per x of the unbiasedness check")
-    parser.add_argument("--toy-images", type=int, default=3, help="Shapes-world renders (0: skip that section)")
-    parser.add_argument("--toy-replicates", type=int, default=12)
-    parser.add_argument("--pilot", type=int, default=8, help="images in the pilot of each fitted proposal")
-    parser.add_argument("--results", help="also write <RESULTS>.json and .md (e.g. book/results/renoise_variance)")
-    args = parser.parse_args()
-    start = time.time()
+def gaussian(replicates: int, unbiased_evals: int, pilot: int, threads: int) -> tuple[list[dict], list[dict]]:
+    """The Gaussian sections, on one thread (tiny tensors: threads only add overhead): spread and unbiasedness."""
+    torch.set_num_threads(1)
+    ab = mi.alphas_cumprod_of(DDPMScheduler(num_train_timesteps=1000))
+    print(f"Gaussian, point-wise form, relative std at {N} evaluations\n{'case':<26}{'MI':>8}"
+          + "".join(f"{k:>10}" for k in ("old imp", "old fit", "new imp", "new fit")))
+    gauss = gaussian_spread(ab, replicates, pilot)
+    print(f"Unbiasedness of the antithetic estimate, {unbiased_evals} evaluations per x")
+    unbiased = gaussian_unbiased(ab, unbiased_evals)
+    torch.set_num_threads(threads)
+    return gauss, unbiased
+
+
+def main(argv=None) -> int:
+    ap = harness.parser(__file__, __doc__, model=None)
+    ap.add_argument("--replicates", type=int, default=200, help="Gaussian replicates (0: skip that section)")
+    ap.add_argument("--unbiased-evals", type=int, default=2**16, help="evaluations per x of the unbiasedness check")
+    ap.add_argument("--toy-images", type=int, default=3, help="Shapes-world renders (0: skip that section)")
+    ap.add_argument("--toy-replicates", type=int, default=12)
+    ap.add_argument("--pilot", type=int, default=8, help="images in the pilot of each fitted proposal")
+    run = harness.start(ap, argv)
+    args = run.args
     settings = {"evaluations": N, "gaussian_replicates": args.replicates, "unbiased_evals": args.unbiased_evals,
                 "toy_images": args.toy_images, "toy_replicates": args.toy_replicates, "pilot": args.pilot,
                 "threads": torch.get_num_threads()}
-    gauss, unbiased, toy, model = [], [], [], "none"
+    gauss, unbiased, toy = [], [], []
     if args.replicates:
-        torch.set_num_threads(1)  # tiny tensors: threads only add overhead
-        ab = mi.alphas_cumprod_of(DDPMScheduler(num_train_timesteps=1000))
-        print(f"Gaussian, point-wise form, relative std at {N} evaluations\n{'case':<26}{'MI':>8}"
-              + "".join(f"{k:>10}" for k in ("old imp", "old fit", "new imp", "new fit")))
-        gauss = gaussian_spread(ab, args.replicates, args.pilot)
-        print(f"Unbiasedness of the antithetic estimate, {args.unbiased_evals} evaluations per x")
-        unbiased = gaussian_unbiased(ab, args.unbiased_evals)
-        torch.set_num_threads(settings["threads"])
+        gauss, unbiased = gaussian(args.replicates, args.unbiased_evals, args.pilot, settings["threads"])
     if args.toy_images:
-        toy, model = shapes(args.toy_images, args.toy_replicates, args.pilot), "shipped"
+        toy = shapes(args.toy_images, args.toy_replicates, args.pilot)
     summary = summarise(toy, args.toy_replicates)
     md = markdown(gauss, unbiased, toy, summary, settings)
     print("\n" + md)
-    if args.results:
-        data = {"settings": settings, **summary, "shapes": toy, "gaussian_spread": gauss, "gaussian_unbiased": unbiased}
-        paths = write_result(args.results, data, md, model=model, wall_s=time.time() - start,
-                             command="python benchmarks/renoise_variance.py " + " ".join(sys.argv[1:]))
-        print("wrote " + " and ".join(map(str, paths)))
-    print(f"({time.time() - start:.0f} s)")
-    return 0 if not summary or summary["goal_met"] else 1
+    run.write({"settings": settings, **summary, "shapes": toy, "gaussian_spread": gauss, "gaussian_unbiased": unbiased}, md,
+              model="shipped" if toy else "none")
+    print(f"({run.seconds():.0f} s)")
+    if not summary:
+        return 0
+    return harness.goal(summary["pointwise_rel_std_64"], GOAL, "relative std of the point-wise estimate at 64 evaluations",
+                        at_most=True, fmt=".4f")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    harness.main(main)

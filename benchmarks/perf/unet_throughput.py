@@ -1,6 +1,6 @@
 """CPU throughput of the shipped UNet: what channels_last, bf16 autocast, torch.compile, threads and batch size buy.
 
-    python benchmarks/unet_throughput.py [--batches 16 64 128] [--repeats 5] [--no-compile] [--results STEM]
+    python -m benchmarks.perf.unet_throughput [--batches 16 64 128] [--repeats 5] [--no-compile] [--results STEM]
 
 Times the guided forward that sampling calls once per step (the conditional and unconditional
 predictions of B latents in one UNet call on 2B rows, ``Denoiser.eps_pair``) under each setting, in one
@@ -15,19 +15,16 @@ run and on the same inputs, and reports:
 A setting that fails (for example bf16 on a CPU without bf16 support) is reported, not hidden.
 """
 
-import argparse
-import sys
 import time
 from contextlib import nullcontext
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from benchmarks import harness
 from minitune.denoisers import denoiser_for
-from minitune.results import write_result
 from minitune.sweep import markdown_table
 from minitune.toy import world
-from minitune.toy.pipeline import load_pipeline
 
 STEPS = 10  # sampling steps of the full preset (dpmpp-sde)
 
@@ -52,7 +49,7 @@ def bf16_native() -> bool:
 def forward(setting: dict, batch: int, seed: int = 0):
     """A callable that runs one guided forward of `batch` latents under `setting`, and its inputs' output."""
     torch.set_num_threads(setting["threads"])
-    pipe = load_pipeline("toy")
+    pipe = harness.load_model()
     if setting.get("channels_last"):
         pipe.unet.to(memory_format=torch.channels_last)
     if setting.get("compile"):
@@ -95,43 +92,46 @@ def measure(setting: dict, batch: int, repeats: int, reference: torch.Tensor | N
     return row, out
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--batches", type=int, nargs="+", default=[16, 64, 128])
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--tolerance", type=float, default=1e-3)
-    ap.add_argument("--no-compile", action="store_true", help="leave torch.compile out (its first call compiles)")
-    ap.add_argument("--results", help="also write <RESULTS>.json and .md (e.g. book/results/unet_throughput)")
-    args = ap.parse_args()
-    threads = torch.get_num_threads()
-    t_start = time.time()
-    base = {"name": "fp32", "threads": threads}
-    settings = [base, {"name": "fp32, 1 thread", "threads": 1},
+def settings_to_time(threads: int, compile_too: bool) -> tuple[list[dict], list[str]]:
+    """The settings timed (fp32 on all threads first, the reference) and the lines saying which were left out."""
+    settings = [{"name": "fp32", "threads": threads}, {"name": "fp32, 1 thread", "threads": 1},
                 {"name": "channels_last", "threads": threads, "channels_last": True},
                 {"name": "bf16 autocast", "threads": threads, "bf16": True}]
+    skipped = []
     if not bf16_native():  # emulated bf16 is many times slower than fp32: report it, do not time it
         settings = [s for s in settings if not s.get("bf16")]
         skipped = [f"bf16 autocast: not timed, this CPU ({torch.backends.cpu.get_cpu_capability()}) has no bf16 "
                    "instructions (AVX512-BF16 or AMX)"]
-    else:
-        skipped = []
-    if not args.no_compile:
+    if compile_too:
         settings.append({"name": "torch.compile", "threads": threads, "compile": True})
-    runs = [(base, b) for b in sorted({*args.batches, 64})] + [(s, 64) for s in settings[1:]]  # 64: the reference
+    return settings, skipped
+
+
+def measure_all(settings: list[dict], batches: list[int], repeats: int) -> list[dict]:
+    """One row per (setting, batch): fp32 at every batch (each batch's reference), then the others at batch 64."""
+    runs = [(settings[0], b) for b in sorted({*batches, 64})] + [(s, 64) for s in settings[1:]]  # 64: the reference
     references, rows = {}, []
     for setting, batch in runs:  # the fp32 runs come first and are their batch's reference
-        row, out = measure(setting, batch, args.repeats, references.get(batch))
+        row, out = measure(setting, batch, repeats, references.get(batch))
         references.setdefault(batch, out)
         rows.append({"setting": setting["name"], "batch": batch, **row})
         print(rows[-1], flush=True)
+    return rows
+
+
+def add_ratios(rows: list[dict], peak: dict, threads: int, tolerance: float) -> None:
+    """Each working row's speed against fp32 at batch 64, its share of the matmul's GFLOP/s, and whether it is kept."""
     ref = next(r for r in rows if r["setting"] == "fp32" and r["batch"] == 64)
-    peak = {n: matmul_gflops(n) for n in {s["threads"] for s in settings}}
     for r in rows:
         if "error" not in r:
             r["speed_ratio"] = r["candidates_per_min"] / ref["candidates_per_min"]
             n = 1 if r["setting"].endswith("1 thread") else threads
             r["share_of_matmul"] = r["gflops"] / peak[n]
-            r["within_tolerance"] = r["max_rel_diff"] <= args.tolerance
+            r["within_tolerance"] = r["max_rel_diff"] <= tolerance
+
+
+def markdown(rows: list[dict], peak: dict, threads: int, tolerance: float, skipped: list[str]) -> str:
+    """The results page: the matmul reference, then one table row per setting and batch."""
     table = markdown_table([
         {"setting": r["setting"], "batch": r["batch"],
          **({"candidates/min at 10 steps": f"{r['candidates_per_min']:.0f}", "× fp32 batch 64": f"{r['speed_ratio']:.2f}",
@@ -139,18 +139,31 @@ def main():
              "max relative Δε̂": f"{r['max_rel_diff']:.1e}", "kept": "yes" if r["within_tolerance"] else "no",
              "first call s": f"{r['first_call_s']:.1f}"} if "error" not in r else {"candidates/min at 10 steps": r["error"]})}
         for r in rows])
-    md = (f"The shipped UNet's guided forward (2B rows per call) on {threads} CPU threads; fp32 dense matmul: "
-          + ", ".join(f"{peak[n]:.0f} GFLOP/s on {n} thread(s)" for n in sorted(peak))
-          + f". A setting is kept when its ε̂ stays within {args.tolerance:g} (relative L2 per image) of fp32.\n\n{table}\n"
-          + "".join(f"\n{line}.\n" for line in skipped))
+    return (f"The shipped UNet's guided forward (2B rows per call) on {threads} CPU threads; fp32 dense matmul: "
+            + ", ".join(f"{peak[n]:.0f} GFLOP/s on {n} thread(s)" for n in sorted(peak))
+            + f". A setting is kept when its ε̂ stays within {tolerance:g} (relative L2 per image) of fp32.\n\n{table}\n"
+            + "".join(f"\n{line}.\n" for line in skipped))
+
+
+def main(argv=None) -> int:
+    ap = harness.parser(__file__, __doc__, model=None)
+    ap.add_argument("--batches", type=int, nargs="+", default=[16, 64, 128])
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--tolerance", type=float, default=1e-3)
+    ap.add_argument("--no-compile", action="store_true", help="leave torch.compile out (its first call compiles)")
+    run = harness.start(ap, argv)
+    args = run.args
+    threads = torch.get_num_threads()
+    settings, skipped = settings_to_time(threads, not args.no_compile)
+    rows = measure_all(settings, args.batches, args.repeats)
+    peak = {n: matmul_gflops(n) for n in {s["threads"] for s in settings}}
+    add_ratios(rows, peak, threads, args.tolerance)
+    md = markdown(rows, peak, threads, args.tolerance, skipped)
     print("\n" + md)
-    if args.results:
-        paths = write_result(args.results, {"threads": threads, "matmul_gflops": {str(k): v for k, v in peak.items()},
-                                            "tolerance": args.tolerance, "rows": rows, "skipped": skipped}, md, model="shipped",
-                             command="python benchmarks/unet_throughput.py " + " ".join(sys.argv[1:]),
-                             wall_s=time.time() - t_start)
-        print("wrote " + " and ".join(map(str, paths)))
+    run.write({"threads": threads, "matmul_gflops": {str(k): v for k, v in peak.items()}, "tolerance": args.tolerance,
+               "rows": rows, "skipped": skipped}, md)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    harness.main(main)

@@ -1,6 +1,6 @@
 """Is the contrast signal limited by Monte Carlo noise? Two independent estimates per candidate.
 
-    python benchmarks/contrast_noise.py [--prompts 8] [--candidates 8] [--samples 8 64]
+    python -m benchmarks.studies.contrast_noise [--prompts 8] [--candidates 8] [--samples 8 64] [--results STEM]
 
 Samples training-split candidates at the documented CFG, then estimates each candidate's contrast
 against near-miss prompts (:func:`minitune.mi.contrast_mi`) twice, with independent noise, at each
@@ -11,51 +11,62 @@ the oracle's soft score. If the replicates agree and ρ stays near 0, more draws
 density does not rank these candidates by alignment.
 """
 
-import argparse
 import time
 
 import numpy as np
 from scipy.stats import pearsonr
 from tqdm.auto import tqdm
 
+from benchmarks import harness
 from minitune.denoisers import denoiser_for
 from minitune.evaluate import within_prompt_spearman
 from minitune.mi import contrast_mi
 from minitune.sampling import sample_with_mi
 from minitune.toy import world
-from minitune.toy.pipeline import load_pipeline
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--model", default=None, help="a saved Shapes pipeline (default: the shipped base model)")
+def replicate_stats(den, cands, near, soft, n: int) -> dict:
+    """Two independent contrast estimates per candidate at `n` draws: spread, Monte Carlo std, replicate r and ρ(soft)."""
+    t0 = time.time()
+    reps = [cands.grouped(contrast_mi(den, cands.latents, cands.prompts, near, n_samples=n, batch_size=None,
+                                      seeds=[s + 10**6 * (r + 1) for s in cands.seeds])[0]).numpy() for r in range(2)]
+    centred = [x - x.mean(1, keepdims=True) for x in reps]
+    spread = float(np.mean([x.std(ddof=1) for x in (reps[0] + reps[1]) / 2]))
+    mc = float(np.std(reps[0] - reps[1], ddof=1) / np.sqrt(2))
+    r = pearsonr(centred[0].ravel(), centred[1].ravel())[0]
+    rho = [within_prompt_spearman(x, soft) for x in (*reps, (reps[0] + reps[1]) / 2)]
+    return {"draws": n, "spread": spread, "mc_std": mc, "replicate_r": float(r), "rho_soft": [float(v) for v in rho],
+            "seconds": time.time() - t0}
+
+
+def main(argv=None) -> int:
+    ap = harness.parser(__file__, __doc__, seed=0)
     ap.add_argument("--prompts", type=int, default=8)
     ap.add_argument("--candidates", type=int, default=8)
     ap.add_argument("--samples", type=int, nargs="+", default=[8, 64], help="draws per candidate and prompt")
-    ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args()
-    pipe = load_pipeline(args.model)
+    run = harness.start(ap, argv)
+    args = run.args
+    pipe = harness.load_model(args.model)
     den = denoiser_for(pipe)
     prompts = world.sample_prompts("train", args.prompts, seed=3000 + args.seed)
     cands = sample_with_mi(pipe, prompts, args.candidates, seed=args.seed, progress=False)
     soft = cands.grouped([r["soft"] for r in world.evaluate(cands.images, cands.prompts).records]).numpy()
     near = [list(world.edits(p).values()) for p in cands.prompts]
-    print(f"{args.prompts} training-split prompts × {args.candidates} candidates (CFG of the shipped model), seed {args.seed}\n")
-    print("| draws | spread within prompt (nats) | MC std of one estimate | replicate r | ρ(soft) rep. 1 | rep. 2 "
-          "| mean of both | s |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    out = harness.Report()
+    out(f"{args.prompts} training-split prompts × {args.candidates} candidates (CFG of the shipped model), seed {args.seed}\n")
+    out("| draws | spread within prompt (nats) | MC std of one estimate | replicate r | ρ(soft) rep. 1 | rep. 2 "
+        "| mean of both | s |")
+    out("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    rows = []
     for n in tqdm(args.samples, desc="draws"):
-        t0 = time.time()
-        reps = [cands.grouped(contrast_mi(den, cands.latents, cands.prompts, near, n_samples=n, batch_size=None,
-                                          seeds=[s + 10**6 * (r + 1) for s in cands.seeds])[0]).numpy() for r in range(2)]
-        centred = [x - x.mean(1, keepdims=True) for x in reps]
-        spread = float(np.mean([x.std(ddof=1) for x in (reps[0] + reps[1]) / 2]))
-        mc = float(np.std(reps[0] - reps[1], ddof=1) / np.sqrt(2))
-        r = pearsonr(centred[0].ravel(), centred[1].ravel())[0]
-        rho = [within_prompt_spearman(x, soft) for x in (*reps, (reps[0] + reps[1]) / 2)]
-        print(f"| {n} | {spread:.1f} | {mc:.1f} | {r:+.2f} | {rho[0]:+.2f} | {rho[1]:+.2f} | {rho[2]:+.2f} | "
-              f"{time.time() - t0:.0f} |", flush=True)
+        rows.append(r := replicate_stats(den, cands, near, soft, n))
+        rho = r["rho_soft"]
+        out(f"| {n} | {r['spread']:.1f} | {r['mc_std']:.1f} | {r['replicate_r']:+.2f} | {rho[0]:+.2f} | {rho[1]:+.2f} | "
+            f"{rho[2]:+.2f} | {r['seconds']:.0f} |")
+    run.write({"settings": harness.key(args, "model", "prompts", "candidates", "samples", "seed"), "rows": rows},
+              out.markdown())
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    harness.main(main)

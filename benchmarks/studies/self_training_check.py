@@ -1,9 +1,9 @@
 """Is it the fine-tuning step, the fine-tuning data or the loss? Self-training checks on training-split prompts.
 
-    python benchmarks/self_training_check.py [--prompts 64] [--dev 64] [--candidates 8] [--k 2] [--arms ...]
-                                             [--rank R] [--steps S] [--lr LR] [--rounds 1] [--checkpoints 25,75]
-                                             [--dpo-beta 2000] [--dpo-lr LR] [--dpo-steps S]
-                                             [--model DIR] [--out runs/self_training] [--results STEM]
+    python -m benchmarks.studies.self_training_check [--prompts 64] [--dev 64] [--candidates 8] [--k 2] [--arms ...]
+                                                     [--rank R] [--steps S] [--lr LR] [--rounds 1] [--checkpoints 25,75]
+                                                     [--dpo-beta 2000] [--dpo-lr LR] [--dpo-steps S]
+                                                     [--model DIR] [--out runs/self_training] [--results STEM]
 
 With the paper's recipe (the denoising loss on each prompt's top-k own samples) every arm, the
 oracle's included, loses alignment. This script separates the suspects without touching the test
@@ -43,7 +43,6 @@ import argparse
 import csv
 import json
 import math
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -51,15 +50,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from benchmarks import harness
 from minitune.evaluate import EvalResult, comparison_table, evaluate_pipeline, paired_delta
 from minitune.experiment import ExperimentConfig
 from minitune.finetune import WEIGHTS_NAME, finetune, load_finetune_set
 from minitune.io import atomic_write
-from minitune.results import git_commit
 from minitune.sampling import SAMPLERS, use_sampler
 from minitune.selection import build_pool, load_records, pool_complete, select, train_prompts
 from minitune.toy import world
-from minitune.toy.pipeline import load_pipeline
 
 
 def judge(images, prompts) -> dict:
@@ -114,8 +112,10 @@ SET_NAMES = {"oracle": "oracle top-k", "random": "random-k", "mi": "MI top-k"}
 DPO_NAMES = {"oracle": "oracle pairs, DPO", "random": "random pairs, DPO", "mi": "MI pairs, DPO"}
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def arguments() -> argparse.ArgumentParser:
+    """The script's options: the shared ones, the knobs of the method, the arms and the DPO settings."""
+    ap = harness.parser(__file__, __doc__, seed=0, model="a Shapes pipeline folder (save_pretrained) to start from "
+                        "instead of the shipped model")
     ap.add_argument("--prompts", type=int, default=64, help="training-split prompts to fine-tune on")
     ap.add_argument("--dev", type=int, default=64, help="other training-split prompts to judge on (the same "
                     "prompts whatever --prompts is)")
@@ -132,16 +132,18 @@ def main(argv=None):
     ap.add_argument("--dpo-steps", type=int, help="fine-tuning steps of the *-dpo arms (default: --steps)")
     ap.add_argument("--checkpoints", default="", help="also judge the adapters after these steps, e.g. 25,50,100 "
                     "(a dose-response: does a lighter touch help?)")
-    ap.add_argument("--model", help="a Shapes pipeline folder (save_pretrained) to start from instead of the shipped model")
-    ap.add_argument("--out", default="runs/self_training")
-    ap.add_argument("--results", help="also write the report as <RESULTS>.md and .json (e.g. book/results/self_training_dev), "
-                    "headed with the model, commit, command and the wall time of every stage in --out")
+    ap.add_argument("--out", default="runs/self_training", help="the folder of this setting's pools, sets, adapters "
+                    "and evaluations")
     ap.add_argument("--sampler", choices=sorted(SAMPLERS), help="sampler of every pool and evaluation (default: the "
                     "model's own DDPM)")
     ap.add_argument("--sample-steps", type=int, help="sampling steps of every pool and evaluation (default: the full "
                     "experiment's default, 25)")
-    ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args(argv)
+    return ap
+
+
+def configure(ap: argparse.ArgumentParser, args) -> tuple[ExperimentConfig, list[str], list[int], dict]:
+    """The experiment config the knobs give, the arms, the checkpoint doses and the DPO options; a bad value is a
+    usage error."""
     arms = args.arms.split(",")
     doses = sorted({int(x) for x in args.checkpoints.split(",") if x})
     if set(arms) - set(ARMS):
@@ -161,136 +163,178 @@ def main(argv=None):
         ap.error("--dpo-beta, --dpo-lr and --dpo-steps must be positive.")
     dpo = dict(objective="dpo", dpo_beta=args.dpo_beta, lr=args.dpo_lr or cfg.lr,
                steps=args.dpo_steps or cfg.finetune_steps, prompt_dropout=0.0)
-    out = Path(args.out)
-    settings = {key: getattr(args, key) for key in ("prompts", "dev", "candidates", "images", "rounds", "model", "seed")}
+    return cfg, arms, doses, dpo
+
+
+def settings_of(args, cfg: ExperimentConfig, arms: list[str], dpo: dict) -> dict:
+    """What one --out folder holds one setting of (the cache key of the whole study)."""
+    settings = harness.key(args, "prompts", "dev", "candidates", "images", "rounds", "model", "seed")
     settings.update(k=cfg.top_k, rank=cfg.rank, steps=cfg.finetune_steps, lr=cfg.lr)
     if args.sampler or args.sample_steps:  # only when given, so that folders of older runs still resume
         settings.update(sampler=args.sampler, sample_steps=cfg.steps)
-    if any(a.endswith("-dpo") for a in arms):
+    if any(a.endswith("-dpo") for a in arms):  # DPO settings may be added to a folder later
         settings.update(dpo_beta=dpo["dpo_beta"], dpo_lr=dpo["lr"], dpo_steps=dpo["steps"])
-    written = out / "settings.json"
-    saved = json.loads(written.read_text()) if written.exists() else {}
-    if any(saved[key] != value for key, value in settings.items() if key in saved):  # DPO settings may be added later
-        ap.error(f"{out} holds a run with other settings ({written.read_text().strip()}); choose another --out.")
-    out.mkdir(parents=True, exist_ok=True)
-    written.write_text(json.dumps({**saved, **settings}))
-    timings_path = out / "timings.json"
+    return settings
 
-    def timed(key: str, fn, *a, **kw):
+
+class Study:
+    """The stages of one --out folder: pools, sets, adapters and evaluations, each skipped when already there."""
+
+    def __init__(self, args, cfg: ExperimentConfig, doses: list[int], dpo: dict):
+        self.args, self.cfg, self.doses, self.dpo = args, cfg, doses, dpo
+        self.out = Path(args.out)
+        self.timings_path = self.out / "timings.json"
+        prompts = train_prompts(args.dev + args.prompts, seed=cfg.seed)
+        self.dev, self.train = prompts[: args.dev], prompts[args.dev :]
+
+    def timed(self, key: str, fn, *a, **kw):
         """Run one stage and add its wall time to the folder's timings.json."""
         t0 = time.time()
         result = fn(*a, **kw)
-        timings = json.loads(timings_path.read_text()) if timings_path.exists() else {}
-        atomic_write(timings_path, json.dumps({**timings, key: time.time() - t0}, indent=1))
+        atomic_write(self.timings_path, json.dumps({**self.timings(), key: time.time() - t0}, indent=1))
         return result
 
-    def model_pipe():
-        return use_sampler(load_pipeline(args.model), args.sampler)
-    prompts = train_prompts(args.dev + args.prompts, seed=cfg.seed)
-    dev, train = prompts[: args.dev], prompts[args.dev :]
+    def timings(self) -> dict:
+        """{stage: seconds} of every stage timed in the folder so far."""
+        return json.loads(self.timings_path.read_text()) if self.timings_path.exists() else {}
 
-    def own_pool(folder: Path, g: float, seed: int, adapter=None) -> Path:
+    def pipe(self, adapter=None):
+        """The starting model with the study's sampler, and `adapter` loaded if given."""
+        pipe = use_sampler(harness.load_model(self.args.model), self.args.sampler)
+        if adapter is not None:
+            pipe.load_lora_weights(str(adapter))
+        return pipe
+
+    def own_pool(self, folder: Path, g: float, seed: int, adapter=None) -> Path:
         """N candidates per fine-tuning prompt from the model (with `adapter` loaded, if given) at CFG g."""
+        cfg = self.cfg
         if not pool_complete(folder):
-            pipe = model_pipe()
-            if adapter is not None:
-                pipe.load_lora_weights(str(adapter))
-            timed(f"pool {folder}", build_pool, pipe, train, folder, cfg.candidates, guidance_scale=g,
-                  num_inference_steps=cfg.steps, seed=seed, batch_size=cfg.batch_size)
+            self.timed(f"pool {folder}", build_pool, self.pipe(adapter), self.train, folder, cfg.candidates,
+                       guidance_scale=g, num_inference_steps=cfg.steps, seed=seed, batch_size=cfg.batch_size)
         return folder
 
-    sets, picks = {}, {}  # picks: the sets chosen from own samples, with what chose them and the pool's CFG
-    if "renders" in arms:
-        sets["renders"] = render_set(train, cfg.top_k, out / "renders" / "set", seed=10_000 * (cfg.seed + 1))
-    for arm in ("oracle", "random", "mi", "oracle-cfg1", "perfect"):
-        if arm not in arms:
-            continue
-        g = 1.0 if arm == "oracle-cfg1" else cfg.guidance_scale
-        pool = own_pool(out / f"pool-cfg{g:g}", g, cfg.seed)
-        by = arm.split("-")[0]
-        folder = out / f"{by}-cfg{g:g}" / "set"
-        if by == "perfect":
-            folder = perfect_set(pool, cfg.top_k, folder)
-            if (folder / "metadata.jsonl").read_text().strip():
-                sets[f"perfect own (CFG {g:g})"] = folder
-            else:
-                print(f"No candidate in {pool} is strictly aligned and well formed: the perfect arm is skipped.")
-            continue
-        if not (folder / "manifest.json").exists():
-            select(pool, folder, cfg.top_k, by=by, seed=cfg.seed)
-        sets[f"{SET_NAMES[by]} (CFG {g:g})"] = folder
-        picks[f"{SET_NAMES[by]} (CFG {g:g})"] = by, g
-    pairs = {}  # preference sets (chosen vs rejected candidate of the same prompt) for the *-dpo arms
-    for by in (a.removesuffix("-dpo") for a in arms if a.endswith("-dpo")):
-        g = cfg.guidance_scale
-        pool = own_pool(out / f"pool-cfg{g:g}", g, cfg.seed)
-        folder = out / f"{by}-pairs-cfg{g:g}" / "set"
-        if not (folder / "manifest.json").exists():
-            select(pool, folder, cfg.top_k, by=by, seed=cfg.seed, pairs=True)
-        pairs[f"{DPO_NAMES[by]} (CFG {g:g})"] = folder
-
-    def tune(folder: Path, lora: Path, init=None, **options) -> Path:
+    def tune(self, folder: Path, lora: Path, init=None, **options) -> Path:
+        """A LoRA adapter fine-tuned on the set `folder` into `lora` (from `init`, if given)."""
+        cfg = self.cfg
         if not (lora / WEIGHTS_NAME).exists():
             steps = options.get("steps", cfg.finetune_steps)
-            timed(f"finetune {lora}", finetune, model_pipe(), folder, lora, **{
+            self.timed(f"finetune {lora}", finetune, self.pipe(), folder, lora, **{
                 "rank": cfg.rank, "alpha": cfg.alpha, "steps": steps, "batch_size": cfg.finetune_batch, "lr": cfg.lr,
                 "prompt_dropout": cfg.prompt_dropout, "seed": cfg.seed, "sample_prompts": 0,
-                "checkpoint_every": math.gcd(steps, *(d for d in doses if d < steps)), "init_adapter": init and str(init),
+                "checkpoint_every": math.gcd(steps, *(d for d in self.doses if d < steps)), "init_adapter": init and str(init),
                 **options})
         return lora
 
-    adapters = {name: tune(folder, folder.parent / "lora") for name, folder in sets.items()}
-    adapters.update({name: tune(folder, folder.parent / f"lora-beta{dpo['dpo_beta']:g}-lr{dpo['lr']:g}-{dpo['steps']}",
-                                **dpo) for name, folder in pairs.items()})
-    for name, (by, g) in picks.items() if args.rounds > 1 else ():
-        for r in range(2, args.rounds + 1):  # sample the latest adapter, pick again, fine-tune on from it
-            rdir = sets[name].parent / f"round{r}"
-            own_pool(rdir / "pool", g, cfg.seed + r - 1, adapter=adapters[name])
-            if not (rdir / "set" / "manifest.json").exists():
-                select(rdir / "pool", rdir / "set", cfg.top_k, by=by, seed=cfg.seed)
-            adapters[name] = tune(rdir / "set", rdir / "lora", init=adapters[name])
-        adapters[f"{name}, {args.rounds} rounds"] = adapters.pop(name)
-        sets[f"{name}, round {args.rounds}"] = rdir / "set"
+    def sets(self, arms: list[str]) -> tuple[dict, dict]:
+        """The fine-tuning sets of the top-k arms, and which of them were picked from own samples (by what, at which CFG)."""
+        cfg, out = self.cfg, self.out
+        sets, picks = {}, {}
+        if "renders" in arms:
+            sets["renders"] = render_set(self.train, cfg.top_k, out / "renders" / "set", seed=10_000 * (cfg.seed + 1))
+        for arm in ("oracle", "random", "mi", "oracle-cfg1", "perfect"):
+            if arm not in arms:
+                continue
+            g = 1.0 if arm == "oracle-cfg1" else cfg.guidance_scale
+            pool = self.own_pool(out / f"pool-cfg{g:g}", g, cfg.seed)
+            by = arm.split("-")[0]
+            folder = out / f"{by}-cfg{g:g}" / "set"
+            if by == "perfect":
+                folder = perfect_set(pool, cfg.top_k, folder)
+                if (folder / "metadata.jsonl").read_text().strip():
+                    sets[f"perfect own (CFG {g:g})"] = folder
+                else:
+                    print(f"No candidate in {pool} is strictly aligned and well formed: the perfect arm is skipped.")
+                continue
+            if not (folder / "manifest.json").exists():
+                select(pool, folder, cfg.top_k, by=by, seed=cfg.seed)
+            sets[f"{SET_NAMES[by]} (CFG {g:g})"] = folder
+            picks[f"{SET_NAMES[by]} (CFG {g:g})"] = by, g
+        return sets, picks
 
-    models = {"base": None}
-    for name, lora in adapters.items():
-        steps = dpo["steps"] if name in pairs else cfg.finetune_steps
-        models.update({f"{name} @ {d} steps": lora / f"checkpoint-{d}" for d in doses if d < steps})
-        models[name + (f" @ {steps} steps" if doses else "")] = lora
+    def pairs(self, arms: list[str]) -> dict:
+        """The preference sets (chosen vs rejected candidate of the same prompt) of the *-dpo arms."""
+        cfg, pairs = self.cfg, {}
+        for by in (a.removesuffix("-dpo") for a in arms if a.endswith("-dpo")):
+            g = cfg.guidance_scale
+            pool = self.own_pool(self.out / f"pool-cfg{g:g}", g, cfg.seed)
+            folder = self.out / f"{by}-pairs-cfg{g:g}" / "set"
+            if not (folder / "manifest.json").exists():
+                select(pool, folder, cfg.top_k, by=by, seed=cfg.seed, pairs=True)
+            pairs[f"{DPO_NAMES[by]} (CFG {g:g})"] = folder
+        return pairs
 
-    results = {}
-    (out / "eval").mkdir(parents=True, exist_ok=True)
-    for name, lora in models.items():
-        slug = name.replace(' ', '_').replace('(', '').replace(')', '').replace('@_', '').replace(',', '')
-        if name.split(" @ ")[0] in pairs:
-            slug += f"_beta{dpo['dpo_beta']:g}_lr{dpo['lr']:g}_{dpo['steps']}"
-        path = out / "eval" / f"{slug}.json"
-        if not path.exists():
-            pipe = model_pipe()
-            if lora is not None:
-                pipe.load_lora_weights(lora)
-            res, _ = timed(f"evaluate {path.name}", evaluate_pipeline, pipe, dev, args.images,
-                           guidance_scale=cfg.guidance_scale, num_inference_steps=cfg.steps, seed=cfg.seed + 1000,
-                           batch_size=cfg.batch_size, scorers={"oracle": judge})
-            res.save(path)
-        results[name] = EvalResult.load(path)
+    def adapters(self, sets: dict, pairs: dict) -> dict:
+        """One adapter per set and per preference set."""
+        dpo = self.dpo
+        adapters = {name: self.tune(folder, folder.parent / "lora") for name, folder in sets.items()}
+        adapters.update({name: self.tune(folder, folder.parent / f"lora-beta{dpo['dpo_beta']:g}-lr{dpo['lr']:g}-"
+                                                                 f"{dpo['steps']}", **dpo) for name, folder in pairs.items()})
+        return adapters
 
+    def more_rounds(self, sets: dict, picks: dict, adapters: dict) -> None:
+        """With --rounds R > 1: sample each own-sample arm's latest adapter, pick again, fine-tune on from it; the
+        last round's adapter and set replace the first round's in `adapters` and join `sets`."""
+        rounds, cfg = self.args.rounds, self.cfg
+        for name, (by, g) in picks.items() if rounds > 1 else ():
+            for r in range(2, rounds + 1):  # sample the latest adapter, pick again, fine-tune on from it
+                rdir = sets[name].parent / f"round{r}"
+                self.own_pool(rdir / "pool", g, cfg.seed + r - 1, adapter=adapters[name])
+                if not (rdir / "set" / "manifest.json").exists():
+                    select(rdir / "pool", rdir / "set", cfg.top_k, by=by, seed=cfg.seed)
+                adapters[name] = self.tune(rdir / "set", rdir / "lora", init=adapters[name])
+            adapters[f"{name}, {rounds} rounds"] = adapters.pop(name)
+            sets[f"{name}, round {rounds}"] = rdir / "set"
+
+    def models(self, adapters: dict, pairs: dict) -> dict:
+        """{name: adapter folder, or None for the base}: every adapter, and its checkpoints at the --checkpoints doses."""
+        models = {"base": None}
+        for name, lora in adapters.items():
+            steps = self.dpo["steps"] if name in pairs else self.cfg.finetune_steps
+            models.update({f"{name} @ {d} steps": lora / f"checkpoint-{d}" for d in self.doses if d < steps})
+            models[name + (f" @ {steps} steps" if self.doses else "")] = lora
+        return models
+
+    def evaluate(self, models: dict, pairs: dict) -> dict:
+        """Each model judged by the oracle on the dev prompts (kept in <out>/eval)."""
+        cfg, dpo, results = self.cfg, self.dpo, {}
+        (self.out / "eval").mkdir(parents=True, exist_ok=True)
+        for name, lora in models.items():
+            slug = name.replace(' ', '_').replace('(', '').replace(')', '').replace('@_', '').replace(',', '')
+            if name.split(" @ ")[0] in pairs:
+                slug += f"_beta{dpo['dpo_beta']:g}_lr{dpo['lr']:g}_{dpo['steps']}"
+            path = self.out / "eval" / f"{slug}.json"
+            if not path.exists():
+                res, _ = self.timed(f"evaluate {path.name}", evaluate_pipeline, self.pipe(lora), self.dev, self.args.images,
+                                    guidance_scale=cfg.guidance_scale, num_inference_steps=cfg.steps, seed=cfg.seed + 1000,
+                                    batch_size=cfg.batch_size, scorers={"oracle": judge})
+                res.save(path)
+            results[name] = EvalResult.load(path)
+        return results
+
+    def head(self, pairs: dict) -> str:
+        """The report's first line: the settings of the study."""
+        args, cfg, dpo = self.args, self.cfg, self.dpo
+        return (f"{args.prompts} training-split prompts to fine-tune on (k = {cfg.top_k} per prompt; pools of N = "
+                f"{args.candidates}, {cfg.steps} steps of {args.sampler or 'ddpm'}; {args.rounds} round(s)), {args.dev} "
+                f"other training-split "
+                f"prompts × {args.images} images to judge on; LoRA rank {cfg.rank}; the top-k arms: {cfg.finetune_steps} "
+                f"steps of batch {cfg.finetune_batch}, lr {cfg.lr:g}, prompt dropout {cfg.prompt_dropout:g}"
+                + (f"; the DPO arms: β {dpo['dpo_beta']:g}, {dpo['steps']} steps of {cfg.finetune_batch} pairs, lr "
+                   f"{dpo['lr']:g}, no prompt dropout" if pairs else "") + f"; seed {cfg.seed}; "
+                f"model {args.model or 'shipped'}.\n")
+
+
+def report(head: str, results: dict, sets: dict, pairs: dict) -> tuple[str, dict]:
+    """The printed report (what each set and preference set holds, how each model does on the dev prompts) and
+    its numbers."""
     rows = {name: _model_row(res, results["base"]) for name, res in results.items()}
-    lines = [f"{args.prompts} training-split prompts to fine-tune on (k = {cfg.top_k} per prompt; pools of N = "
-             f"{args.candidates}, {cfg.steps} steps of {args.sampler or 'ddpm'}; {args.rounds} round(s)), {args.dev} "
-             f"other training-split "
-             f"prompts × {args.images} images to judge on; LoRA rank {cfg.rank}; the top-k arms: {cfg.finetune_steps} "
-             f"steps of batch {cfg.finetune_batch}, lr {cfg.lr:g}, prompt dropout {cfg.prompt_dropout:g}"
-             + (f"; the DPO arms: β {dpo['dpo_beta']:g}, {dpo['steps']} steps of {cfg.finetune_batch} pairs, lr "
-                f"{dpo['lr']:g}, no prompt dropout" if pairs else "") + f"; seed {cfg.seed}; "
-             f"model {args.model or 'shipped'}.\n",
-             "What each set holds (base loss: the starting model's ε-prediction loss on the set's held-out images)\n",
+    set_rows = {name: set_row(folder, folder.parent / "lora") for name, folder in sets.items()}
+    pair_rows = {name: pair_row(folder) for name, folder in pairs.items()}
+    lines = [head, "What each set holds (base loss: the starting model's ε-prediction loss on the set's held-out images)\n",
              "| set | images | strict % | soft % | well-formed % | coloured px | base loss |",
              "|---|---:|---:|---:|---:|---:|---:|"]
-    set_rows = {name: set_row(folder, folder.parent / "lora") for name, folder in sets.items()}
     lines += [f"| {name} | {r['images']} | {100 * r['strict']:.1f} | {100 * r['soft']:.1f} | {100 * r['well_formed']:.1f} "
               f"| {r['area']:.0f} | {r['base_loss']:.4f} |" for name, r in set_rows.items()]
-    pair_rows = {name: pair_row(folder) for name, folder in pairs.items()}
     if pairs:
         lines += ["\nWhat each preference set holds (chosen / rejected; ties, which DPO leaves out, counted apart)\n",
                   "| pairs | pairs | ties | chosen strict % | rejected strict % | chosen px | rejected px |",
@@ -301,11 +345,28 @@ def main(argv=None):
     lines += [f"\nOn the dev prompts (strict % with 95 % CI over prompts)\n\n{comparison_table(results, 'strict', 'base')}\n",
               "| model | soft % | coloured px |", "|---|---:|---:|"]
     lines += [f"| {name} | {100 * r['soft']:.1f} | {r['area']:.0f} |" for name, r in rows.items()]
-    print("\n".join(lines))
-    if args.results:
-        timings = json.loads(timings_path.read_text()) if timings_path.exists() else {}
-        _publish(Path(args.results), "\n".join(lines), {"settings": settings, "sets": set_rows, "pairs": pair_rows,
-                                                        "models": rows}, timings)
+    return "\n".join(lines), {"sets": set_rows, "pairs": pair_rows, "models": rows}
+
+
+def main(argv=None) -> int:
+    ap = arguments()
+    run = harness.start(ap, argv)
+    cfg, arms, doses, dpo = configure(ap, run.args)
+    settings = settings_of(run.args, cfg, arms, dpo)
+    harness.claim(run.args.out, settings)
+    study = Study(run.args, cfg, doses, dpo)
+    sets, picks = study.sets(arms)
+    pairs = study.pairs(arms)
+    adapters = study.adapters(sets, pairs)
+    study.more_rounds(sets, picks, adapters)
+    results = study.evaluate(study.models(adapters, pairs), pairs)
+    text, data = report(study.head(pairs), results, sets, pairs)
+    print(text)
+    timings = study.timings()  # the wall time is that of the stages timed in --out, over every run that filled it
+    run.write({"settings": settings, **data, "timed_stages": len(timings)},
+              f"{text}\n\nWall time: the {len(timings)} stages timed in {run.args.out} (pools, fine-tuning, evaluations).",
+              wall_s=sum(timings.values()))
+    return 0
 
 
 def _model_row(res: EvalResult, base: EvalResult) -> dict:
@@ -324,18 +385,5 @@ def pair_row(folder: Path) -> dict:
             "chosen_area": float(win["area"].mean()), "rejected_area": float(lose["area"].mean())}
 
 
-def _publish(stem: Path, report: str, data: dict, timings: dict) -> None:
-    """<stem>.md and <stem>.json, headed with the model, commit, command and the wall time of the timed stages."""
-    command = "python benchmarks/self_training_check.py " + " ".join(sys.argv[1:])
-    head = {"model": data["settings"]["model"] or "shipped", "commit": git_commit(), "command": command,
-            "wall_time_min": round(sum(timings.values()) / 60, 1), "timed_stages": len(timings)}
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(stem.with_suffix(".json"), json.dumps({**head, **data}, indent=1))
-    atomic_write(stem.with_suffix(".md"), f"<!-- written by `{command}`; model {head['model']}, commit {head['commit']}, "
-                                          f"{head['wall_time_min']} min over the {len(timings)} stages timed "
-                                          f"(pools, fine-tuning, evaluations) -->\n\n"
-                                          f"{report}\n")
-    print(f"wrote {stem.with_suffix('.json')} and {stem.with_suffix('.md')}")
-
 if __name__ == "__main__":
-    main()
+    harness.main(main)
