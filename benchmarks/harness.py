@@ -35,10 +35,11 @@ def module_name(file) -> str:
 
 
 def parser(file, doc: str, *, model: str | None = SHAPES_MODEL, seed: int | None = None,
-           results: bool = True) -> argparse.ArgumentParser:
+           results: bool = True, threads: bool = False) -> argparse.ArgumentParser:
     """An argument parser for the script `file`, described by the first paragraph of its `doc`, with the
     shared options: ``--model`` (with `model` as its help; None leaves it out), ``--seed`` (default `seed`;
-    None leaves it out) and ``--results STEM``."""
+    None leaves it out), ``--results STEM`` and, with `threads`, ``--threads`` (torch's CPU threads, set by
+    :func:`start`; default: torch's own count)."""
     name = module_name(file)
     ap = argparse.ArgumentParser(prog=f"python -m {name}", description=" ".join(doc.strip().split("\n\n")[0].split()))
     if model is not None:
@@ -48,6 +49,10 @@ def parser(file, doc: str, *, model: str | None = SHAPES_MODEL, seed: int | None
     if results:
         ap.add_argument("--results", metavar="STEM", help="also write <STEM>.json and <STEM>.md, headed with the model, "
                         f"commit, command and wall time (e.g. book/results/{name.rsplit('.', 1)[-1]})")
+    if threads:
+        import torch
+
+        ap.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch's CPU threads")
     return ap
 
 
@@ -85,9 +90,15 @@ class Run:
 
 
 def start(ap: argparse.ArgumentParser, argv=None) -> Run:
-    """Parse `argv` (default: the command line) and start the clock."""
+    """Parse `argv` (default: the command line), set torch's threads where the parser has ``--threads``, and
+    start the clock."""
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
-    return Run(ap.parse_args(argv), f"{ap.prog} {shlex.join(argv)}".strip())
+    args = ap.parse_args(argv)
+    if getattr(args, "threads", None) is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    return Run(args, f"{ap.prog} {shlex.join(argv)}".strip())
 
 
 def main(script_main) -> None:

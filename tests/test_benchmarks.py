@@ -128,3 +128,16 @@ def test_own_mistakes_names_its_candidates_file(tmp_path):
     assert stop.value.code == 2
     with pytest.raises(FileNotFoundError, match="No candidates file .*selection_study"):
         own_mistakes.main(["--candidates", str(tmp_path / "candidates.pt")])
+
+
+def test_threads_option_sets_torchs_threads():
+    import torch
+
+    before = torch.get_num_threads()
+    ap = harness.parser(__file__, "A test.", model=None, threads=True)
+    try:
+        run = harness.start(ap, ["--threads", "1"])
+        assert run.args.threads == 1 and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    assert "--threads" not in harness.parser(__file__, "A test.").format_help()

@@ -77,7 +77,7 @@ def measure(pipe, prompts, args, device) -> tuple[list, list, list]:
 
 
 def main(argv=None) -> int:
-    ap = harness.parser(__file__, __doc__, model=None)
+    ap = harness.parser(__file__, __doc__, model=None, threads=True)
     ap.add_argument("--prompts", type=int, default=4)
     ap.add_argument("--candidates", type=int, default=16)
     ap.add_argument("--top-k", type=int, default=1)
@@ -85,11 +85,9 @@ def main(argv=None) -> int:
     ap.add_argument("--cfg", type=float, default=4.0)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--device", default="auto")
     run = harness.start(ap, argv)
     args = run.args
-    torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     pipe = harness.load_model(device=device)
     prompts = train_prompts(args.prompts)

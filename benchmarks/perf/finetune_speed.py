@@ -17,7 +17,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
 from PIL import Image
 
 from benchmarks import harness
@@ -71,14 +70,12 @@ def batch_row(pipe, shipped: TrainConfig, d: Path, batch: int, args) -> dict:
 
 
 def main(argv=None) -> int:
-    ap = harness.parser(__file__, __doc__, model=None)
+    ap = harness.parser(__file__, __doc__, model=None, threads=True)
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--rank", type=int, default=32)
-    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     run = harness.start(ap, argv)
     args = run.args
-    torch.set_num_threads(args.threads)
     shipped = TrainConfig(**json.loads((WEIGHTS_DIR / "train_config.json").read_text()))
     pipe = harness.load_model()
     out = harness.Report()

@@ -43,12 +43,10 @@ def sampling_s() -> float:
 
 
 def main(argv=None) -> int:
-    ap = harness.parser(__file__, __doc__, model=None)
+    ap = harness.parser(__file__, __doc__, model=None, threads=True)
     ap.add_argument("--steps", type=int, default=10)
-    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     run = harness.start(ap, argv)
     args = run.args
-    torch.set_num_threads(args.threads)
     shipped = TrainConfig(**json.loads((WEIGHTS_DIR / "train_config.json").read_text()))
     dt, cfg = training_step_s(shipped, args.steps)
     full_min = shipped.steps * dt / 60
