@@ -248,6 +248,17 @@ def arm_rows(results: dict[str, EvalResult], cfg: ExperimentConfig) -> dict:
     return rows
 
 
+def renders_reference(cfg: ExperimentConfig) -> dict:
+    """The world's own renders of the held-out prompts (``eval_images`` layouts of each), judged as the models are:
+    how much a model of this world should draw. The base need not match it: it over-draws."""
+    from .toy.world import eval_prompts, render_batch
+
+    prompts = [p for p in eval_prompts(cfg.eval_per_category, seed=cfg.seed) for _ in range(cfg.eval_images)]
+    scores = oracle_scorer(render_batch(prompts, range(cfg.seed + 1000, cfg.seed + 1000 + len(prompts))), prompts)
+    return {"name": "renders of the test prompts", "images": len(prompts),
+            **{k: float(scores[k].mean()) for k in ("strict", "well_formed", "area")}}
+
+
 def publish(data: dict, results_dir, *, model: str, command: str, wall_s: float, commit: str | None = None,
             figures=None) -> tuple[Path, Path]:
     """Write ``experiment.json`` and ``experiment.md`` into `results_dir` (the book's results), headed with the
@@ -256,7 +267,8 @@ def publish(data: dict, results_dir, *, model: str, command: str, wall_s: float,
     and before/after grid as ``experiment-*.png``."""
     folder = Path(results_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    body = {"config": data["config"], "arms": data["arms"], "sets": data["sets"], "summaries": data["summaries"]}
+    body = {"config": data["config"], "arms": data["arms"], "sets": data["sets"], "summaries": data["summaries"],
+            **({"renders": data["renders"]} if "renders" in data else {})}
     before = json.loads((folder / "experiment.json").read_text()) if (folder / "experiment.json").is_file() else {}
     if before and json.loads(json.dumps(body)) == {k: before.get(k) for k in body}:
         commit = before["commit"]  # the same measurements published again keep the commit that made them
@@ -264,14 +276,21 @@ def publish(data: dict, results_dir, *, model: str, command: str, wall_s: float,
         for name in ("categories", "before_after"):
             if (Path(figures) / f"{name}.png").is_file():
                 shutil.copyfile(Path(figures) / f"{name}.png", folder / f"experiment-{name.replace('_', '-')}.png")
+    renders = data.get("renders")
     rows = []
     for arm, r in data["arms"].items():
         share = r.get("share_of_oracle")
         rows.append([r["name"], f"{100 * r['strict']:.1f}", "–" if arm == "base" else
                      f"{100 * r['delta_strict']:+.1f} ({100 * r['delta_ci'][0]:+.1f} to {100 * r['delta_ci'][1]:+.1f})",
-                     f"{100 * r['well_formed']:.1f}", f"{r['area']:.0f}", f"{100 * share:.0f} %" if share is not None else "–"])
-    table = markdown_table(rows, ["arm", "strict %", "Δ strict vs base (95 % CI)", "well-formed %", "coloured px",
-                                  "share of oracle's gain"], align="lrrrrr")
+                     f"{100 * r['well_formed']:.1f}", f"{r['area']:.0f}",
+                     *([f"{100 * (r['area'] / renders['area'] - 1):+.0f} %"] if renders else []),
+                     f"{100 * share:.0f} %" if share is not None else "–"])
+    if renders:
+        rows.append([renders["name"], f"{100 * renders['strict']:.1f}", "–", f"{100 * renders['well_formed']:.1f}",
+                     f"{renders['area']:.0f}", "–", "–"])
+    columns = ["arm", "strict %", "Δ strict vs base (95 % CI)", "well-formed %", "coloured px",
+               *(["coloured px vs renders"] if renders else []), "share of oracle's gain"]
+    table = markdown_table(rows, columns, align="l" + "r" * (len(columns) - 1))
     return write_result(folder / "experiment", body, table, model=model, command=command, wall_s=wall_s, commit=commit)
 
 
@@ -332,14 +351,16 @@ def _report(out: Path, cfg: ExperimentConfig, results: dict[str, EvalResult], ti
     closed = {ARM_NAMES[a]: (strict[ARM_NAMES[a]] - strict["base"]) / gap if gap > 0 else float("nan")
               for a in cfg.selectors}
     data = {"config": asdict(cfg), "timings": timings, "summaries": summaries, "closed_fraction": closed, "sets": sets,
-            "arms": arm_rows(results, cfg)}
+            "arms": arm_rows(results, cfg), "renders": renders_reference(cfg)}
     _write_json(out / "results.json", data)
     md = (f"# MI-TUNE in the Shapes world\n\n{len(results['base'].per_prompt('strict'))} held-out test prompts × "
           f"{cfg.eval_images} images, CFG {cfg.guidance_scale:g}, {cfg.sampler} {cfg.steps} steps; "
           f"pool of {cfg.n_prompts} training prompts × {cfg.candidates} candidates, top {cfg.top_k}; "
           f"LoRA rank {cfg.rank}, {cfg.finetune_steps} steps, "
           f"{cfg.rounds} round(s).\n\n## Strict alignment % (95 % CI over prompts)\n\n"
-          f"{comparison_table(main, 'strict', 'base')}\n\n## Soft alignment %\n\n{comparison_table(main, 'soft', 'base')}\n\n"
+          f"{comparison_table(main, 'strict', 'base')}\n\nThe world's own renders of these prompts draw "
+          f"{data['renders']['area']:.0f} coloured px per image ({summaries['base']['all']['area']:.0f} for the base).\n\n"
+          f"## Soft alignment %\n\n{comparison_table(main, 'soft', 'base')}\n\n"
           "## Failure modes on the held-out prompts (% of images; modes can co-occur)\n\n"
           f"{_failure_rows('model', {k: summaries[k]['all'] for k in main})}\n\n"
           "## What each arm fine-tunes on (the oracle's verdict on the selected training candidates)\n\n"

@@ -75,8 +75,11 @@ def arm_sentences(data: dict) -> str:
     """What an experiment's arms did, in words, from its published ``"arms"``."""
     arms = data["arms"]
     base = arms["base"]
+    renders = data.get("renders")
+    truth = (f"; the world's own renders of these prompts draw {renders['area']:.0f}, so the base draws "
+             f"{100 * (base['area'] / renders['area'] - 1):+.0f} %") if renders else ""
     lines = [f"The base model is {100 * base['strict']:.1f} % strict on the held-out prompts, "
-             f"{100 * base['well_formed']:.1f} % well formed, {base['area']:.0f} coloured pixels per image."]
+             f"{100 * base['well_formed']:.1f} % well formed, {base['area']:.0f} coloured pixels per image{truth}."]
     for arm, r in arms.items():
         if arm == "base":
             continue
@@ -87,6 +90,7 @@ def arm_sentences(data: dict) -> str:
                      f"an interval {significant}; well formed "
                      f"{100 * (r['well_formed'] - base['well_formed']):+.1f} points, coloured area "
                      f"{100 * (r['area'] / base['area'] - 1):+.0f} %"
+                     + (f" ({100 * (r['area'] / renders['area'] - 1):+.0f} % against the renders)" if renders else "")
                      + (f"; {100 * share:.0f} % of the oracle arm's gain." if share is not None else "."))
     return "\n".join(lines)
 

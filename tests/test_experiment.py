@@ -71,6 +71,25 @@ def test_arms_and_published_results(tiny_run, tmp_path):
     assert written["model"] == "toy" and written["commit"] and written["arms"] == json.loads(json.dumps(arms))
     text = md.read_text()
     assert text.startswith("<!-- written by `minitune experiment --preset tiny`") and "| oracle top-k |" in text
+    renders = written["renders"]
+    assert renders["strict"] == 1.0 and renders["area"] > 0 and renders["images"] == \
+        data["summaries"]["base"]["all"]["n_images"]
+    base_vs_renders = f"{100 * (arms['base']['area'] / renders['area'] - 1):+.0f} %"
+    assert f"| {renders['name']} | 100.0 |" in text and f"| {base_vs_renders} |" in text
+
+
+def test_renders_reference_is_the_worlds_truth():
+    from minitune.experiment import renders_reference
+    from minitune.toy import world
+
+    cfg = replace(PRESETS["tiny"], eval_per_category=2, eval_images=3)
+    ref = renders_reference(cfg)
+    prompts = world.eval_prompts(2, seed=cfg.seed)
+    assert ref["images"] == 3 * len(prompts) and ref["strict"] == 1.0 and ref["well_formed"] == 1.0
+    areas = [world.check(world.render(p, cfg.seed + 1000 + 3 * i + j), p)["area"] for i, p in enumerate(prompts)
+             for j in range(3)]
+    assert ref["area"] == pytest.approx(sum(areas) / len(areas))
+    assert renders_reference(cfg) == ref  # seeded
 
 
 def test_dpo_objective_trains_on_pairs(tmp_path):

@@ -54,5 +54,8 @@ def test_arm_sentences_and_plot(tmp_path):
     text = arm_sentences({"arms": ARMS})
     assert "oracle top-k: +15.0 points (95 % CI +5.0 to +25.0), an interval above zero" in text
     assert "coloured area -10 %" in text and "-20 % of the oracle arm's gain" in text and "containing zero" in text
+    with_renders = arm_sentences({"arms": ARMS, "renders": {"area": 160.0}})
+    assert "the world's own renders of these prompts draw 160, so the base draws +25 %" in with_renders
+    assert "coloured area -10 % (+12 % against the renders)" in with_renders
     plot_arm_deltas(ARMS, tmp_path / "deltas.png", title="demo")
     assert (tmp_path / "deltas.png").stat().st_size > 1000
