@@ -2,8 +2,8 @@
 
 ``perf/renoise_variance.py`` measures the best design (fitted proposal, stratified draws) at 8 %,
 against a goal of 5 %. This study asks whether *any* choice of noise levels could reach the goal.
-For each ground-truth render it measures, at L noise levels (quantiles of the default logistic
-proposal), the point-wise integrand f for P antithetic pairs (ε, −ε), and from them
+For each ground-truth render it measures, at L noise levels (evenly spaced in λ = log SNR over the
+whole grid, both ends included), the point-wise integrand f for P antithetic pairs (ε, −ε), and from them
 
 * μ(t), the mean, and σ(t)², the variance of one draw over ε;
 * σ₊(t)², the variance of a pair's mean ½(f(ε) + f(−ε)) (the even part of f in ε), and σ₋(t)² = E[f₋²]
@@ -20,7 +20,8 @@ and for antithetic pairs, N / 2 of them, (Σ_t w_t σ₊(t))² / (N / 2). So the
 noise draws that are not independent (pairs, control variates) can. The table also gives the share of
 Σ w σ and of S in four bands of λ, which says at which noise levels the spread sits.
 
-    python -m benchmarks.studies.renoise_floor [--images 3] [--levels 32] [--pairs 16] [--results STEM]
+    python -m benchmarks.studies.renoise_floor [--images 3] [--levels 48] [--pairs 12] [--pilot 8]
+                                               [--results STEM]
 """
 
 import math
@@ -37,9 +38,10 @@ BANDS = ((5.0, math.inf), (0.0, 5.0), (-5.0, 0.0), (-math.inf, -5.0))  # λ band
 
 def level_draws(pair, x, ab, levels: int, pairs: int, seed: int, batch_size: int):
     """The grid timesteps used as levels and the point-wise integrand [levels, pairs, 2] of P antithetic pairs each."""
-    grid, w = mi._grid(ab, 1)
-    q = mi._proposal("importance", ab, grid, w)
-    idx = mi._inverse_cdf(q, (torch.arange(levels, dtype=torch.float64) + 0.5) / levels).unique()
+    grid, _ = mi._grid(ab, 1)
+    lam = mi.log_snr(ab[grid]).double()  # falls as t grows
+    at = torch.linspace(float(lam[0]), float(lam[-1]), levels, dtype=torch.float64)
+    idx = torch.searchsorted(-lam, -at).clamp(max=len(grid) - 1).unique()  # evenly spaced in λ, ends included
     t = grid[idx].repeat_interleave(2 * pairs)[:, None]
     with torch.no_grad():
         f = mi._integrand(pair, x[None], ab, t, torch.Generator().manual_seed(seed), "pointwise", batch_size, None,
@@ -47,26 +49,66 @@ def level_draws(pair, x, ab, levels: int, pairs: int, seed: int, batch_size: int
     return grid[idx], f.view(len(idx), pairs, 2)
 
 
-def floors(ab, levels_t, f) -> dict:
-    """μ, σ, σ₊, σ₋ at the levels, interpolated over the grid, and the two floors of the relative std."""
+def profiles(ab, levels_t, f) -> tuple[dict, dict]:
+    """μ, σ, σ₊, σ₋ at the levels, and the same interpolated (linearly in λ) over the grid t = 1..T−1."""
     even, odd = f.mean(2), (f[..., 0] - f[..., 1]) / 2
     per_level = {"mu": even.mean(1), "sd": (even.var(1) + odd.square().mean(1)).sqrt(), "sd_even": even.std(1),
                  "sd_odd": odd.square().mean(1).sqrt()}
-    grid, w = mi._grid(ab, 1)
+    grid, _ = mi._grid(ab, 1)
     lam, at = mi.log_snr(ab[grid]).double().numpy(), mi.log_snr(ab[levels_t]).double().numpy()
-    on_grid = {k: torch.from_numpy(np.interp(-lam, -at, v.numpy())) for k, v in per_level.items()}
+    return per_level, {k: torch.from_numpy(np.interp(-lam, -at, v.numpy())) for k, v in per_level.items()}
+
+
+def design_rel_std(ab, on_grid: dict, q: torch.Tensor, antithetic: bool, resolution: int = 256) -> float:
+    """The relative std that :func:`minitune.mi.renoise_mi`'s stratified design at N evaluations would have under
+    the proposal q, given the image's μ and σ (σ₊ for antithetic pairs) over the grid: with H strata of equal
+    q-mass and m units each, Var = Σ_h Var(g_h) / (m H²), g = (w/q)(t) × (one draw, or one pair's mean)."""
+    _, w = mi._grid(ab, 1)
+    w, q = w.double(), q.double()
+    strata, per = (N // 2, 1) if antithetic else (N // 2, 2)
+    u = (torch.arange(strata, dtype=torch.float64)[:, None] + (torch.arange(resolution) + 0.5) / resolution) / strata
+    idx = mi._inverse_cdf(q, u.reshape(-1)).view(strata, resolution)
+    ratio, mu = (w / q)[idx], on_grid["mu"][idx]
+    var = on_grid["sd_even" if antithetic else "sd"][idx].square()
+    g_mean = (ratio * mu).mean(1)
+    g_var = (ratio.square() * (mu.square() + var)).mean(1) - g_mean.square()
+    return float((g_var / per).sum().sqrt() / strata) / abs(float((w * on_grid["mu"]).sum()))
+
+
+def floors(ab, on_grid: dict, proposals: dict) -> dict:
+    """The two floors of the relative std, the predicted spread of each design under each proposal, and where
+    the spread sits in λ."""
+    grid, w = mi._grid(ab, 1)
     w = w.double()
     target = float((w * on_grid["mu"]).sum())
-    out = {"target": target,
+    own = {"own (this image's optimum)": w * (on_grid["mu"].square() + on_grid["sd"].square()).sqrt(),
+           "own antithetic": w * (on_grid["mu"].square() + on_grid["sd_even"].square()).sqrt()}
+    designs = {f"{name}, {'antithetic' if anti else 'independent'}": design_rel_std(ab, on_grid, q / q.sum(), anti)
+               for name, q in {**proposals, **own}.items() for anti in (False, True)
+               if not (name.startswith("own") and anti != name.endswith("antithetic"))}
+    out = {"target": target, "designs": designs,
            "floor_independent": float((w * on_grid["sd"]).sum()) / math.sqrt(N) / abs(target),
            "floor_antithetic": float((w * on_grid["sd_even"]).sum()) / math.sqrt(N / 2) / abs(target),
            "odd_share_of_variance": float((w * on_grid["sd_odd"].square()).sum() / (w * on_grid["sd"].square()).sum())}
-    lam_t = torch.from_numpy(lam)
+    lam_t = mi.log_snr(ab[grid]).double()
     for lo, hi in BANDS:
         band = (lam_t > lo) & (lam_t <= hi)
         out[f"band {lo:g}..{hi:g}"] = {"share_of_spread": float((w * on_grid["sd"])[band].sum() / (w * on_grid["sd"]).sum()),
                                        "share_of_target": float((w * on_grid["mu"])[band].sum() / target)}
     return out
+
+
+def pilot_proposals(den, ab, pilot: int) -> dict:
+    """The proposals :func:`renoise_mi` is run with in perf/renoise_variance.py: the default, and one fitted on the
+    same pilot renders for each design."""
+    from benchmarks.perf.renoise_variance import proposals
+    from minitune.toy import world
+
+    grid, w = mi._grid(ab, 1)
+    prompts = world.sample_prompts("train", pilot, seed=77)
+    fitted = proposals(den.eps_pair(den.encode(prompts)), world.render_batch(prompts, list(range(pilot))), ab)
+    return {"default logistic": mi._proposal("importance", ab, grid, w), "fitted on the pilot": fitted["old"],
+            "fitted on the pilot (antithetic)": fitted["new"]}
 
 
 def markdown(rows: list[dict], measured: dict, settings: dict) -> str:
@@ -85,6 +127,16 @@ def markdown(rows: list[dict], measured: dict, settings: dict) -> str:
     s = summary(rows)
     lines += ["", f"Root mean square over the renders: floor **{100 * s['floor_independent']:.1f} %** with independent "
               f"draws, **{100 * s['floor_antithetic']:.1f} %** with antithetic pairs, against the goal of 5 %.", "",
+              f"What `renoise_mi`'s stratified design ({N // 2} strata of equal proposal mass; 2 independent draws or 1 "
+              "antithetic pair each) would give under each proposal, from the same μ and σ (\"own\": a proposal fitted "
+              "to this very image, ∝ w √(μ² + σ²), which no pilot can know; the best this design can do):", "",
+              "| design | " + " | ".join(r["prompt"] for r in rows) + " | root mean square |",
+              "|---|" + "---:|" * (len(rows) + 1)]
+    for d in rows[0]["designs"]:
+        values = [r["designs"][d] for r in rows]
+        lines.append(f"| {d} | " + " | ".join(f"{100 * v:.1f} %" for v in values)
+                     + f" | {100 * math.sqrt(sum(v * v for v in values) / len(values)):.1f} % |")
+    lines += ["",
               "Where the spread sits (share of Σ w σ, and of the MI S, by band of λ = log SNR; high SNR first):", "",
               "| prompt | " + " | ".join(b.replace("band ", "λ ") for b in bands) + " |", "|---|" + "---:|" * len(bands)]
     for r in rows:
@@ -113,8 +165,9 @@ def measured_spread(path="book/results/renoise_variance.json") -> dict:
 def main(argv=None) -> int:
     ap = harness.parser(__file__, __doc__, model=None)
     ap.add_argument("--images", type=int, default=3, help="ground-truth renders of training prompts (as perf/renoise_variance)")
-    ap.add_argument("--levels", type=int, default=32, help="noise levels per render")
-    ap.add_argument("--pairs", type=int, default=16, help="antithetic pairs per level (2 evaluations each)")
+    ap.add_argument("--levels", type=int, default=48, help="noise levels per render")
+    ap.add_argument("--pairs", type=int, default=12, help="antithetic pairs per level (2 evaluations each)")
+    ap.add_argument("--pilot", type=int, default=8, help="pilot images of the fitted proposals (as perf/renoise_variance)")
     run = harness.start(ap, argv)
     args = run.args
     for name in ("images", "levels"):
@@ -129,13 +182,16 @@ def main(argv=None) -> int:
     ab = mi.alphas_cumprod_of(den.scheduler)
     prompts = world.sample_prompts("train", args.images, seed=0)
     renders = world.render_batch(prompts, list(range(args.images)))
+    props = pilot_proposals(den, ab, args.pilot)
     rows = []
     for i, (prompt, x) in enumerate(zip(prompts, renders)):
         levels_t, f = level_draws(den.eps_pair(den.encode([prompt])), x, ab, args.levels, args.pairs, seed=i, batch_size=128)
-        rows.append({"prompt": prompt, **floors(ab, levels_t, f)})
+        per_level, on_grid = profiles(ab, levels_t, f)
+        rows.append({"prompt": prompt, **floors(ab, on_grid, props), "levels_t": levels_t.tolist(),
+                     **{k: v.tolist() for k, v in per_level.items()}})
         print(f"{prompt:<44} S {rows[-1]['target']:7.2f}  floor {100 * rows[-1]['floor_independent']:5.1f} % "
               f"(antithetic {100 * rows[-1]['floor_antithetic']:5.1f} %)", flush=True)
-    settings = {"evaluations": N, "images": args.images, "levels": args.levels, "pairs": args.pairs,
+    settings = {"evaluations": N, "images": args.images, "levels": args.levels, "pairs": args.pairs, "pilot": args.pilot,
                 "threads": torch.get_num_threads()}
     md = markdown(rows, measured_spread(), settings)
     print("\n" + md)
