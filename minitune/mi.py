@@ -74,7 +74,9 @@ two independent draws each (three in the last one when n_samples is odd); the es
 of the stratum means and the standard error comes from the within-stratum variances, which keeps it
 unbiased (hence n_samples ≥ 2). Most of the remaining variance is the ε noise at a fixed t, which no
 choice of t removes: in 4 dimensions one draw has a relative std of ~1.3 (15 % at 64 draws), in 64
-dimensions ~0.55 (7 %); it shrinks as the information spreads over more elements. Antithetic pairs
+dimensions ~0.55 (7 %); it shrinks as the information spreads over more elements. How low any choice of
+t could take it on a trained model, (Σ_t w_t σ_t)² / n with σ_t the spread of one draw at t, is what
+``benchmarks/studies/renoise_floor.py`` measures (``book/results/renoise_floor.md``). Antithetic pairs
 (below) are stratified twice as finely, one pair in each of n_samples // 2 strata of equal mass
 (u = (h + U)/H): the estimate is the plain mean of the pairs, still unbiased, and the standard error
 pools neighbouring strata in twos (slightly conservative: it also counts the difference between

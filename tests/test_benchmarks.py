@@ -141,3 +141,41 @@ def test_threads_option_sets_torchs_threads():
     finally:
         torch.set_num_threads(before)
     assert "--threads" not in harness.parser(__file__, "A test.").format_help()
+
+
+def test_renoise_floor_design_matches_the_floor_when_nothing_varies():
+    """Constant μ and σ over λ and a proposal ∝ w: no t-variance, so the stratified design's predicted spread equals
+    the floor, s / (8 m) for 64 independent draws and s₊ / (√32 m) for 32 antithetic pairs."""
+    import torch
+    from diffusers import DDPMScheduler
+
+    from minitune import mi
+
+    floor = importlib.import_module("benchmarks.studies.renoise_floor")
+    ab = mi.alphas_cumprod_of(DDPMScheduler(num_train_timesteps=1000))
+    grid, w = mi._grid(ab, 1)
+    m, s, s_even = 2.0, 5.0, 3.0
+    on_grid = {"mu": torch.full((len(grid),), m, dtype=torch.float64), "sd": torch.full((len(grid),), s, dtype=torch.float64),
+               "sd_even": torch.full((len(grid),), s_even, dtype=torch.float64),
+               "sd_odd": torch.full((len(grid),), (s**2 - s_even**2) ** 0.5, dtype=torch.float64)}
+    q = w.double() / w.double().sum()
+    assert floor.design_rel_std(ab, on_grid, q, antithetic=False) == pytest.approx(s / (8 * m), rel=1e-6)
+    assert floor.design_rel_std(ab, on_grid, q, antithetic=True) == pytest.approx(s_even / (32**0.5 * m), rel=1e-6)
+    out = floor.floors(ab, on_grid, {"flat": q})
+    assert out["floor_independent"] == pytest.approx(s / (8 * m))
+    assert out["floor_antithetic"] == pytest.approx(s_even / (32**0.5 * m))
+    assert out["odd_share_of_variance"] == pytest.approx(1 - s_even**2 / s**2)
+    assert sum(b["share_of_target"] for k, b in out.items() if k.startswith("band")) == pytest.approx(1.0)
+    # a proposal that ignores where the mean sits adds the spread of w μ / q within strata: never below the floor
+    steep = {**on_grid, "mu": torch.linspace(0.0, 4.0, len(grid), dtype=torch.float64)}
+    lopsided = torch.linspace(1.0, 3.0, len(grid), dtype=torch.float64)
+    assert floor.design_rel_std(ab, steep, lopsided / lopsided.sum(), antithetic=False) > floor.floors(ab, steep, {})[
+        "floor_independent"]
+
+
+def test_renoise_floor_refuses_bad_sizes():
+    floor = importlib.import_module("benchmarks.studies.renoise_floor")
+    with pytest.raises(ValueError, match="--pairs must be at least 2"):
+        floor.main(["--pairs", "1"])
+    with pytest.raises(ValueError, match="--levels must be at least 1"):
+        floor.main(["--levels", "0"])
