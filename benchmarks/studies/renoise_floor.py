@@ -17,8 +17,12 @@ noise levels independently of ε and spends N evaluations on independent ε, the
 
 and for antithetic pairs, N / 2 of them, (Σ_t w_t σ₊(t))² / (N / 2). So the floor of the relative std is
 Σ_t w_t σ(t) / (√N |S|): no stratification, proposal or importance weighting goes below it; only
-noise draws that are not independent (pairs, control variates) can. The table also gives the share of
-Σ w σ and of S in four bands of λ, which says at which noise levels the spread sits.
+noise draws that are not independent (pairs, control variates) can. Both floors leave out the error of
+drawing the noise levels at random, which an unbiased design cannot avoid; ``design_rel_std`` adds it for
+``renoise_mi``'s stratified design under each proposal. The per-level means carry their own noise, which
+that prediction counts as spread of w μ / q within strata, so it runs high (it ranks designs; it does not
+replace measuring them). The table also gives the share of Σ w σ and of S in four bands of λ, which says
+at which noise levels the spread sits.
 
     python -m benchmarks.studies.renoise_floor [--images 3] [--levels 48] [--pairs 12] [--pilot 8]
                                                [--results STEM]
