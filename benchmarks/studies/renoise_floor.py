@@ -28,13 +28,17 @@ at which noise levels the spread sits.
                                                [--results STEM]
 """
 
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from benchmarks import harness
+from benchmarks.perf.renoise_variance import proposals, rms
 from minitune import mi
+from minitune.io import markdown_table
 
 N = 64  # ε-pair evaluations per image, as in perf/renoise_variance.py
 BANDS = ((5.0, math.inf), (0.0, 5.0), (-5.0, 0.0), (-math.inf, -5.0))  # λ bands, high SNR first
@@ -79,17 +83,18 @@ def design_rel_std(ab, on_grid: dict, q: torch.Tensor, antithetic: bool, resolut
     return float((g_var / per).sum().sqrt() / strata) / abs(float((w * on_grid["mu"]).sum()))
 
 
-def floors(ab, on_grid: dict, proposals: dict) -> dict:
+def floors(ab, on_grid: dict, props: dict) -> dict:
     """The two floors of the relative std, the predicted spread of each design under each proposal, and where
     the spread sits in λ."""
     grid, w = mi._grid(ab, 1)
     w = w.double()
     target = float((w * on_grid["mu"]).sum())
-    own = {"own (this image's optimum)": w * (on_grid["mu"].square() + on_grid["sd"].square()).sqrt(),
-           "own antithetic": w * (on_grid["mu"].square() + on_grid["sd_even"].square()).sqrt()}
     designs = {f"{name}, {'antithetic' if anti else 'independent'}": design_rel_std(ab, on_grid, q / q.sum(), anti)
-               for name, q in {**proposals, **own}.items() for anti in (False, True)
-               if not (name.startswith("own") and anti != name.endswith("antithetic"))}
+               for name, q in props.items() for anti in (False, True)}
+    for anti, sd, name in ((False, "sd", "own (this image's optimum), independent"),
+                           (True, "sd_even", "own antithetic, antithetic")):
+        own = w * (on_grid["mu"].square() + on_grid[sd].square()).sqrt()
+        designs[name] = design_rel_std(ab, on_grid, own / own.sum(), anti)
     out = {"target": target, "designs": designs,
            "floor_independent": float((w * on_grid["sd"]).sum()) / math.sqrt(N) / abs(target),
            "floor_antithetic": float((w * on_grid["sd_even"]).sum()) / math.sqrt(N / 2) / abs(target),
@@ -105,7 +110,6 @@ def floors(ab, on_grid: dict, proposals: dict) -> dict:
 def pilot_proposals(den, ab, pilot: int) -> dict:
     """The proposals :func:`renoise_mi` is run with in perf/renoise_variance.py: the default, and one fitted on the
     same pilot renders for each design."""
-    from benchmarks.perf.renoise_variance import proposals
     from minitune.toy import world
 
     grid, w = mi._grid(ab, 1)
@@ -115,53 +119,48 @@ def pilot_proposals(den, ab, pilot: int) -> dict:
             "fitted on the pilot (antithetic)": fitted["new"]}
 
 
-def markdown(rows: list[dict], measured: dict, settings: dict) -> str:
-    """The results page: per render, the two floors beside the measured spread of the best design."""
+def markdown(rows: list[dict], measured: dict, settings: dict, pooled: dict) -> str:
+    """The results page: per render, the two floors beside the measured spread of the best design; the predicted
+    spread of each design; where the spread sits in λ."""
     bands = [k for k in rows[0] if k.startswith("band")]
-    lines = [f"The floor of the relative std of the point-wise re-noising MI at {N} evaluations per image, for any "
-             "choice of noise levels with independent noise draws (Σ w σ / (√N |S|)) and for antithetic pairs; "
-             f"measured on each render at {settings['levels']} noise levels × {settings['pairs']} antithetic pairs. "
-             f"Settings: {settings}.", "",
-             "| prompt | point-wise MI S (nats) | floor, independent draws | floor, antithetic pairs | "
-             "measured, best design | odd share of the variance |", "|---|---:|---:|---:|---:|---:|"]
-    for r in rows:
-        lines.append(f"| {r['prompt']} | {r['target']:.2f} | {100 * r['floor_independent']:.1f} % | "
-                     f"{100 * r['floor_antithetic']:.1f} % | {measured.get(r['prompt'], float('nan')) * 100:.1f} % | "
-                     f"{100 * r['odd_share_of_variance']:.0f} % |")
-    s = summary(rows)
-    lines += ["", f"Root mean square over the renders: floor **{100 * s['floor_independent']:.1f} %** with independent "
-              f"draws, **{100 * s['floor_antithetic']:.1f} %** with antithetic pairs, against the goal of 5 %.", "",
-              f"What `renoise_mi`'s stratified design ({N // 2} strata of equal proposal mass; 2 independent draws or 1 "
-              "antithetic pair each) would give under each proposal, from the same μ and σ (\"own\": a proposal fitted "
-              "to this very image, ∝ w √(μ² + σ²), which no pilot can know; the best this design can do):", "",
-              "| design | " + " | ".join(r["prompt"] for r in rows) + " | root mean square |",
-              "|---|" + "---:|" * (len(rows) + 1)]
-    for d in rows[0]["designs"]:
-        values = [r["designs"][d] for r in rows]
-        lines.append(f"| {d} | " + " | ".join(f"{100 * v:.1f} %" for v in values)
-                     + f" | {100 * math.sqrt(sum(v * v for v in values) / len(values)):.1f} % |")
-    lines += ["",
-              "Where the spread sits (share of Σ w σ, and of the MI S, by band of λ = log SNR; high SNR first):", "",
-              "| prompt | " + " | ".join(b.replace("band ", "λ ") for b in bands) + " |", "|---|" + "---:|" * len(bands)]
-    for r in rows:
-        lines.append(f"| {r['prompt']} | " + " | ".join(f"{100 * r[b]['share_of_spread']:.0f} % of σ, "
-                                                     f"{100 * r[b]['share_of_target']:.0f} % of S" for b in bands) + " |")
-    return "\n".join(lines) + "\n"
+    floors_table = markdown_table(
+        [[r["prompt"], f"{r['target']:.2f}", f"{100 * r['floor_independent']:.1f} %", f"{100 * r['floor_antithetic']:.1f} %",
+          f"{measured.get(r['prompt'], float('nan')) * 100:.1f} %", f"{100 * r['odd_share_of_variance']:.0f} %"] for r in rows],
+        ["prompt", "point-wise MI S (nats)", "floor, independent draws", "floor, antithetic pairs", "measured, best design",
+         "odd share of the variance"], align="lrrrrr")
+    designs_table = markdown_table(
+        [[d, *(f"{100 * r['designs'][d]:.1f} %" for r in rows), f"{100 * rms(r['designs'][d] for r in rows):.1f} %"]
+         for d in rows[0]["designs"]],
+        ["design", *(r["prompt"] for r in rows), "root mean square"], align="l" + "r" * (len(rows) + 1))
+    bands_table = markdown_table(
+        [[r["prompt"], *(f"{100 * r[b]['share_of_spread']:.0f} % of σ, {100 * r[b]['share_of_target']:.0f} % of S"
+                         for b in bands)] for r in rows],
+        ["prompt", *(b.replace("band ", "λ ") for b in bands)], align="l" + "r" * len(bands))
+    return "\n".join([
+        f"The floor of the relative std of the point-wise re-noising MI at {N} evaluations per image, for any "
+        "choice of noise levels with independent noise draws (Σ w σ / (√N |S|)) and for antithetic pairs; "
+        f"measured on each render at {settings['levels']} noise levels × {settings['pairs']} antithetic pairs. "
+        f"Settings: {settings}.", "", floors_table, "",
+        f"Root mean square over the renders: floor **{100 * pooled['floor_independent']:.1f} %** with independent "
+        f"draws, **{100 * pooled['floor_antithetic']:.1f} %** with antithetic pairs, against the goal of 5 %.", "",
+        f"What `renoise_mi`'s stratified design ({N // 2} strata of equal proposal mass; 2 independent draws or 1 "
+        "antithetic pair each) would give under each proposal, from the same μ and σ (\"own\": a proposal fitted "
+        "to this very image, ∝ w √(μ² + σ²), which no pilot can know; the best this design can do):", "",
+        designs_table, "",
+        "Where the spread sits (share of Σ w σ, and of the MI S, by band of λ = log SNR; high SNR first):", "",
+        bands_table]) + "\n"
 
 
 def summary(rows: list[dict]) -> dict:
     """Root mean square of each floor over the renders."""
-    return {k: math.sqrt(sum(r[k] ** 2 for r in rows) / len(rows)) for k in ("floor_independent", "floor_antithetic")}
+    return {k: rms(r[k] for r in rows) for k in ("floor_independent", "floor_antithetic")}
 
 
-def measured_spread(path="book/results/renoise_variance.json") -> dict:
+def measured_spread(path=Path("book/results/renoise_variance.json")) -> dict:
     """The best design's measured relative std per prompt from the committed variance results, where present."""
-    import json
-    from pathlib import Path
-
-    if not Path(path).exists():
+    if not path.exists():
         return {}
-    data = json.loads(Path(path).read_text())
+    data = json.loads(path.read_text())
     best = data.get("best_design", "old")
     return {r["prompt"]: r[best]["pointwise"]["rel_std"] for r in data.get("shapes", [])}
 
@@ -197,9 +196,10 @@ def main(argv=None) -> int:
               f"(antithetic {100 * rows[-1]['floor_antithetic']:5.1f} %)", flush=True)
     settings = {"evaluations": N, "images": args.images, "levels": args.levels, "pairs": args.pairs, "pilot": args.pilot,
                 "threads": torch.get_num_threads()}
-    md = markdown(rows, measured_spread(), settings)
+    pooled = summary(rows)
+    md = markdown(rows, measured_spread(), settings, pooled)
     print("\n" + md)
-    run.write({"settings": settings, **summary(rows), "renders": rows}, md, model="shipped")
+    run.write({"settings": settings, **pooled, "renders": rows}, md, model="shipped")
     print(f"({run.seconds():.0f} s)")
     return 0
 
