@@ -209,7 +209,8 @@ def cmd_experiment(args):
     overrides = {k: v for k, v in (("selectors", args.selectors and tuple(args.selectors)), ("rounds", args.rounds),
                                    ("renoise_samples", args.renoise_samples),
                                    ("contrast_samples", args.contrast_samples), ("objective", args.objective),
-                                   ("dpo_beta", args.dpo_beta), ("sampler", args.sampler), ("steps", args.steps))
+                                   ("dpo_beta", args.dpo_beta), ("pairing", args.pairing), ("sampler", args.sampler),
+                                   ("steps", args.steps))
                  if v is not None}
     t0, commit = time.time(), git_commit()  # the code that runs, whatever changes while it does
     data = run_experiment(args.output_dir, replace(cfg, **overrides), model=None if args.model == "toy" else args.model,
@@ -266,7 +267,8 @@ def cmd_build(args):
     paths = build(pipe, prompts, args.output_dir, args.candidates, args.top_k, selectors=selectors,
                   guidance_scale=args.cfg, num_inference_steps=args.steps, seed=args.seed, batch_size=args.batch_size,
                   renoise_samples=args.renoise_samples, contrast_samples=args.contrast_samples,
-                  keep_latents=args.keep_latents, model=args.model, pairs=args.pairs, judge=judge)
+                  keep_latents=args.keep_latents, model=args.model, pairs=args.pairs, pairing=args.pairing,
+                  judge=judge)
     if not PartialState().is_main_process:
         return
     print(f"{len(prompts)} prompts × {args.candidates} candidates, top-{args.top_k} per prompt; CFG {args.cfg}, "
@@ -402,6 +404,14 @@ def _sampler_arg(p, default_help="the model's own scheduler"):
                    f"(default: {default_help}); book/results/sampler.md compares them")
 
 
+def _pairing_arg(p, when: str, default=None):
+    from .selection import PAIRINGS
+
+    p.add_argument("--pairing", choices=list(PAIRINGS), default=default, help="the rejected candidate of each kept "
+                   "one: the r-th worst of its prompt (extremes) or the best left-out one that scores lower, a hard "
+                   f"negative (nearest); {when}")
+
+
 def _add_toy_train(sub) -> None:
     p = sub.add_parser("toy-train", help="train the Shapes-world base model from scratch (resumable)")
     p.add_argument("--output-dir", default="runs/base")
@@ -473,6 +483,7 @@ def _add_experiment(sub) -> None:
     p.add_argument("--objective", choices=["mse", "dpo"],
                    help="fine-tune on each arm's top-k (mse, the paper) or by Diffusion-DPO on its best-vs-worst pairs (dpo)")
     p.add_argument("--dpo-beta", type=float, help="DPO's β (with --objective dpo)")
+    _pairing_arg(p, "with --objective dpo, default: the preset's")
     _sampler_arg(p, "the preset's")
     p.add_argument("--steps", type=int, help="sampling steps for the pool and the evaluations (default: the preset's)")
     p.add_argument("--results-dir", help="also write experiment.json and experiment.md here (e.g. book/results), "
@@ -506,7 +517,8 @@ def _add_build(sub) -> None:
     p.add_argument("--controls", action="store_true", help="also write the random-k and oracle top-k sets of the same pool")
     p.add_argument("--keep-latents", action="store_true", help="also store latents and prompt embeddings (safetensors)")
     p.add_argument("--pairs", action="store_true", help="preference sets for `finetune --objective dpo`: each kept "
-                   "candidate paired with a worst one of its prompt (needs --candidates ≥ 2 × --top-k)")
+                   "candidate paired with a lower one of its prompt (needs --candidates ≥ 2 × --top-k)")
+    _pairing_arg(p, "with --pairs", default="extremes")
     p.add_argument("--output-dir", default="runs/build", help="gets pool/ and one folder per selected set")
     p.set_defaults(func=cmd_build)
 

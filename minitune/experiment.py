@@ -29,6 +29,7 @@ from .images import to_uint8
 from .io import atomic_write, claim, markdown_table
 from .results import write_result
 from .sampling import SAMPLERS, use_sampler
+from .selection import PAIRINGS
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,7 @@ class ExperimentConfig:
     # r-th best candidate against its r-th worst, which cancels what both share (how the model itself draws)
     objective: str = "mse"
     dpo_beta: float = 2000.0
+    pairing: str = "extremes"  # DPO's rejected candidates: a name in minitune.selection.PAIRINGS
     eval_per_category: int = 30  # held-out test prompts per category (fewer where a category has fewer)
     eval_images: int = 2  # images per test prompt (same seeds for every model)
     cfg_sweep: tuple[float, ...] = (4.0,)  # extra CFG scales for the base model
@@ -98,6 +100,8 @@ def _check(cfg: ExperimentConfig) -> None:
         raise ValueError(f"Unknown sampler {cfg.sampler!r}: use one of {', '.join(SAMPLERS)}.")
     if cfg.objective not in OBJECTIVES:
         raise ValueError(f"Unknown objective {cfg.objective!r}: use one of {', '.join(OBJECTIVES)}.")
+    if cfg.pairing not in PAIRINGS:
+        raise ValueError(f"Unknown pairing {cfg.pairing!r}: use one of {', '.join(PAIRINGS)}.")
     for signal, samples in (("mi_renoise", cfg.renoise_samples), ("mi_contrast", cfg.contrast_samples)):
         if signal in cfg.selectors and samples < 2:
             raise ValueError(f"The {signal} selector needs {signal[3:]}_samples ≥ 2 (MI samples per candidate).")
@@ -161,7 +165,8 @@ def _rounds(ctx: _Context, arms: tuple[str, ...]) -> dict[str, Path]:
         for arm in arms:
             set_dir, lora_dir = rdir / arm / "set", rdir / arm / "lora"
             if not (set_dir / "manifest.json").exists():
-                select(pools[arm], set_dir, cfg.top_k, by=arm, seed=cfg.seed, pairs=cfg.objective == "dpo")
+                select(pools[arm], set_dir, cfg.top_k, by=arm, seed=cfg.seed, pairs=cfg.objective == "dpo",
+                       pairing=cfg.pairing)
             if not (lora_dir / WEIGHTS_NAME).exists():
                 ctx.timed(f"round{r}/finetune/{arm}", finetune, ctx.pipeline(), set_dir, lora_dir, rank=cfg.rank,
                           alpha=cfg.alpha, steps=cfg.finetune_steps, batch_size=cfg.finetune_batch, lr=cfg.lr,

@@ -50,6 +50,9 @@ from .images import to_uint8
 from .sampling import sample_with_mi
 
 SELECTORS = ("mi", "mi_renoise", "mi_contrast", "random", "oracle", "judge")
+# how a preference set finds each chosen candidate's rejected one: "extremes" the r-th worst of the prompt,
+# "nearest" the best candidate left out of the top k that scores strictly lower (a hard negative)
+PAIRINGS = ("extremes", "nearest")
 _POOL_PARAMS = ("model", "pipeline", "sampler", "n_candidates", "guidance_scale", "num_inference_steps", "seed",
                 "renoise_samples", "contrast_samples", "keep_latents", "oracle")
 _SELECTION_KEY = {
@@ -449,10 +452,13 @@ def check_top_k(k, n_candidates: int) -> None:
         raise ValueError(f"top-k must be an integer from 1 to the {n_candidates} candidates per prompt, got {k!r}.")
 
 
-def _set_manifest(pool: dict, pool_dir: Path, out_dir: Path, k: int, by: str, seed: int, pairs: bool = False) -> dict:
+def _set_manifest(pool: dict, pool_dir: Path, out_dir: Path, k: int, by: str, seed: int, pairs: bool = False,
+                  pairing: str = "extremes") -> dict:
     """Check the selection against the pool and return the set's manifest."""
     if by not in SELECTORS:
         raise ValueError(f"Unknown selector {by!r}: use one of {', '.join(SELECTORS)}.")
+    if pairing not in PAIRINGS:
+        raise ValueError(f"Unknown pairing {pairing!r}: use one of {', '.join(PAIRINGS)}.")
     check_top_k(k, pool["n_candidates"])
     if pairs and 2 * k > pool["n_candidates"]:
         raise ValueError(f"{k} preference pairs per prompt need {2 * k} distinct candidates, but the pool has "
@@ -470,7 +476,7 @@ def _set_manifest(pool: dict, pool_dir: Path, out_dir: Path, k: int, by: str, se
         raise ValueError(f"The oracle selector needs a Shapes-world pool, and this one comes from {pool['pipeline']}.")
     return {
         "kind": "set", "selector": by, "k": k, **({"selection_seed": seed} if by == "random" else {}),
-        **({"pairs": True} if pairs else {}),
+        **({"pairs": True} if pairs else {}), **({"pairing": pairing} if pairs and pairing != "extremes" else {}),
         "pool": os.path.relpath(pool_dir.resolve(), out_dir.resolve()), **{p: pool.get(p, 0) for p in _POOL_PARAMS},
         "n_prompts": pool["n_prompts"], "n_images": pool["n_prompts"] * k,
         **({"judge": pool["judge"]} if pool.get("judge") else {}),
@@ -488,8 +494,24 @@ def _ranked(records: list[dict], by: str, seed: int) -> list[list[dict]]:
     return [sorted(g, key=_SELECTION_KEY[by], reverse=True) for g in groups.values()]
 
 
+def _rejected(group: list[dict], k: int, by: str, pairing: str) -> list[dict]:
+    """The rejected candidate of each of a prompt's k chosen ones (`group` is ranked best first, see :data:`PAIRINGS`).
+
+    "nearest" takes, for the chosen candidate of rank r, the best candidate outside the top k not yet taken that
+    scores strictly lower by the selector's key; where none is left, the worst one not yet taken (a tie, or a pair
+    of random picks for the random selector)."""
+    if pairing == "extremes":
+        return [group[-1 - r] for r in range(k)]
+    free, out = list(group[k:]), []
+    for chosen in group[:k]:
+        lower = [c for c in free if by != "random" and _SELECTION_KEY[by](c) < _SELECTION_KEY[by](chosen)]
+        out.append(lower[0] if lower else free[-1])
+        free.remove(out[-1])
+    return out
+
+
 def select(pool_dir, out_dir, k: int, by: str = "mi", *, seed: int = 0, pairs: bool = False,
-           progress: bool = True) -> Path:
+           pairing: str = "extremes", progress: bool = True) -> Path:
     """Copy k candidates per prompt of a pool into the set folder `out_dir` and return it.
 
     by: ``"mi"`` (top-k trajectory MI, the method), ``"mi_renoise"`` (top-k re-noising MI), ``"mi_contrast"``
@@ -502,7 +524,8 @@ def select(pool_dir, out_dir, k: int, by: str = "mi", *, seed: int = 0, pairs: b
     pairs: a preference set for ``objective="dpo"`` fine-tuning. The candidate of rank r is paired with
     the one of rank N−1−r, the r-th worst by the same key: its file is copied too and its record gets
     ``rejected_file_name`` and ``rejected_<field>`` for the rejected candidate's fields. Pairs whose
-    two candidates tie on the key are kept, with ``"tie": true``.
+    two candidates tie on the key are kept, with ``"tie": true``. ``pairing="nearest"`` pairs it instead with
+    a hard negative, the best left-out candidate that scores lower (see :func:`_rejected`).
     """
     pool_dir, out_dir = Path(pool_dir), Path(out_dir)
     pool, records = load_records(pool_dir)
@@ -510,10 +533,12 @@ def select(pool_dir, out_dir, k: int, by: str = "mi", *, seed: int = 0, pairs: b
         raise ValueError(f"{pool_dir} is a set, not a pool; select from the pool folder it came from.")
     if out_dir.resolve() == pool_dir.resolve():
         raise ValueError("The set's output folder is the pool folder; choose another one.")
-    manifest = _set_manifest(pool, pool_dir, out_dir, k, by, seed, pairs)
+    manifest = _set_manifest(pool, pool_dir, out_dir, k, by, seed, pairs, pairing)
     _claim(out_dir, manifest)
-    rows = [_set_row(rank, r, group[-1 - rank] if pairs else None, by)
-            for group in _ranked(records, by, seed) for rank, r in enumerate(group[:k])]
+    rows = []
+    for group in _ranked(records, by, seed):
+        rejected = _rejected(group, k, by, pairing) if pairs else [None] * k
+        rows += [_set_row(rank, r, rejected[rank], by) for rank, r in enumerate(group[:k])]
     names = [name for row in rows for name in (row["file_name"], row.get("rejected_file_name")) if name]
     files = ((name, (pool_dir / name).read_bytes()) for name in tqdm(names, desc=f"{by} set", unit="image",
                                                                       disable=not progress))
@@ -552,14 +577,15 @@ def _set_latents(pool_dir: Path, rows: list[dict]) -> dict:
 def build(pipe, prompts: list[str], output_dir, n_candidates: int = 16, top_k: int = 1, *, selectors=("mi",),
           guidance_scale: float = GUIDANCE_SCALE, num_inference_steps: int = 25, seed: int = 0, batch_size: int = 64,
           renoise_samples: int = 0, contrast_samples: int = 0, near_misses: dict[str, list[str]] | None = None,
-          keep_latents: bool = False, model: str | None = None, pairs: bool = False, judge=None,
-          progress: bool = True) -> dict[str, Path]:
+          keep_latents: bool = False, model: str | None = None, pairs: bool = False, pairing: str = "extremes",
+          judge=None, progress: bool = True) -> dict[str, Path]:
     """The MI-TUNE data step: the pool in ``output_dir/pool`` and one top-k set per selector in
     ``output_dir/<selector>``; returns their paths by name ("pool", "mi", ...).
 
     Every argument is checked and every folder claimed before the first candidate is sampled, so a
     mistake costs no sampling and overwrites nothing. See :func:`build_pool` and :func:`select`;
-    ``seed`` also seeds the random selector; ``pairs`` makes preference sets (see :func:`select`).
+    ``seed`` also seeds the random selector; ``pairs`` makes preference sets, paired by ``pairing`` (see
+    :func:`select`).
     Rerun with the same arguments to resume.
     """
     out = Path(output_dir)
@@ -569,12 +595,12 @@ def build(pipe, prompts: list[str], output_dir, n_candidates: int = 16, top_k: i
                           contrast_samples=contrast_samples, near_misses=near_misses, judge=judge)
     folders = {"pool": (out / "pool", pool)}
     for by in dict.fromkeys(selectors):
-        folders[by] = (out / by, _set_manifest(pool, out / "pool", out / by, top_k, by, seed, pairs))
+        folders[by] = (out / by, _set_manifest(pool, out / "pool", out / by, top_k, by, seed, pairs, pairing))
     _claim_all(folders.values())
     _fill_pool(pipe, out / "pool", pool, batch_size, progress, judge)
     if not _processes().is_main_process:  # the other processes of `accelerate launch` only sample
         return {name: folder for name, (folder, _) in folders.items()}
     for by in folders:
         if by != "pool":
-            select(out / "pool", out / by, top_k, by, seed=seed, pairs=pairs, progress=progress)
+            select(out / "pool", out / by, top_k, by, seed=seed, pairs=pairs, pairing=pairing, progress=progress)
     return {name: folder for name, (folder, _) in folders.items()}

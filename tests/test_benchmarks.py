@@ -179,3 +179,23 @@ def test_renoise_floor_refuses_bad_sizes():
         floor.main(["--pairs", "1"])
     with pytest.raises(ValueError, match="--levels must be at least 1"):
         floor.main(["--levels", "0"])
+
+
+def test_self_training_check_keeps_nearest_pairs_beside_the_extremes(tmp_path, capsys):
+    from minitune.selection import build_pool
+    from minitune.toy.pipeline import load_pipeline
+
+    check = importlib.import_module("benchmarks.studies.self_training_check")
+    ap = check.arguments()
+    args = ap.parse_args(["--prompts", "2", "--dev", "1", "--candidates", "4", "--k", "2", "--arms", "oracle-dpo",
+                          "--pairing", "nearest", "--out", str(tmp_path)])
+    cfg, arms, doses, dpo = check.configure(ap, args)
+    study = check.Study(args, cfg, doses, dpo)
+    pool = build_pool(load_pipeline(), study.train, tmp_path / "pool-cfg2", 4, num_inference_steps=2, progress=False)
+    assert cfg.pairing == "nearest" and check.pool_complete(pool)  # so the study samples nothing more
+    folder = tmp_path / "oracle-nearest-pairs-cfg2" / "set"
+    assert study.pairs(arms) == {"oracle nearest pairs, DPO (CFG 2)": folder}
+    assert check.load_records(folder)[0]["pairing"] == "nearest"
+    with pytest.raises(SystemExit) as stop:
+        ap.parse_args(["--pairing", "closest"])
+    assert stop.value.code == 2 and "invalid choice: 'closest'" in capsys.readouterr().err

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from minitune.finetune import FinetuneConfig, dpo_loss, finetune, load_finetune_set
-from minitune.selection import build_pool, load_records, select
+from minitune.selection import _rejected, build_pool, load_records, select
 from minitune.toy import world
 from test_finetune import FAST, one_sentence, tiny_toy, write_set
 
@@ -71,6 +71,29 @@ def test_preference_set_pairs_best_with_worst(pool, tmp_path, by):
     data = load_finetune_set(tmp_path / by)
     assert data.rejected.shape == data.images.shape == (4, 3, 32, 32)
     assert not torch.equal(data.rejected, data.images)
+
+
+def test_nearest_pairing_takes_the_best_candidate_that_scores_lower():
+    group = [{"candidate": c, "soft": s, "strict": float(s == 1)} for c, s in
+             enumerate([1.0, 1.0, 1.0, 0.75, 0.75, 0.5, 0.0])]  # ranked best first, as _ranked gives them
+    nearest = [r["candidate"] for r in _rejected(group, 2, "oracle", "nearest")]
+    assert nearest == [3, 4]  # candidate 2 ties with the chosen ones and is skipped; 0.75 is one fact off
+    assert [r["candidate"] for r in _rejected(group, 2, "oracle", "extremes")] == [6, 5]
+    assert [r["candidate"] for r in _rejected(group[:4], 2, "oracle", "nearest")] == [3, 2]  # none lower left: a tie
+    assert [r["candidate"] for r in _rejected(group, 2, "random", "nearest")] == [6, 5]  # no key: the last ones left
+
+
+def test_nearest_pairs_in_a_set(pool, tmp_path):
+    _, cands = load_records(pool)
+    manifest, rows = load_records(select(pool, tmp_path / "near", 1, by="mi", pairs=True, pairing="nearest",
+                                         progress=False))
+    assert manifest["pairing"] == "nearest" and len(rows) == 2
+    for r in rows:
+        order = sorted((c for c in cands if c["prompt_index"] == r["prompt_index"]), key=lambda c: -c["mi"])
+        assert (r["candidate"], r["rejected_candidate"]) == (order[0]["candidate"], order[1]["candidate"])
+    with pytest.raises(ValueError) as e:
+        select(pool, tmp_path / "bad", 1, by="mi", pairs=True, pairing="closest", progress=False)
+    assert "Unknown pairing 'closest'" in one_sentence(e) and not (tmp_path / "bad").exists()
 
 
 def test_pairs_need_twice_k_candidates(pool, tmp_path):
@@ -140,6 +163,8 @@ def test_cli_builds_pairs_and_trains_by_dpo(tmp_path, capsys):
              "--steps", "2", "--controls", "--pairs", "--output-dir", str(tmp_path / "b")]
     assert main(build) == 0
     assert all("rejected_file_name" in r for r in load_records(tmp_path / "b" / "oracle")[1])
+    assert main([*build[:-2], "--pairing", "nearest", "--output-dir", str(tmp_path / "n")]) == 0
+    assert load_records(tmp_path / "n" / "oracle")[0]["pairing"] == "nearest"
     tune = ["finetune", "--model", str(tmp_path / "model"), "--data-dir", str(tmp_path / "b" / "mi"), "--rank", "2",
             "--steps", "2", "--batch-size", "2", "--validate-every", "0", "--sample-prompts", "0", "--device", "cpu"]
     assert main([*tune, "--output-dir", str(tmp_path / "o"), "--objective", "dpo", "--dpo-beta", "100"]) == 0

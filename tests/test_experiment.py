@@ -94,18 +94,21 @@ def test_renders_reference_is_the_worlds_truth():
 
 def test_dpo_objective_trains_on_pairs(tmp_path):
     cfg = replace(PRESETS["tiny"], selectors=("mi",), eval_images=1, candidates=2, objective="dpo", prompt_dropout=0.0,
-                  sampler="dpmpp-sde")
+                  sampler="dpmpp-sde", pairing="nearest")
     data = run_experiment(tmp_path, cfg, progress=False)
     manifest = json.loads((tmp_path / "round1" / "pool" / "manifest.json").read_text())
     assert manifest["sampler"] == "DPMSolverMultistepScheduler(sde-dpmsolver++)"
     for arm in ("mi", "random", "oracle"):
         rows = [json.loads(line) for line in (tmp_path / "round1" / arm / "set" / "metadata.jsonl").read_text().splitlines()]
         assert all("rejected_file_name" in r for r in rows)
+        assert json.loads((tmp_path / "round1" / arm / "set" / "manifest.json").read_text())["pairing"] == "nearest"
         config = json.loads((tmp_path / "round1" / arm / "lora" / "finetune_config.json").read_text())["config"]
         assert config["objective"] == "dpo" and config["dpo_beta"] == cfg.dpo_beta
     assert set(data["arms"]) == {"base", "mi", "random", "oracle"}
     with pytest.raises(ValueError, match="Unknown objective 'ppo'"):
         run_experiment(tmp_path / "bad", replace(cfg, objective="ppo"), progress=False)
+    with pytest.raises(ValueError, match="Unknown pairing 'closest': use one of extremes, nearest"):
+        run_experiment(tmp_path / "bad", replace(cfg, pairing="closest"), progress=False)
     with pytest.raises(ValueError, match="Unknown sampler 'euler': use one of ddpm"):
         run_experiment(tmp_path / "bad", replace(cfg, sampler="euler"), progress=False)
     assert not (tmp_path / "bad").exists()  # refused before anything is written

@@ -3,6 +3,7 @@
     python -m benchmarks.studies.self_training_check [--prompts 64] [--dev 64] [--candidates 8] [--k 2] [--arms ...]
                                                      [--rank R] [--steps S] [--lr LR] [--rounds 1] [--checkpoints 25,75]
                                                      [--dpo-beta 2000] [--dpo-lr LR] [--dpo-steps S]
+                                                     [--pairing extremes|nearest]
                                                      [--model DIR] [--out runs/self_training] [--results STEM]
 
 With the paper's recipe (the denoising loss on each prompt's top-k own samples) every arm, the
@@ -23,7 +24,8 @@ fine-tuned on k images per fine-tuning prompt taken from:
 - ``oracle-dpo``, ``random-dpo``, ``mi-dpo``: Diffusion-DPO (``finetune(objective="dpo")``, β
   ``--dpo-beta``, no prompt dropout) on k pairs per prompt of the same CFG-g pool, each prompt's r-th
   best candidate by the oracle, at random or by trajectory MI against its r-th worst: a loss in which
-  what the model's own samples share cancels out.
+  what the model's own samples share cancels out. With ``--pairing nearest`` the rejected candidate is instead the
+  best one left out of the top k that scores lower (a hard negative: for the oracle, one fact wrong where it can be).
 
 It prints what each set holds (the oracle's verdict, the coloured area and the starting
 model's denoising loss on it) and how the base and every adapter do on the dev prompts (strict alignment
@@ -56,7 +58,7 @@ from minitune.experiment import ExperimentConfig
 from minitune.finetune import WEIGHTS_NAME, finetune, load_finetune_set
 from minitune.io import atomic_write
 from minitune.sampling import SAMPLERS, use_sampler
-from minitune.selection import build_pool, load_records, pool_complete, select, train_prompts
+from minitune.selection import PAIRINGS, build_pool, load_records, pool_complete, select, train_prompts
 from minitune.toy import world
 
 
@@ -129,6 +131,9 @@ def arguments() -> argparse.ArgumentParser:
     ap.add_argument("--rounds", type=int, default=1, help="self-training rounds of the own-sample arms")
     ap.add_argument("--dpo-beta", type=float, default=2000.0, help="β of the *-dpo arms (Diffusion-DPO)")
     ap.add_argument("--dpo-lr", type=float, help="learning rate of the *-dpo arms (default: --lr)")
+    ap.add_argument("--pairing", choices=PAIRINGS, default="extremes", help="the *-dpo arms' rejected candidates: "
+                    "each prompt's r-th worst (extremes) or the best left out of the top k that scores lower (nearest); "
+                    "the two kinds of set live side by side in one --out folder")
     ap.add_argument("--dpo-steps", type=int, help="fine-tuning steps of the *-dpo arms (default: --steps)")
     ap.add_argument("--checkpoints", default="", help="also judge the adapters after these steps, e.g. 25,50,100 "
                     "(a dose-response: does a lighter touch help?)")
@@ -148,7 +153,8 @@ def configure(ap: argparse.ArgumentParser, args) -> tuple[ExperimentConfig, list
     doses = sorted({int(x) for x in args.checkpoints.split(",") if x})
     if set(arms) - set(ARMS):
         ap.error(f"unknown arm(s) {', '.join(sorted(set(arms) - set(ARMS)))}: use {', '.join(ARMS)}.")
-    cfg = replace(ExperimentConfig(), n_prompts=args.prompts, candidates=args.candidates, seed=args.seed)
+    cfg = replace(ExperimentConfig(), n_prompts=args.prompts, candidates=args.candidates, seed=args.seed,
+                  pairing=args.pairing)
     cfg = replace(cfg, finetune_steps=args.steps or cfg.finetune_steps, lr=args.lr or cfg.lr,
                   steps=args.sample_steps or cfg.steps,
                   top_k=args.k or cfg.top_k, rank=args.rank or cfg.rank, alpha=float(args.rank or cfg.alpha))
@@ -257,10 +263,12 @@ class Study:
         for by in (a.removesuffix("-dpo") for a in arms if a.endswith("-dpo")):
             g = cfg.guidance_scale
             pool = self.own_pool(self.out / f"pool-cfg{g:g}", g, cfg.seed)
-            folder = self.out / f"{by}-pairs-cfg{g:g}" / "set"
+            near = cfg.pairing == "nearest"
+            folder = self.out / f"{by}{'-nearest' if near else ''}-pairs-cfg{g:g}" / "set"
             if not (folder / "manifest.json").exists():
-                select(pool, folder, cfg.top_k, by=by, seed=cfg.seed, pairs=True)
-            pairs[f"{DPO_NAMES[by]} (CFG {g:g})"] = folder
+                select(pool, folder, cfg.top_k, by=by, seed=cfg.seed, pairs=True, pairing=cfg.pairing)
+            name = DPO_NAMES[by].replace(" pairs", " nearest pairs") if near else DPO_NAMES[by]
+            pairs[f"{name} (CFG {g:g})"] = folder
         return pairs
 
     def adapters(self, sets: dict, pairs: dict) -> dict:
@@ -337,10 +345,11 @@ def report(head: str, results: dict, sets: dict, pairs: dict) -> tuple[str, dict
               f"| {r['area']:.0f} | {r['base_loss']:.4f} |" for name, r in set_rows.items()]
     if pairs:
         lines += ["\nWhat each preference set holds (chosen / rejected; ties, which DPO leaves out, counted apart)\n",
-                  "| pairs | pairs | ties | chosen strict % | rejected strict % | chosen px | rejected px |",
-                  "|---|---:|---:|---:|---:|---:|---:|"]
+                  "| pairs | pairs | ties | chosen strict % | rejected strict % | rejected soft % | rejected with a "
+                  "wrong colour % | chosen px | rejected px |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
         lines += [f"| {name} | {r['pairs']} | {r['ties']} | {100 * r['chosen_strict']:.1f} | "
-                  f"{100 * r['rejected_strict']:.1f} | {r['chosen_area']:.0f} | {r['rejected_area']:.0f} |"
+                  f"{100 * r['rejected_strict']:.1f} | {100 * r['rejected_soft']:.1f} | "
+                  f"{100 * r['rejected_failures']['wrong colour']:.1f} | {r['chosen_area']:.0f} | {r['rejected_area']:.0f} |"
                   for name, r in pair_rows.items()]
     lines += [f"\nOn the dev prompts (strict % with 95 % CI over prompts)\n\n{comparison_table(results, 'strict', 'base')}\n",
               "| model | soft % | coloured px |", "|---|---:|---:|"]
@@ -377,12 +386,17 @@ def _model_row(res: EvalResult, base: EvalResult) -> dict:
 
 
 def pair_row(folder: Path) -> dict:
-    """The oracle's verdict on a preference set's chosen and rejected images."""
+    """The oracle's verdict on a preference set's chosen and rejected images, and how often each failure mode
+    makes a rejected image wrong (what the pairs teach against)."""
     data = load_finetune_set(folder)
     win, lose = judge(data.images, data.prompts), judge(data.rejected, data.prompts)
-    return {"pairs": len(data.prompts), "ties": sum(bool(r.get("tie")) for r in data.records),
+    failures = [r["failures"] for r in world.evaluate(data.rejected, list(data.prompts)).records]
+    return {"pairing": load_records(folder)[0].get("pairing", "extremes"), "pairs": len(data.prompts),
+            "ties": sum(bool(r.get("tie")) for r in data.records),
             "chosen_strict": float(win["strict"].mean()), "rejected_strict": float(lose["strict"].mean()),
-            "chosen_area": float(win["area"].mean()), "rejected_area": float(lose["area"].mean())}
+            "chosen_soft": float(win["soft"].mean()), "rejected_soft": float(lose["soft"].mean()),
+            "chosen_area": float(win["area"].mean()), "rejected_area": float(lose["area"].mean()),
+            "rejected_failures": {m: float(np.mean([m in f for f in failures])) for m in world.FAILURE_MODES}}
 
 
 if __name__ == "__main__":
