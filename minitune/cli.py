@@ -481,7 +481,7 @@ def _add_experiment(sub) -> None:
     p.add_argument("--renoise-samples", type=int, help="re-noising MI samples per candidate (needed by mi_renoise)")
     p.add_argument("--contrast-samples", type=int, help="contrast MI samples per candidate and prompt (needed by mi_contrast)")
     p.add_argument("--objective", choices=["mse", "dpo"],
-                   help="fine-tune on each arm's top-k (mse, the paper) or by Diffusion-DPO on its best-vs-worst pairs (dpo)")
+                   help="fine-tune on each arm's top-k (mse, the paper) or by Diffusion-DPO on its preference pairs (dpo)")
     p.add_argument("--dpo-beta", type=float, help="DPO's β (with --objective dpo)")
     _pairing_arg(p, "with --objective dpo, default: the preset's")
     _sampler_arg(p, "the preset's")
