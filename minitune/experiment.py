@@ -56,10 +56,11 @@ class ExperimentConfig:
     # unconditional prediction, which nothing anchors, and classifier-free guidance breaks
     prompt_dropout: float = 0.1
     # "mse": fine-tune on each arm's top-k (the paper); "dpo": Diffusion-DPO on each arm's k pairs per prompt, its
-    # r-th best candidate against its r-th worst, which cancels what both share (how the model itself draws)
+    # r-th best candidate against a worse one, which cancels what both share (how the model itself draws)
     objective: str = "mse"
     dpo_beta: float = 2000.0
-    pairing: str = "extremes"  # DPO's rejected candidates: a name in minitune.selection.PAIRINGS
+    # which worse one: "extremes" the r-th worst, "nearest" a hard negative (minitune.selection.PAIRINGS)
+    pairing: str = "extremes"
     eval_per_category: int = 30  # held-out test prompts per category (fewer where a category has fewer)
     eval_images: int = 2  # images per test prompt (same seeds for every model)
     cfg_sweep: tuple[float, ...] = (4.0,)  # extra CFG scales for the base model

@@ -25,7 +25,8 @@ fine-tuned on k images per fine-tuning prompt taken from:
   ``--dpo-beta``, no prompt dropout) on k pairs per prompt of the same CFG-g pool, each prompt's r-th
   best candidate by the oracle, at random or by trajectory MI against its r-th worst: a loss in which
   what the model's own samples share cancels out. With ``--pairing nearest`` the rejected candidate is instead the
-  best one left out of the top k that scores lower (a hard negative: for the oracle, one fact wrong where it can be).
+  best one left out of the top k that scores lower (a hard negative: for the oracle, as few facts wrong as the pool
+  offers).
 
 It prints what each set holds (the oracle's verdict, the coloured area and the starting
 model's denoising loss on it) and how the base and every adapter do on the dev prompts (strict alignment
