@@ -29,7 +29,7 @@ from .images import to_uint8
 from .io import atomic_write, claim, markdown_table
 from .results import write_result
 from .sampling import SAMPLERS, use_sampler
-from .selection import PAIRINGS
+from .selection import check_pairing
 
 
 @dataclass(frozen=True)
@@ -102,8 +102,7 @@ def _check(cfg: ExperimentConfig) -> None:
         raise ValueError(f"Unknown sampler {cfg.sampler!r}: use one of {', '.join(SAMPLERS)}.")
     if cfg.objective not in OBJECTIVES:
         raise ValueError(f"Unknown objective {cfg.objective!r}: use one of {', '.join(OBJECTIVES)}.")
-    if cfg.pairing not in PAIRINGS:
-        raise ValueError(f"Unknown pairing {cfg.pairing!r}: use one of {', '.join(PAIRINGS)}.")
+    check_pairing(cfg.pairing)
     for signal, samples in (("mi_renoise", cfg.renoise_samples), ("mi_contrast", cfg.contrast_samples)):
         if signal in cfg.selectors and samples < 2:
             raise ValueError(f"The {signal} selector needs {signal[3:]}_samples ≥ 2 (MI samples per candidate).")

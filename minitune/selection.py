@@ -452,13 +452,18 @@ def check_top_k(k, n_candidates: int) -> None:
         raise ValueError(f"top-k must be an integer from 1 to the {n_candidates} candidates per prompt, got {k!r}.")
 
 
+def check_pairing(pairing) -> None:
+    """Raise the one-sentence error unless `pairing` is one of :data:`PAIRINGS`."""
+    if pairing not in PAIRINGS:
+        raise ValueError(f"Unknown pairing {pairing!r}: use one of {', '.join(PAIRINGS)}.")
+
+
 def _set_manifest(pool: dict, pool_dir: Path, out_dir: Path, k: int, by: str, seed: int, pairs: bool = False,
                   pairing: str = "extremes") -> dict:
     """Check the selection against the pool and return the set's manifest."""
     if by not in SELECTORS:
         raise ValueError(f"Unknown selector {by!r}: use one of {', '.join(SELECTORS)}.")
-    if pairing not in PAIRINGS:
-        raise ValueError(f"Unknown pairing {pairing!r}: use one of {', '.join(PAIRINGS)}.")
+    check_pairing(pairing)
     check_top_k(k, pool["n_candidates"])
     if pairs and 2 * k > pool["n_candidates"]:
         raise ValueError(f"{k} preference pairs per prompt need {2 * k} distinct candidates, but the pool has "
@@ -502,9 +507,9 @@ def _rejected(group: list[dict], k: int, by: str, pairing: str) -> list[dict]:
     of random picks for the random selector)."""
     if pairing == "extremes":
         return [group[-1 - r] for r in range(k)]
-    free, out = list(group[k:]), []
+    key, free, out = _SELECTION_KEY.get(by), list(group[k:]), []  # the random selector has no key
     for chosen in group[:k]:
-        lower = [c for c in free if by != "random" and _SELECTION_KEY[by](c) < _SELECTION_KEY[by](chosen)]
+        lower = [c for c in free if key and key(c) < key(chosen)]
         out.append(lower[0] if lower else free[-1])
         free.remove(out[-1])
     return out

@@ -54,7 +54,7 @@ import numpy as np
 from PIL import Image
 
 from benchmarks import harness
-from minitune.evaluate import EvalResult, comparison_table, evaluate_pipeline, paired_delta
+from minitune.evaluate import EvalResult, comparison_table, evaluate_pipeline, oracle_scorer, paired_delta
 from minitune.experiment import ExperimentConfig
 from minitune.finetune import WEIGHTS_NAME, finetune, load_finetune_set
 from minitune.io import atomic_write
@@ -390,14 +390,13 @@ def pair_row(folder: Path) -> dict:
     """The oracle's verdict on a preference set's chosen and rejected images, and how often each failure mode
     makes a rejected image wrong (what the pairs teach against)."""
     data = load_finetune_set(folder)
-    win, lose = judge(data.images, data.prompts), judge(data.rejected, data.prompts)
-    failures = [r["failures"] for r in world.evaluate(data.rejected, list(data.prompts)).records]
+    win, lose = oracle_scorer(data.images, data.prompts), oracle_scorer(data.rejected, data.prompts)
     return {"pairing": load_records(folder)[0].get("pairing", "extremes"), "pairs": len(data.prompts),
             "ties": sum(bool(r.get("tie")) for r in data.records),
             "chosen_strict": float(win["strict"].mean()), "rejected_strict": float(lose["strict"].mean()),
             "chosen_soft": float(win["soft"].mean()), "rejected_soft": float(lose["soft"].mean()),
             "chosen_area": float(win["area"].mean()), "rejected_area": float(lose["area"].mean()),
-            "rejected_failures": {m: float(np.mean([m in f for f in failures])) for m in world.FAILURE_MODES}}
+            "rejected_failures": {m: float(lose[m].mean()) for m in world.FAILURE_MODES}}
 
 
 if __name__ == "__main__":
