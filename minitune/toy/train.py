@@ -7,7 +7,9 @@ encoder are trained jointly with the plain ε-prediction loss; ~10 % of prompts 
 the empty prompt so that classifier-free guidance works. With ``snr_gamma`` set, each sample's loss
 is weighted by min(SNR_t, γ)/SNR_t (Min-SNR-γ, Hang et al. 2023, as in diffusers' training
 examples): the nearly clean timesteps, where the ε-loss is easy and uninformative about layout,
-count for less, and training converges faster. With ``caption_noise`` set, that fraction of the
+count for less, and training converges faster. With ``init_from`` set, the UNet and text encoder
+start from a saved pipeline's weights instead of a fresh initialisation: a second stage of training
+on another data mix, as Stable Diffusion 2.1 continued from 2.0. With ``caption_noise`` set, that fraction of the
 images leaves out one object that its caption names (:func:`world.render_missing`), like the loose
 captions of web data: the model learns to neglect named objects, a failure that selection by MI can
 see. An exponential moving average (EMA) of the
@@ -50,6 +52,7 @@ class TrainConfig:
     snr_gamma: float | None = None
     caption_noise: float = 0.0
     category_weights: list | None = None  # share of each category in the batches (default: equal)
+    init_from: str | None = None  # a saved Shapes pipeline whose weights start the run (same architecture)
 
 
 def _lr(cfg: TrainConfig, step: int) -> float:
@@ -86,6 +89,21 @@ def _check(cfg: TrainConfig) -> None:
         raise ValueError(f"caption_noise is the fraction of training images with an object left out, from 0 to 1; "
                          f"got {cfg.caption_noise}.")
     world.sample_prompts("train", 1, weights=cfg.category_weights)  # bad weights fail here
+    if cfg.init_from is not None and not (Path(cfg.init_from) / "unet").is_dir():
+        raise FileNotFoundError(f"init_from names a saved Shapes pipeline folder (with unet/ and text_encoder/); "
+                                f"{cfg.init_from} is not one.")
+
+
+def _init_weights(parts: dict, folder: str) -> None:
+    """Load a saved pipeline's UNet and text-encoder weights into freshly built parts of the same architecture."""
+    from safetensors.torch import load_file
+
+    for name, file in (("unet", "diffusion_pytorch_model.safetensors"), ("text_encoder", "model.safetensors")):
+        try:
+            parts[name].load_state_dict(load_file(Path(folder) / name / file))
+        except RuntimeError as e:
+            raise ValueError(f"The {name} in {folder} has another architecture than --channels/--width ask for; "
+                             f"give the sizes it was trained with (its train_config.json).") from e
 
 
 def _claim(out: Path, cfg: TrainConfig, check_only: bool = False) -> None:
@@ -159,6 +177,8 @@ def train(output_dir: str | os.PathLike, cfg: TrainConfig | None = None, progres
     _claim(out, cfg, check_only=True)
     torch.manual_seed(cfg.seed)
     parts = build_components(cfg.seed, cfg.width, cfg.channels)
+    if cfg.init_from is not None:
+        _init_weights(parts, cfg.init_from)
     pipe = ShapesPipeline(**parts)
     params = list(parts["unet"].parameters()) + list(parts["text_encoder"].parameters())
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)

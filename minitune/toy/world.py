@@ -309,12 +309,14 @@ def sample_prompts(split: str, n: int, seed: int = 0, per_category: bool = True,
     return out
 
 
-def eval_prompts(per_category: int = 70, seed: int = 0) -> list[str]:
-    """The held-out evaluation set: up to `per_category` test prompts of each category (seeded)."""
+def eval_prompts(per_category: int = 70, seed: int = 0, split: str = "test") -> list[str]:
+    """The held-out evaluation set: up to `per_category` test prompts of each category (seeded); with
+    ``split="train"``, a dev set of training prompts drawn the same way, to choose settings on."""
+    prompts(split)  # an unknown split fails here
     rng = np.random.default_rng(seed)
     out = []
     for c in CATEGORIES:
-        pool = _SPLIT["test"][c]
+        pool = _SPLIT[split][c]
         idx = rng.permutation(len(pool))[:per_category]
         out.extend(pool[i] for i in sorted(idx))
     return out
@@ -491,6 +493,14 @@ def find_blobs(image: np.ndarray) -> tuple[list[Blob], int]:
     return blobs, specks
 
 
+def check_relation(blobs: list[Blob], p: Prompt) -> bool:
+    """Whether every blob of the first named object stands in the prompt's relation to one blob of the second."""
+    named = [b for b in blobs if Obj(b.color, b.shape) == p.first]
+    others = [b for b in blobs if p.second and Obj(b.color, b.shape) == p.second]
+    return bool(named and others) and any(
+        all(_relation_holds(p.relation, (a.x, a.y), (b.x, b.y), 0.5) for a in named) for b in others)
+
+
 FAILURE_MODES = ("missing object", "extra object", "wrong colour", "wrong shape", "wrong relation", "wrong count")
 
 
@@ -508,10 +518,7 @@ def check(image: np.ndarray, prompt: str | Prompt) -> dict:
     if p.second:
         results.append(len(others) >= 1)
     if p.relation:
-        results.append(
-            bool(named and others)
-            and any(all(_relation_holds(p.relation, (a.x, a.y), (b.x, b.y), 0.5) for a in named) for b in others)
-        )
+        results.append(check_relation(blobs, p))
     results.append(len(blobs) == p.n_objects)
     facts = list(zip(p.facts, results))
 
