@@ -67,7 +67,8 @@ def cmd_toy_train(args):
     cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                       checkpoint_every=args.checkpoint_every, snr_gamma=args.snr_gamma,
                       caption_noise=args.caption_noise, channels=args.channels, width=args.width,
-                      category_weights=args.category_weights, warmup=args.warmup, init_from=args.init_from)
+                      category_weights=args.category_weights, warmup=args.warmup, init_from=args.init_from,
+                      single_object_share=args.single_object_share)
     final = train(args.output_dir, cfg)
     print(f"pipeline saved to {final}")
 
@@ -428,6 +429,8 @@ def _add_toy_train(sub) -> None:
                    help="fraction of training images that leave out one object their caption names (loose captions)")
     p.add_argument("--category-weights", type=float, nargs=5, metavar="W",
                    help="share of the batches for color, shape, spatial, count and complex prompts (default: equal)")
+    p.add_argument("--single-object-share", type=float, default=0.0, help="share of the training prompts replaced by "
+                   "one-object prompts, as a web corpus holds mostly pictures of one thing")
     p.add_argument("--warmup", type=int, default=50, help="steps of linear learning-rate warm-up before the cosine decay")
     p.add_argument("--init-from", help="start from this saved Shapes pipeline's weights (same --channels and --width), "
                    "e.g. to train a second stage on another data mix")

@@ -139,3 +139,21 @@ def test_toy_train_cli_takes_init_from_and_warmup(capsys, tmp_path):
     assert main([*args, "--output-dir", str(tmp_path / "c"), "--init-from", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert "is not one" in err and len(err.splitlines()) == 1 and not (tmp_path / "c").exists()
+
+
+def test_single_object_share_and_loose_captions_of_several_objects_only(tmp_path):
+    from minitune.toy.train import batch
+
+    plain = batch(TrainConfig(batch_size=32), 3)
+    assert batch(TrainConfig(batch_size=32, single_object_share=0.0), 3)[0] == plain[0]
+    singles, images, _ = batch(TrainConfig(batch_size=32, single_object_share=1.0, caption_noise=1.0), 3)
+    assert all(p == "" or world.parse(p).n_objects == 1 for p in singles)
+    # every one-object caption keeps its object: a caption never names only what is absent
+    named = [i for i, p in enumerate(singles) if p]
+    assert world.evaluate(images[named], [singles[i] for i in named]).strict == 1.0
+    half = batch(TrainConfig(batch_size=64, single_object_share=0.5), 3)[0]
+    share = np.mean([world.parse(p).n_objects == 1 for p in half if p])
+    assert 0.35 < share < 0.75
+    with pytest.raises(ValueError, match="single_object_share .* from 0 to 1"):
+        train(tmp_path / "run", TrainConfig(single_object_share=-0.1), progress=False)
+    assert not (tmp_path / "run").exists()

@@ -10,9 +10,11 @@ examples): the nearly clean timesteps, where the ε-loss is easy and uninformati
 count for less, and training converges faster. With ``init_from`` set, the UNet and text encoder
 start from a saved pipeline's weights instead of a fresh initialisation: a second stage of training
 on another data mix, as Stable Diffusion 2.1 continued from 2.0. With ``caption_noise`` set, that fraction of the
-images leaves out one object that its caption names (:func:`world.render_missing`), like the loose
-captions of web data: the model learns to neglect named objects, a failure that selection by MI can
-see. An exponential moving average (EMA) of the
+images whose caption names several objects leaves one of them out (:func:`world.render_missing`), like
+the loose captions of web data: the model learns to neglect named objects, a failure that selection by
+MI can see. With ``single_object_share`` set, that share of the prompts is replaced by one-object
+prompts, as a web corpus holds mostly pictures of one thing: a model that has seldom seen two named
+things together tends to leave one out. An exponential moving average (EMA) of the
 weights is what gets saved as the pipeline.
 """
 
@@ -53,6 +55,7 @@ class TrainConfig:
     caption_noise: float = 0.0
     category_weights: list | None = None  # share of each category in the batches (default: equal)
     init_from: str | None = None  # a saved Shapes pipeline whose weights start the run (same architecture)
+    single_object_share: float = 0.0  # share of the batches' prompts replaced by one-object prompts ("one red circle")
 
 
 def _lr(cfg: TrainConfig, step: int) -> float:
@@ -70,12 +73,21 @@ def loss_weights(alphas_cumprod: torch.Tensor, t: torch.Tensor, snr_gamma: float
     return snr.clamp(max=snr_gamma) / snr
 
 
+_SINGLE = [p for p in world.prompts("train", "count") if world.parse(p).n_objects == 1]
+
+
 def batch(cfg: TrainConfig, step: int):
     """The prompts, clean images and noise generator of one training step (pure function of seed, step)."""
     prompts = world.sample_prompts("train", cfg.batch_size, seed=cfg.seed * 1_000_003 + step,
                                    weights=cfg.category_weights)
+    if cfg.single_object_share:
+        rng = np.random.default_rng([cfg.seed, step, 2])
+        single = rng.random(cfg.batch_size) < cfg.single_object_share
+        picks = rng.integers(len(_SINGLE), size=cfg.batch_size)
+        prompts = [_SINGLE[k] if s else p for p, s, k in zip(prompts, single, picks)]
     seeds = np.random.default_rng([cfg.seed, step]).integers(2**32, size=cfg.batch_size)
     loose = np.random.default_rng([cfg.seed, step, 1]).random(cfg.batch_size) < cfg.caption_noise
+    loose &= np.array([world.parse(p).n_objects > 1 for p in prompts])  # a caption never names only what is absent
     images = world.render_batch(prompts, seeds, missing=loose)
     g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
     drop = torch.rand(cfg.batch_size, generator=g) < cfg.prompt_dropout
@@ -88,6 +100,9 @@ def _check(cfg: TrainConfig) -> None:
     if not 0.0 <= cfg.caption_noise <= 1.0:
         raise ValueError(f"caption_noise is the fraction of training images with an object left out, from 0 to 1; "
                          f"got {cfg.caption_noise}.")
+    if not 0.0 <= cfg.single_object_share <= 1.0:
+        raise ValueError(f"single_object_share is the share of training prompts that name one object, from 0 to 1; "
+                         f"got {cfg.single_object_share}.")
     world.sample_prompts("train", 1, weights=cfg.category_weights)  # bad weights fail here
     if cfg.init_from is not None and not (Path(cfg.init_from) / "unet").is_dir():
         raise FileNotFoundError(f"init_from names a saved Shapes pipeline folder (with unet/ and text_encoder/); "
