@@ -157,3 +157,40 @@ def test_single_object_share_and_loose_captions_of_several_objects_only(tmp_path
     with pytest.raises(ValueError, match="single_object_share .* from 0 to 1"):
         train(tmp_path / "run", TrainConfig(single_object_share=-0.1), progress=False)
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("prompt", ["a red circle left of a blue square", "two green triangles",
+                                    "a yellow square and a yellow circle", "two red circles and a cyan triangle"])
+def test_sample_edits_keep_the_pixels_and_fail_the_oracle(prompt):
+    image = world.render(prompt, 3)
+    edits = world.sample_edits(image, prompt, seed=0)
+    assert edits["aligned"] is image and {"missing object", "shape changed"} <= set(edits)
+    for kind, edited in edits.items():
+        assert world.check(edited, prompt)["strict"] == (kind == "aligned"), kind
+    assert set(world.check(edits["missing object"], prompt)["failures"]) & {"missing object", "wrong shape", "wrong count"}
+    if "extra object" in edits:
+        assert world.check(edits["extra object"], prompt)["n_blobs"] == world.parse(prompt).n_objects + 1
+        assert (edits["extra object"] >= image).all()  # only pixels added, none moved
+    with pytest.raises(ValueError, match="judges aligned"):
+        world.sample_edits(np.zeros_like(image), prompt, seed=0)
+
+
+def test_studies_write_profiles_and_failure_types(tmp_path, capsys):
+    import importlib
+
+    ann, meta = _write_geneval(tmp_path, {"0_0": (0, [1] * 5, [0] * 5)})
+    study = importlib.import_module("benchmarks.studies.failure_profile")
+    assert study.main(["--geneval-annotations", str(ann), "--geneval-metadata", str(meta), "--models", "shipped",
+                       "--per-category", "1", "--images", "1", "--guidance", "2", "1",
+                       "--results", str(tmp_path / "fp")]) == 0
+    data = json.loads((tmp_path / "fp.json").read_text())
+    assert set(data["profiles"]) == {"sd2", "shipped"} and data["profiles"]["sd2"]["two object"]["fewer"] == 1.0
+    assert set(data["runs"]["shipped"]) == {"2", "1"} and data["profiles"]["shipped"]["position"]["images"] == 1
+    with pytest.raises(ValueError, match="NAME=FOLDER"):
+        study.main(["--models", "base"])
+    types = importlib.import_module("benchmarks.studies.mi_failure_types")
+    assert types.main(["--prompts", "2", "--images", "2", "--samples", "2", "--contrast-samples", "0",
+                       "--results", str(tmp_path / "ft")]) == 0
+    found = json.loads((tmp_path / "ft.json").read_text())["results"]["shipped"]
+    assert found["renders"]["missing object"]["pairs"] == 2
+    assert set(found["renders"]["missing object"]["aligned_wins"]) == {"orthogonal", "point-wise"}

@@ -44,6 +44,10 @@ def _models(specs: list[str]) -> dict[str, str | None]:
     return out
 
 
+def _mean(values: list) -> float:
+    return float(np.mean(values)) if values else float("nan")
+
+
 def measure(model, prompts: list[str], images: int, guidance: float, seed: int) -> dict:
     """One model at one guidance scale: its failure profile and the oracle's summary."""
     pipe = use_sampler(harness.load_model(model), SAMPLER)
@@ -53,7 +57,7 @@ def measure(model, prompts: list[str], images: int, guidance: float, seed: int) 
     return {"profile": prof, "overall": P.overall(prof), "omission_ratio": P.omission_ratio(prof),
             "strict": float(np.mean([r["strict"] for r in res.records])),
             "well_formed": float(np.mean([r["well_formed"] for r in res.records])),
-            "diversity": float(np.nanmean(list(res.diversity.values()))),
+            "diversity": _mean([v for v in res.diversity.values() if not np.isnan(v)]),
             "area_ratio": P.object_area(cands.images, cands.prompts) / P.object_area(renders, cands.prompts)}
 
 

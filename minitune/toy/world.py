@@ -465,8 +465,8 @@ class Blob:
     clean: bool  # a plausible, cleanly filled palette shape
 
 
-def find_blobs(image: np.ndarray) -> tuple[list[Blob], int]:
-    """Segment one uint8 image into palette-coloured blobs; also return the count of speck pixels."""
+def _blob_masks(image: np.ndarray) -> tuple[list[tuple[Blob, np.ndarray]], int]:
+    """Every blob of one uint8 image with its pixel mask, and the count of speck pixels."""
     x = image.astype(np.float32) / 255.0
     bright = x.max(-1)
     fg = bright > 0.5
@@ -476,7 +476,8 @@ def find_blobs(image: np.ndarray) -> tuple[list[Blob], int]:
     for ci, name in enumerate(_NAMES):
         comp, n = ndimage.label(fg & (label == ci))
         for k in range(1, n + 1):
-            ys, xs = np.nonzero(comp == k)
+            mask = comp == k
+            ys, xs = np.nonzero(mask)
             area = len(ys)
             if area < MIN_AREA:
                 specks += area
@@ -489,8 +490,89 @@ def find_blobs(image: np.ndarray) -> tuple[list[Blob], int]:
                 and OBJECT_SIZES[0] - 2 <= max(h, w) <= OBJECT_SIZES[1] + 2
                 and abs(_SHAPE_FILL[shape] - fill) < 0.09
             )
-            blobs.append(Blob(name, shape, float(xs.mean() + 0.5), float(ys.mean() + 0.5), area, clean))
+            blobs.append((Blob(name, shape, float(xs.mean() + 0.5), float(ys.mean() + 0.5), area, clean), mask))
     return blobs, specks
+
+
+def find_blobs(image: np.ndarray) -> tuple[list[Blob], int]:
+    """Segment one uint8 image into palette-coloured blobs; also return the count of speck pixels."""
+    blobs, specks = _blob_masks(image)
+    return [b for b, _ in blobs], specks
+
+
+def _patch(image: np.ndarray, mask: np.ndarray):
+    """The bounding box (y, x, h, w) of `mask` and the image's pixels inside it (zero outside the mask)."""
+    ys, xs = np.nonzero(mask)
+    y, x, h, w = ys.min(), xs.min(), ys.max() - ys.min() + 1, xs.max() - xs.min() + 1
+    return (y, x, h, w), image[y : y + h, x : x + w] * mask[y : y + h, x : x + w, None]
+
+
+def _paste(image: np.ndarray, patch: np.ndarray, y: int, x: int) -> None:
+    region = image[y : y + patch.shape[0], x : x + patch.shape[1]]
+    lit = patch.max(-1) > 0
+    region[lit] = patch[lit]
+
+
+def sample_edits(image: np.ndarray, prompt: str, seed: int) -> dict[str, np.ndarray]:
+    """Edits of a model's own image of `prompt`, one failure each, the counterpart of :func:`render_edits` for images
+    that are not renders: the model's pixels stay, only the edited object changes.
+
+    `image` (uint8 [32, 32, 3]) must be aligned (the oracle passes it). "missing object" erases the last named
+    object; "extra object" pastes a copy of a first-named object's pixels into free space (seeded); "colours
+    swapped" recolours the two kinds of object with each other's colour, keeping each pixel's brightness; "shape
+    changed" erases the last named object and draws a shape the prompt does not name in its box; "relation
+    flipped" moves a spatial pair's two objects to each other's places. Edits that do not fit are left out.
+    """
+    p = parse(prompt)
+    if not check(image, p)["strict"]:
+        raise ValueError(f"sample_edits needs an image the oracle judges aligned with {prompt!r}; this one is not.")
+    blobs, _ = _blob_masks(image)
+    first = [(b, m) for b, m in blobs if Obj(b.color, b.shape) == p.first]
+    last = next((b, m) for b, m in reversed(blobs) if Obj(b.color, b.shape) == (p.second or p.first))
+    out = {"aligned": image}
+    (y, x, h, w), patch = _patch(image, first[0][1])
+    boxes = [(bx, by, max(bh, bw), None) for (by, bx, bh, bw), _ in (_patch(image, m) for _, m in blobs)]
+    spot = _free_spot(boxes, int(max(h, w)), np.random.default_rng([seed, 1]))
+    if spot is not None:
+        extra = image.copy()
+        _paste(extra, patch, spot[1], spot[0])
+        out["extra object"] = extra
+    missing = image.copy()
+    missing[last[1]] = 0
+    out["missing object"] = missing
+    if p.second and p.first.color != p.second.color:
+        swap = {p.first.color: p.second.color, p.second.color: p.first.color}
+        swapped = image.copy()
+        for b, m in blobs:
+            bright = image[m].max(-1, keepdims=True).astype(np.float32) / 255.0
+            swapped[m] = np.round(bright * np.array(PALETTE[swap[b.color]], np.float32)).astype(np.uint8)
+        out["colours swapped"] = swapped
+    spare = [s for s in SHAPES if s not in (p.first.shape, p.second.shape if p.second else p.first.shape)]
+    (ly, lx, lh, lw), _ = _patch(image, last[1])
+    size = int(min(max(lh, lw), SIZE - ly, SIZE - lx))
+    changed = missing.copy()
+    changed[ly : ly + size, lx : lx + size][_mask(spare[0], size)] = PALETTE[last[0].color]
+    out["shape changed"] = changed
+    if p.category == "spatial":
+        flipped = _swap_places(image, first[0][1], last[1])
+        if flipped is not None:
+            out["relation flipped"] = flipped
+    return out
+
+
+def _swap_places(image: np.ndarray, mask_a: np.ndarray, mask_b: np.ndarray):
+    """The image with the objects of the two masks moved to each other's centres, or None where one would not fit."""
+    (ya, xa, ha, wa), pa = _patch(image, mask_a)
+    (yb, xb, hb, wb), pb = _patch(image, mask_b)
+    ca, cb = (ya + ha / 2, xa + wa / 2), (yb + hb / 2, xb + wb / 2)
+    moved = [(pa, round(cb[0] - ha / 2), round(cb[1] - wa / 2)), (pb, round(ca[0] - hb / 2), round(ca[1] - wb / 2))]
+    if not all(0 <= y and 0 <= x and y + q.shape[0] <= SIZE and x + q.shape[1] <= SIZE for q, y, x in moved):
+        return None
+    out = image.copy()
+    out[mask_a | mask_b] = 0
+    for q, y, x in moved:
+        _paste(out, q, y, x)
+    return out
 
 
 def check_relation(blobs: list[Blob], p: Prompt) -> bool:
