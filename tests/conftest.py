@@ -11,3 +11,16 @@ def toy():
     pipe = ShapesPipeline(**build_components(seed=0, width=32, channels=(16, 16, 16)))
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+@pytest.fixture(scope="session")
+def browser_paths():
+    """Chromium and chromedriver for the tests that drive a browser: skipped with one line saying what to
+    install where they are missing, except under CI (MINITUNE_CI set, as `.ci/run` does), where that fails."""
+    from browser_check import find_browser, missing_browser, under_ci
+
+    if missing := missing_browser():
+        if under_ci():
+            pytest.fail(f"CI needs a browser for this test: {missing}", pytrace=False)
+        pytest.skip(missing)
+    return find_browser()

@@ -5,7 +5,6 @@ The evaluations are small fake ones written here from the Shapes world's renders
 """
 
 import json
-import shutil
 import time
 import warnings
 
@@ -54,11 +53,11 @@ def experiment(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def driver(tmp_path_factory):
+def driver(tmp_path_factory, browser_paths):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    chromium, chromedriver = browser_paths  # skipped with what to install where they are missing, except under CI
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1200,900",
@@ -67,7 +66,7 @@ def driver(tmp_path_factory):
     downloads = tmp_path_factory.mktemp("downloads")
     options.add_experimental_option("prefs", {"download.default_directory": str(downloads),
                                               "download.prompt_for_download": False})
-    d = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+    d = webdriver.Chrome(service=Service(chromedriver), options=options)
     d.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
     d.downloads = downloads
     yield d
@@ -300,6 +299,9 @@ def test_compare_refuses_what_is_not_an_evaluation(tmp_path, experiment, capsys)
         assert main(["compare", str(experiment), "--output", str(tmp_path / "page"), *args]) == 2
         err = capsys.readouterr().err
         assert word in err and one_sentence(err), err
+
+
+def test_compare_saves_a_screenshot(tmp_path, experiment, browser_paths):
     shot = tmp_path / "shot.png"
     assert main(["compare", str(experiment), "--output", str(tmp_path / "page"), "--screenshot", str(shot)]) == 0
     assert (tmp_path / "page" / "viewer.html").is_file()
