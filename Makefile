@@ -1,9 +1,21 @@
-# Targets make their own virtual environment on first use. torch is pinned and installed first,
-# so that pip never pulls a multi-GB CUDA build on a CPU machine.
+# Targets make their own virtual environment on first use, with the versions the tests passed with
+# (constraints.txt, written by `make lock`). torch is installed first: on a machine without an NVIDIA
+# GPU the CPU build from PyTorch's CPU wheel index, or from the configured index where that one cannot
+# be reached, so that pip never pulls a multi-GB CUDA build there; with a GPU, the configured index's.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 OUT ?= outputs
+TORCH := $(shell sed -n 's/^torch==//p' constraints.txt)
+TORCH_CPU_INDEX := https://download.pytorch.org/whl/cpu
+# $(call install_torch,PYTHON,REQUIREMENT): torch without its dependencies (the next pip install brings them,
+# pinned), the CPU build where `nvidia-smi` finds no GPU
+install_torch = if nvidia-smi -L >/dev/null 2>&1; then $(1) -m pip install --quiet --no-deps "$(2)"; \
+	else $(1) -m pip install --quiet --no-deps --retries 1 --timeout 30 --index-url $(TORCH_CPU_INDEX) "$(2)" \
+	|| { echo "PyTorch's CPU wheel index cannot be reached: torch from the configured index"; \
+	$(1) -m pip install --quiet --no-deps "$(2)"; }; fi
+UPGRADE_VENV ?= _build/upgrade-check/venv
+UPGRADE_TESTS ?= tests
 
 # The book: papermill executes each notebook once (tests/test_notebooks.py keeps the executed copy
 # in $(EXECUTED)/notebooks); the book is built from a staged copy of the sources in which the
@@ -16,14 +28,14 @@ PACKAGE_FILES := pyproject.toml $(shell find minitune -type f -not -path '*/__py
 NBVAL_NOTEBOOKS := $(patsubst notebooks/%,$(EXECUTED)/notebooks/%,$(shell grep -l '"nbval-check-output"' $(NOTEBOOKS) /dev/null))
 MATHJAX := node_modules/.package-lock.json
 
-.PHONY: setup lint test experiment notebooks nbval book book-ci book-check clean
+.PHONY: setup lint test lock upgrade-check repository experiment notebooks nbval book book-ci book-check clean
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e ".[dev,book]"
+	$(call install_torch,$(PY),torch==$(TORCH))
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev,book]"
 	touch $@
 
 lint: setup
@@ -31,6 +43,27 @@ lint: setup
 
 test: setup
 	$(BIN)/pytest -q --durations=15
+
+# constraints.txt from the environment in $(VENV), once its tests pass: every package the project needs, pinned.
+lock:
+	$(PY) tests/lockfile.py --write
+
+# The newest versions of everything (torch included) in a scratch environment, $(UPGRADE_VENV): lists what
+# moved against constraints.txt, then runs $(UPGRADE_TESTS) (e.g. UPGRADE_TESTS=tests/test_sd3.py) and reports
+# what breaks. Where all pass, `make lock VENV=$(UPGRADE_VENV)` pins the new versions.
+upgrade-check:
+	rm -rf $(UPGRADE_VENV) && python3 -m venv $(UPGRADE_VENV)
+	$(call install_torch,$(UPGRADE_VENV)/bin/python,torch)
+	$(UPGRADE_VENV)/bin/python -m pip install --quiet --upgrade --upgrade-strategy eager -e ".[dev,book]"
+	@echo "newest versions against constraints.txt:" && $(UPGRADE_VENV)/bin/python tests/lockfile.py --diff
+	MINITUNE_EXECUTED_DIR=$(dir $(UPGRADE_VENV))executed $(UPGRADE_VENV)/bin/pytest -q -rfE -p no:cacheprovider $(UPGRADE_TESTS) \
+	  && echo "upgrade-check: the tests pass with the newest versions; make lock VENV=$(UPGRADE_VENV) pins them" \
+	  || { echo "upgrade-check: the tests above fail with the newest versions (constraints.txt unchanged)"; exit 1; }
+
+# A fork's address, e.g. make repository URL=https://github.com/you/minitune (BRANCH=main): _config.yml and what
+# follows it (the notebooks' Colab badges and install cells, pyproject.toml's URLs, the README's link to the book).
+repository:
+	python3 tests/repository.py --set "$(URL)" $(if $(BRANCH),--branch "$(BRANCH)")
 
 # The README's main job: base → candidate pool → MI / random / oracle sets → LoRA → evaluation.
 experiment: setup

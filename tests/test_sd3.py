@@ -37,7 +37,9 @@ def test_adapter_encodes_both_clips_and_optional_t5(pipe):
     cond = den.encode(PROMPTS)
     assert cond.cond.shape == cond.uncond.shape == (2, 12 + 256, 64)  # 12 CLIP tokens + 256 (zero) T5 tokens
     assert cond.added_cond["pooled_projections"].shape == (2, 64)
-    assert torch.equal(cond.uncond[0], cond.uncond[1]) and not torch.equal(cond.cond[0], cond.cond[1])
+    # the two empty-prompt rows: equal up to the last bits, which a row's place in the batch can move
+    torch.testing.assert_close(cond.uncond[0], cond.uncond[1], atol=1e-6, rtol=1e-5)
+    assert not torch.allclose(cond.cond[0], cond.cond[1], atol=1e-3)
     assert not cond.cond[:, 12:].any()  # no T5 encoder: zeros in its place, as diffusers does
     t5 = SD3Denoiser(tiny_sd3_pipeline(0, t5=True))
     with_t5 = t5.encode(PROMPTS)
