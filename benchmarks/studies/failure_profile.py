@@ -8,8 +8,8 @@ SD 2's row comes from two public files of GenEval's repository (djghosh13/geneva
 ``annotations/annotations_sdv2.csv`` (five raters' counts of each requested object in 400 SD 2
 images) and ``prompts/evaluation_metadata.jsonl`` (what each prompt asks); the files are read, not
 committed. Each Shapes model (``NAME=FOLDER``; ``shipped`` alone is the base minitune ships) samples
-``--images`` images of up to ``--per-category`` prompts of each category of ``--split`` with the
-experiment's sampler (DPM-Solver++ SDE, 10 steps), at each ``--guidance`` scale, and
+``--images`` images of up to ``--per-category`` prompts of each category of ``--split`` with
+``--sampler`` at ``--steps`` (default: the experiment's, DPM-Solver++ SDE at 10), at each ``--guidance`` scale, and
 :mod:`minitune.toy.profile` reads them as GenEval reads SD's. For calibration use ``--split train``
 (dev prompts); ``--split test`` is for the committed rows. Also printed per model and scale: the
 oracle's strict alignment, well-formed share, per-prompt diversity, and the area of a requested
@@ -24,14 +24,13 @@ from benchmarks import harness
 from minitune import GUIDANCE_SCALE
 from minitune.evaluate import evaluate_pipeline
 from minitune.io import markdown_table
-from minitune.sampling import use_sampler
+from minitune.sampling import SAMPLERS, use_sampler
 from minitune.toy import profile as P
 from minitune.toy import world
 
 # GenEval's detector scores for SD v2.1 (Ghosh et al. 2023, Table 2): the published target of the calibration
 SD21_SCORES = {"single object": 0.98, "two object": 0.51, "counting": 0.44, "colors": 0.85, "position": 0.07,
                "color attribution": 0.17}
-SAMPLER, STEPS = "dpmpp-sde", 10
 
 
 def _models(specs: list[str]) -> dict[str, str | None]:
@@ -48,10 +47,10 @@ def _mean(values: list) -> float:
     return float(np.mean(values)) if values else float("nan")
 
 
-def measure(model, prompts: list[str], images: int, guidance: float, seed: int) -> dict:
+def measure(model, prompts: list[str], images: int, guidance: float, seed: int, sampler: str, steps: int) -> dict:
     """One model at one guidance scale: its failure profile and the oracle's summary."""
-    pipe = use_sampler(harness.load_model(model), SAMPLER)
-    res, cands = evaluate_pipeline(pipe, prompts, images, guidance_scale=guidance, num_inference_steps=STEPS, seed=seed)
+    pipe = use_sampler(harness.load_model(model), sampler)
+    res, cands = evaluate_pipeline(pipe, prompts, images, guidance_scale=guidance, num_inference_steps=steps, seed=seed)
     renders = np.stack([world.render(p, int(s)) for p, s in zip(cands.prompts, cands.seeds)])
     prof = P.failure_profile(cands.images, cands.prompts)
     return {"profile": prof, "overall": P.overall(prof), "omission_ratio": P.omission_ratio(prof),
@@ -90,6 +89,8 @@ def main(argv=None) -> int:
     ap.add_argument("--split", choices=["train", "test"], default="test", help="train: dev prompts for calibration")
     ap.add_argument("--per-category", type=int, default=30)
     ap.add_argument("--images", type=int, default=2, help="images per prompt")
+    ap.add_argument("--sampler", choices=list(SAMPLERS), default="dpmpp-sde", help="the sampler (default: the experiment's)")
+    ap.add_argument("--steps", type=int, default=10, help="sampling steps")
     ap.add_argument("--guidance", type=float, nargs="+", default=[GUIDANCE_SCALE],
                     help="guidance scales; the profiles are reported at the first")
     run = harness.start(ap, argv)
@@ -101,15 +102,16 @@ def main(argv=None) -> int:
     profiles = {}
     if a.geneval_annotations:
         profiles["sd2"] = P.geneval_human_profile(a.geneval_annotations, a.geneval_metadata)
-    runs = {name: {g: measure(folder, prompts, a.images, g, a.seed) for g in a.guidance} for name, folder in models.items()}
+    runs = {name: {g: measure(folder, prompts, a.images, g, a.seed, a.sampler, a.steps) for g in a.guidance}
+            for name, folder in models.items()}
     profiles.update({name: by_g[a.guidance[0]]["profile"] for name, by_g in runs.items()})
     report = harness.Report()
-    report(f"Failure profiles on {len(prompts)} {a.split}-split prompts × {a.images} images, {SAMPLER} {STEPS} steps, "
+    report(f"Failure profiles on {len(prompts)} {a.split}-split prompts × {a.images} images, {a.sampler} {a.steps} steps, "
            f"CFG {a.guidance[0]:g}; SD 2 from GenEval's human annotations (counts) and its published SD 2.1 scores.\n")
     report(_profile_table(profiles))
     report("\nPer model and guidance scale:\n")
     report(_summary_table(runs))
-    data = {"split": a.split, "prompts": len(prompts), "images_per_prompt": a.images, "sampler": SAMPLER, "steps": STEPS,
+    data = {"split": a.split, "prompts": len(prompts), "images_per_prompt": a.images, "sampler": a.sampler, "steps": a.steps,
             "guidance": a.guidance, "models": {k: harness.model_name(v) for k, v in models.items()},
             "sd21_scores": SD21_SCORES, "profiles": profiles,
             "runs": {name: {f"{g:g}": {k: v for k, v in m.items() if k != "profile"} for g, m in by_g.items()}
