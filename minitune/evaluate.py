@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 import torch
 
-from . import GUIDANCE_SCALE
+from .families import family_of
 from .io import markdown_table
 
 if TYPE_CHECKING:
@@ -136,11 +136,13 @@ class EvalResult:
         return cls.from_json(json.loads(path.read_text()))
 
 
-def evaluate_pipeline(pipe, prompts: list[str], n_per_prompt: int = 4, *, guidance_scale: float = GUIDANCE_SCALE,
-                      num_inference_steps: int = 25, seed: int = 0, batch_size: int = 64,
+def evaluate_pipeline(pipe, prompts: list[str], n_per_prompt: int = 4, *, guidance_scale: float | None = None,
+                      num_inference_steps: int | None = None, seed: int = 0, batch_size: int = 64,
                       scorers: dict[str, Scorer] | None = None, category_of: Callable[[str], str] | None = None,
                       progress: bool = True):
     """Sample `n_per_prompt` images per prompt and score them; returns ``(EvalResult, Candidates)``.
+
+    Guidance scale and steps not given are the pipeline family's (:func:`minitune.families.family_of`).
 
     scorers: name -> scorer; by default the pipeline's own, ``pipe.default_scorers()`` (the Shapes
     pipeline's: its oracle), none for a pipeline without them (diversity and mean MI are always
@@ -150,6 +152,7 @@ def evaluate_pipeline(pipe, prompts: list[str], n_per_prompt: int = 4, *, guidan
     """
     from .sampling import sample_with_mi
 
+    guidance_scale, num_inference_steps = family_of(pipe).sampling(guidance_scale, num_inference_steps)
     if scorers is None:
         own = getattr(pipe, "default_scorers", None)
         scorers = own() if callable(own) else {}

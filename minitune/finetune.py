@@ -1,9 +1,10 @@
 """LoRA fine-tuning on an MI-filtered set (MI-TUNE step 3, ``minitune finetune``).
 
-A LoRA adapter (peft) on the UNet's attention projections ``to_q``, ``to_k``, ``to_v`` and
-``to_out.0`` is trained with the plain diffusion loss on the images of a fine-tuning set; the text
-encoder (and the VAE) stay frozen. The set is a Hugging Face ``imagefolder``: PNG files plus a
-``metadata.jsonl`` whose lines carry at least ``file_name`` and ``text``.
+A LoRA adapter (peft) on the attention projections of the denoising network (the UNet's ``to_q``,
+``to_k``, ``to_v`` and ``to_out.0``; both streams of SD3's transformer) is trained with the family's
+loss (:mod:`minitune.families`: the diffusion loss, or flow matching for rectified flow) on the
+images of a fine-tuning set; the text encoders (and the VAE) stay frozen. The set is a Hugging Face
+``imagefolder``: PNG files plus a ``metadata.jsonl`` whose lines carry at least ``file_name`` and ``text``.
 
 Everything random is a pure function of ``(seed, step)``: which images a step sees (an epoch-wise
 shuffle), their timesteps, noise and prompt dropout. Each process of a data-parallel run
@@ -12,7 +13,7 @@ and several give the same updates up to float rounding, and a run resumed from i
 continues exactly as if it had never stopped.
 
 The adapter is saved the diffusers way: ``pipe.load_lora_weights(output_dir)`` loads it into a
-fresh Shapes, Stable Diffusion or SDXL pipeline.
+fresh pipeline of the same family (Shapes, Stable Diffusion, SDXL or SD3).
 """
 
 from __future__ import annotations
@@ -32,12 +33,12 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from . import GUIDANCE_SCALE
+from .families import Conditioning, denoiser_for
+from .families.vp import EpsilonFamily
 from .io import claim, replaced
 
 ADAPTER = "minitune"
 WEIGHTS_NAME = "pytorch_lora_weights.safetensors"
-TARGET_MODULES = ["to_q", "to_k", "to_v", "to_out.0"]
 OBJECTIVES = ("mse", "dpo")
 VAL_DRAWS = 4  # (timestep, noise) draws per held-out image, fixed for the whole run
 # Options that may change when a run is resumed; all others must match the saved run.
@@ -46,7 +47,11 @@ RESUMABLE = {"steps", "validate_every", "checkpoint_every", "sample_prompts", "s
 
 @dataclass
 class FinetuneConfig:
-    """Options of a fine-tuning run; the LoRA defaults are the paper's (rank 32 on the attention projections)."""
+    """Options of a fine-tuning run; the LoRA defaults are the paper's (rank 32 on the attention projections).
+
+    :func:`finetune` given no config starts from the family's own defaults (``finetune_defaults``, e.g.
+    SD3's official recipe); ``None`` for the sample grid's steps and guidance means the family's.
+    """
 
     rank: int = 32
     alpha: float = 32.0
@@ -57,14 +62,15 @@ class FinetuneConfig:
     lr: float = 1e-4
     weight_decay: float = 1e-2
     max_grad_norm: float = 1.0
+    warmup: int = 0  # steps of a linear learning-rate warm-up
     prompt_dropout: float = 0.0  # fraction of prompts replaced by the unconditional prompt
     seed: int = 0
     val_fraction: float = 0.1  # images held out for the validation loss (none if the set is too small)
     validate_every: int = 100  # validation loss and a sample grid; 0: only at the start and the end
     checkpoint_every: int = 250
     sample_prompts: int = 4  # prompts of the sample grid (4 images each); 0: no grid
-    sample_steps: int = 25
-    guidance_scale: float = GUIDANCE_SCALE
+    sample_steps: int | None = None
+    guidance_scale: float | None = None
     init_adapter: str | None = None  # start from this adapter folder (a previous self-training round)
     objective: str = "mse"  # "mse": the diffusion loss on the set's images; "dpo": Diffusion-DPO on its pairs
     dpo_beta: float = 2000.0  # DPO's β: how far the adapter may move from the starting model for a preference
@@ -148,8 +154,8 @@ def _generator(seed: int, stream: int, index: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, stream, index]).generate_state(1)[0]))
 
 
-def _step_draws(cfg: FinetuneConfig, step: int, n_train: int, latent_shape, num_train_timesteps: int):
-    """Positions in the training slice, timesteps, noise and dropout mask of one global batch."""
+def _step_draws(cfg: FinetuneConfig, step: int, n_train: int, latent_shape, den):
+    """Positions in the training slice, noise levels (the family's), noise and dropout mask of one global batch."""
     pos = torch.arange(step * cfg.batch_size, (step + 1) * cfg.batch_size)
     epoch, offset = pos // n_train, pos % n_train
     idx = torch.empty_like(pos)
@@ -157,7 +163,7 @@ def _step_draws(cfg: FinetuneConfig, step: int, n_train: int, latent_shape, num_
         here = epoch == e
         idx[here] = torch.randperm(n_train, generator=_generator(cfg.seed, 0, e))[offset[here]]
     g = _generator(cfg.seed, 1, step)
-    t = torch.randint(0, num_train_timesteps, (cfg.batch_size,), generator=g)
+    t = den.training_times(cfg.batch_size, g)
     noise = torch.randn((cfg.batch_size, *latent_shape), generator=g)
     drop = torch.rand(cfg.batch_size, generator=g) < cfg.prompt_dropout
     return idx, t, noise, drop
@@ -165,13 +171,7 @@ def _step_draws(cfg: FinetuneConfig, step: int, n_train: int, latent_shape, num_
 
 def _conditioning(den, prompts: list[str], chunk: int = 64):
     """The denoiser's conditioning of every prompt, encoded in chunks (the text encoders stay frozen)."""
-    from .denoisers import Conditioning
-
-    parts = [den.encode(prompts[i : i + chunk]) for i in range(0, len(prompts), chunk)]
-    def cat(key):
-        return {k: torch.cat([getattr(p, key)[k] for p in parts]) for k in getattr(parts[0], key)}
-    return Conditioning(torch.cat([p.cond for p in parts]), torch.cat([p.uncond for p in parts]),
-                        cat("added_cond"), cat("added_uncond"))
+    return Conditioning.concat([den.encode(prompts[i : i + chunk]) for i in range(0, len(prompts), chunk)])
 
 
 def _unet_inputs(cond, rows: torch.Tensor, drop: torch.Tensor, dtype):
@@ -182,11 +182,6 @@ def _unet_inputs(cond, rows: torch.Tensor, drop: torch.Tensor, dtype):
         return torch.where(drop.view(-1, *[1] * (v.ndim - 1)), u, v).to(dtype)
     added = {k: pick(c.added_uncond[k], v) for k, v in c.added_cond.items()} or None
     return pick(c.uncond, c.cond), added
-
-
-def _target(sched, x0, noise, t):
-    kind = sched.config.prediction_type
-    return noise if kind == "epsilon" else sched.get_velocity(x0, noise, t)
 
 
 def dpo_loss(pred: torch.Tensor, ref: torch.Tensor, target: torch.Tensor, beta: float,
@@ -211,49 +206,68 @@ def dpo_loss(pred: torch.Tensor, ref: torch.Tensor, target: torch.Tensor, beta: 
     return (-F.logsigmoid(inside) * weight).sum() / total, ((inside > 0).float() * weight).sum() / total
 
 
-def lora_config(cfg: FinetuneConfig):
-    """The peft LoraConfig of a run: attention projections of the UNet."""
+def lora_config(cfg: FinetuneConfig, targets=EpsilonFamily.lora_targets):
+    """The peft LoraConfig of a run: the family's attention projections (`targets`, by default a UNet's)."""
     from peft import LoraConfig
 
     return LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, use_dora=cfg.dora, init_lora_weights="gaussian",
-                      target_modules=TARGET_MODULES)
+                      target_modules=list(targets))
 
 
 def save_adapter(pipe, folder: str | os.PathLike) -> Path:
-    """Write the pipeline UNet's trained adapter as diffusers LoRA weights (atomically) into `folder`."""
-    from diffusers.utils import convert_state_dict_to_diffusers
+    """Write the trained adapter of the pipeline's denoising network as diffusers LoRA weights (atomically)
+    into `folder`: ``pipe.load_lora_weights(folder)`` loads it."""
     from peft.utils import get_peft_model_state_dict
 
+    den = denoiser_for(pipe)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    unet = pipe.unet
-    layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet, adapter_name=ADAPTER))
+    layers = den.lora_layers(get_peft_model_state_dict(den.net, adapter_name=ADAPTER))
+    owner = den.lora_owner
     with tempfile.TemporaryDirectory(dir=folder, prefix=".saving") as tmp:  # diffusers saves into a folder
-        type(pipe).save_lora_weights(tmp, unet_lora_layers=layers,
-                                     unet_lora_adapter_metadata=unet.peft_config[ADAPTER].to_dict())
+        type(pipe).save_lora_weights(tmp, **{f"{owner}_lora_layers": layers,
+                                             f"{owner}_lora_adapter_metadata": den.net.peft_config[ADAPTER].to_dict()})
         os.replace(Path(tmp) / WEIGHTS_NAME, folder / WEIGHTS_NAME)
     return folder
 
 
-def _load_init_adapter(unet, folder: Path, cfg: FinetuneConfig) -> None:
+def load_adapter(pipe, folder: str | os.PathLike):
+    """``pipe.load_lora_weights(folder)`` after checking that the adapter was trained for this family's network."""
+    from safetensors import safe_open
+
+    path, den = Path(folder) / WEIGHTS_NAME, denoiser_for(pipe)
+    if not path.is_file():
+        raise FileNotFoundError(f"No LoRA adapter at {folder}: the folder must contain {WEIGHTS_NAME}, as `minitune "
+                                f"finetune` writes it.")
+    with safe_open(path, "pt") as f:
+        layers = {k.split(".")[0] for k in f.keys()}
+    if den.lora_owner not in layers:
+        raise ValueError(f"The adapter in {folder} is not for {den.network} "
+                         f"(its layers are {', '.join(sorted(layers))}); load it into a pipeline of the family it was "
+                         f"trained for.")
+    pipe.load_lora_weights(folder, adapter_name=ADAPTER)
+    return pipe
+
+
+def _load_init_adapter(den, folder: Path, cfg: FinetuneConfig) -> None:
     """Copy the weights of a saved adapter into the freshly added one, checking that they fit."""
-    from diffusers.utils import convert_unet_state_dict_to_peft
     from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
     from safetensors import safe_open
 
+    owner = den.lora_owner
     with safe_open(folder / WEIGHTS_NAME, "pt") as f:
         meta = json.loads((f.metadata() or {}).get("lora_adapter_metadata", "{}"))
-        weights = {k.removeprefix("unet."): f.get_tensor(k) for k in f.keys()}
-    saved = (meta.get("unet.r"), meta.get("unet.lora_alpha"), meta.get("unet.use_dora"))
+        weights = {k.removeprefix(f"{owner}."): f.get_tensor(k) for k in f.keys()}
+    saved = (meta.get(f"{owner}.r"), meta.get(f"{owner}.lora_alpha"), meta.get(f"{owner}.use_dora"))
     if meta and saved != (cfg.rank, cfg.alpha, cfg.dora):
         raise ValueError(f"The adapter in {folder} has rank {saved[0]}, alpha {saved[1]}, DoRA {saved[2]}; "
                          f"continue it with the same rank, alpha and DoRA setting.")
-    weights = convert_unet_state_dict_to_peft(weights)
-    expected = get_peft_model_state_dict(unet, adapter_name=ADAPTER)
+    weights = den.lora_from_saved(weights)
+    expected = get_peft_model_state_dict(den.net, adapter_name=ADAPTER)
     if {k: tuple(v.shape) for k, v in weights.items()} != {k: tuple(v.shape) for k, v in expected.items()}:
-        raise ValueError(f"The adapter in {folder} does not fit this model's UNet (its layers or shapes differ); it "
+        raise ValueError(f"The adapter in {folder} does not fit this model's {owner} (its layers or shapes differ); it "
                          f"was trained on another model: start without it or use that model.")
-    set_peft_model_state_dict(unet, weights, adapter_name=ADAPTER)
+    set_peft_model_state_dict(den.net, weights, adapter_name=ADAPTER)
 
 
 def _run_info(cfg: FinetuneConfig, data: FinetuneSet) -> dict:
@@ -296,8 +310,10 @@ def _claim(out: Path, info: dict, check_only: bool = False) -> dict | None:
 
 
 def _check(cfg: FinetuneConfig) -> None:
-    if cfg.rank < 1 or cfg.steps < 1 or cfg.batch_size < 1 or cfg.checkpoint_every < 1 or cfg.validate_every < 0:
-        raise ValueError("rank, steps, batch size and checkpoint interval must be positive (validation interval >= 0).")
+    if (cfg.rank < 1 or cfg.steps < 1 or cfg.batch_size < 1 or cfg.checkpoint_every < 1 or cfg.validate_every < 0
+            or cfg.warmup < 0):
+        raise ValueError("rank, steps, batch size and checkpoint interval must be positive (validation interval and "
+                         "warm-up >= 0).")
     if not 0 <= cfg.prompt_dropout < 1 or not 0 <= cfg.val_fraction < 1 or cfg.lr <= 0:
         raise ValueError("prompt dropout and validation fraction must lie in [0, 1) and the learning rate be positive.")
     if isinstance(cfg.grad_accum, bool) or not isinstance(cfg.grad_accum, int) or cfg.grad_accum < 1:
@@ -326,12 +342,12 @@ def _encode_set(den, data: FinetuneSet, cfg: FinetuneConfig, dev):
     return latents, _conditioning(den, distinct), rows
 
 
-def _validation_draws(val: torch.Tensor, cfg: FinetuneConfig, shape, num_train_timesteps: int):
-    """Fixed (image, timestep, noise) triples for the held-out loss: VAL_DRAWS stratified timesteps per image."""
+def _validation_draws(val: torch.Tensor, cfg: FinetuneConfig, shape, den):
+    """Fixed (image, noise level, noise) triples for the held-out loss: VAL_DRAWS stratified levels per image."""
     g = _generator(cfg.seed, 4, 0)
     i = val.repeat_interleave(VAL_DRAWS)
-    t = ((torch.arange(VAL_DRAWS).repeat(len(val)) + torch.rand(len(i), generator=g)) * num_train_timesteps / VAL_DRAWS)
-    return i, t.long(), torch.randn((len(i), *shape), generator=g)
+    t = den.validation_times(torch.arange(VAL_DRAWS).repeat(len(val)) + torch.rand(len(i), generator=g), VAL_DRAWS)
+    return i, t, torch.randn((len(i), *shape), generator=g)
 
 
 def _open_logs(out: Path, start: int, objective: str = "mse") -> dict:
@@ -353,17 +369,16 @@ class _Run:
     """One fine-tuning run while it trains: the frozen inputs, the adapter's parameters, the logs."""
 
     cfg: FinetuneConfig
-    pipe: object
-    sched: object
+    den: object  # the pipeline's family adapter
     accelerator: object
     latents: torch.Tensor  # [N, ...], or [N, 2, ...] (chosen, rejected) for a preference set
     cond: object  # the Conditioning of each distinct prompt
     rows: torch.Tensor  # the prompt row of each image
     ties: torch.Tensor  # pairs that state no preference (weight 0 in DPO)
     out: Path
-    dtype: torch.dtype  # the frozen UNet's (the adapter trains in float32)
+    dtype: torch.dtype  # the frozen network's (the adapter trains in float32)
     params: list = field(default_factory=list)
-    model: object = None  # the UNet as accelerate prepared it
+    model: object = None  # the network as accelerate prepared it
     opt: object = None
     logs: dict = field(default_factory=dict)  # file name -> (file, csv writer), on the main process
 
@@ -383,9 +398,7 @@ class _Run:
 def _predict(run: _Run, net, x0, prompt_rows, t, noise, drop):
     """`net`'s prediction for x0 noised at t (unconditional where `drop`), and its training target."""
     hidden, added = _unet_inputs(run.cond, prompt_rows, drop, run.dtype)
-    pred = net(run.sched.add_noise(x0, noise, t).to(run.dtype), t, encoder_hidden_states=hidden,
-               added_cond_kwargs=added).sample
-    return pred.float(), _target(run.sched, x0, noise, t)
+    return run.den.train_prediction(net, x0, noise, t, hidden, added, run.dtype)
 
 
 def _step_loss(run: _Run, i, t, noise, drop):
@@ -402,21 +415,21 @@ def _step_loss(run: _Run, i, t, noise, drop):
 
     args = run.latents[i.to(run.dev)].flatten(0, 1), pair(run.rows[i]), pair(t), pair(noise), pair(drop)
     pred, target = _predict(run, run.model, *args)
-    unet = run.pipe.unet
+    net = run.den.net
     with torch.no_grad():
-        unet.disable_adapters()
-        ref, _ = _predict(run, unet, *args)
-        unet.enable_adapters()
+        net.disable_adapters()
+        ref, _ = _predict(run, net, *args)
+        net.enable_adapters()
     return dpo_loss(two(pred), two(ref), two(target), run.cfg.dpo_beta, weight=~run.ties[i].to(run.dev))
 
 
-def _train_step(run: _Run, step: int, train: torch.Tensor, shape, T: int):
+def _train_step(run: _Run, step: int, train: torch.Tensor, shape):
     """One optimiser step on this process's slice of the global batch, in `grad_accum` equal micro-batches;
     returns the global batch's loss and the local accuracy (None for mse)."""
     cfg, procs = run.cfg, run.accelerator.num_processes
     per = cfg.batch_size // procs
     mine = slice(run.accelerator.process_index * per, (run.accelerator.process_index + 1) * per)
-    idx, t, noise, drop = (x[mine] for x in _step_draws(cfg, step, len(train), shape, T))
+    idx, t, noise, drop = (x[mine] for x in _step_draws(cfg, step, len(train), shape, run.den))
     loss, accuracy = 0.0, None
     for part in torch.arange(len(idx)).chunk(cfg.grad_accum):  # equal micro-batches: their mean is the batch's
         micro, acc = _step_loss(run, train[idx[part]], t[part].to(run.dev), noise[part].to(run.dev), drop[part])
@@ -425,6 +438,9 @@ def _train_step(run: _Run, step: int, train: torch.Tensor, shape, T: int):
         accuracy = None if acc is None else (0.0 if accuracy is None else accuracy) + acc / cfg.grad_accum
     if cfg.max_grad_norm:
         run.accelerator.clip_grad_norm_(run.params, cfg.max_grad_norm)
+    if cfg.warmup:  # a pure function of the step, so a resumed run warms up as an uninterrupted one
+        for group in run.opt.param_groups:
+            group["lr"] = cfg.lr * min(1.0, (step + 1) / cfg.warmup)
     run.opt.step()
     run.opt.zero_grad(set_to_none=True)
     return run.accelerator.reduce(loss.detach(), "mean").item(), accuracy
@@ -441,12 +457,12 @@ def _validate(run: _Run, step: int, val_draws, sample_prompts: list[str]) -> Non
         total, bs = 0.0, run.cfg.batch_size
         for s in range(0, len(val_i), bs):
             i, t, noise = (x[s : s + bs] for x in (val_i, val_t, val_noise))
-            pred, target = _predict(run, run.pipe.unet, run.chosen[i.to(run.dev)], run.rows[i], t.to(run.dev),
+            pred, target = _predict(run, run.den.net, run.chosen[i.to(run.dev)], run.rows[i], t.to(run.dev),
                                     noise.to(run.dev), torch.zeros(len(i), dtype=torch.bool))
             total += F.mse_loss(pred, target, reduction="sum").item()
         run.logs["validation.csv"][1].writerow([step, f"{total / val_noise.numel():.5f}"])
     if sample_prompts:
-        cands = sample_with_mi(run.pipe, sample_prompts, 4, guidance_scale=run.cfg.guidance_scale,
+        cands = sample_with_mi(run.den.pipe, sample_prompts, 4, guidance_scale=run.cfg.guidance_scale,
                                num_inference_steps=run.cfg.sample_steps, seed=run.cfg.seed, progress=False)
         (run.out / "samples").mkdir(exist_ok=True)
         save_grid(run.out / "samples" / f"step-{step:05d}.png", cands.images, cols=4)
@@ -458,21 +474,21 @@ def _checkpoint(run: _Run, step: int, info: dict) -> None:
 
     for f, _ in run.logs.values():
         f.flush()
-    save_adapter(run.pipe, run.out / f"checkpoint-{step}")
-    lora = get_peft_model_state_dict(run.pipe.unet, adapter_name=ADAPTER)
+    save_adapter(run.den.pipe, run.out / f"checkpoint-{step}")
+    lora = get_peft_model_state_dict(run.den.net, adapter_name=ADAPTER)
     with replaced(run.out / "state.pt") as tmp:
         torch.save({"lora": lora, "opt": run.opt.state_dict(), "step": step, "config": info["config"]}, tmp)
 
 
 @contextmanager
-def _lora_attached(unet, cfg: FinetuneConfig):
-    """Add the run's LoRA adapter (seeded, float32, the only trainable weights) and yield its parameters;
+def _lora_attached(unet, cfg: FinetuneConfig, targets=EpsilonFamily.lora_targets):
+    """Add the run's LoRA adapter on `targets` (seeded, float32, the only trainable weights) and yield its parameters;
     afterwards the adapter is removed and every parameter's requires_grad is as it was."""
     trainable = {name: p.requires_grad for name, p in unet.named_parameters()}
     unet.requires_grad_(False)
     with torch.random.fork_rng(devices=[]):  # peft draws the initial A matrices from the global CPU generator
         torch.default_generator.manual_seed(_generator(cfg.seed, 5, 0).initial_seed())
-        unet.add_adapter(lora_config(cfg), adapter_name=ADAPTER)
+        unet.add_adapter(lora_config(cfg, targets), adapter_name=ADAPTER)
     try:
         params = [p for name, p in unet.named_parameters() if "lora_" in name]
         for p in params:
@@ -485,28 +501,25 @@ def _lora_attached(unet, cfg: FinetuneConfig):
             p.requires_grad_(trainable[name])
 
 
-def _checked_inputs(pipe, data, config, options):
-    """The run's config, set, training scheduler and initial adapter folder, each checked (one sentence each)."""
-    from diffusers import DDPMScheduler
-
-    cfg = replace(config or FinetuneConfig(), **options)
+def _checked_inputs(den, data, config, options):
+    """The run's config (the family's defaults where none is given), set and initial adapter folder, each checked
+    (one sentence each)."""
+    cfg = replace(config or FinetuneConfig(**den.finetune_defaults), **options)
+    guidance_scale, sample_steps = den.sampling(cfg.guidance_scale, cfg.sample_steps)
+    cfg = replace(cfg, guidance_scale=guidance_scale, sample_steps=sample_steps)
     if cfg.init_adapter is not None:
         cfg = replace(cfg, init_adapter=str(cfg.init_adapter))
     _check(cfg)
-    if getattr(pipe.unet, "peft_config", None):
-        raise ValueError("The pipeline's UNet already carries a LoRA adapter; call pipe.unload_lora_weights() first, "
-                         "or pass the adapter folder as init_adapter to continue training it.")
-    sched = DDPMScheduler.from_config(pipe.scheduler.config)
-    if sched.config.prediction_type not in ("epsilon", "v_prediction"):
-        raise ValueError(f"The scheduler predicts {sched.config.prediction_type!r}; fine-tuning supports ε- and "
-                         f"v-prediction models.")
+    if getattr(den.net, "peft_config", None):
+        raise ValueError(f"The pipeline's network ({den.network}) already carries a LoRA adapter; call "
+                         "pipe.unload_lora_weights() first, or pass the adapter folder as init_adapter to continue training it.")
     data = data if isinstance(data, FinetuneSet) else load_finetune_set(data)
     check_objective(cfg, data)
     init = Path(cfg.init_adapter) if cfg.init_adapter else None
     if init is not None and not (init / WEIGHTS_NAME).is_file():
         raise FileNotFoundError(f"No LoRA adapter at {init}: the folder must contain {WEIGHTS_NAME} "
                                 f"(as `minitune finetune` writes).")
-    return cfg, data, sched, init
+    return cfg, data, init
 
 
 def _accelerator(cfg: FinetuneConfig, device: str):
@@ -531,24 +544,24 @@ def finetune(pipe, data: str | os.PathLike | FinetuneSet, output_dir: str | os.P
     Options are those of :class:`FinetuneConfig`, as a config and/or keywords that override it,
     e.g. ``finetune(pipe, "set", "lora", rank=8, steps=300)``.
 
-    pipe: a Shapes, Stable Diffusion or SDXL pipeline without LoRA adapters; it is moved to the
-    accelerator's device and left without an adapter afterwards. data: a set folder or a
+    pipe: a pipeline of any family (:func:`minitune.families.family_of`: Shapes, Stable Diffusion, SDXL,
+    SD3) without LoRA adapters; it is moved to the accelerator's device and left without an adapter
+    afterwards. Without a config the run starts from the family's defaults (SD3: the official RFMI
+    recipe), and the sample grid uses the family's guidance scale and steps. data: a set folder or a
     :class:`FinetuneSet`. device: ``"cpu"`` forces the CPU, otherwise accelerate picks the device.
     output_dir receives ``pytorch_lora_weights.safetensors`` (the final adapter),
     ``checkpoint-<step>/`` adapters, ``loss.csv`` (step, loss), ``validation.csv`` (step, held-out
     loss), ``samples/step-<step>.png`` grids, ``finetune_config.json`` and ``state.pt`` (to resume).
     Running again on the same folder with the same set and options resumes from the last
     checkpoint (a larger ``steps`` trains on); `until` stops after that many steps, e.g. to train
-    in chunks. Latent models train on VAE latents × scaling factor; a v-prediction scheduler gets
-    v targets. ``objective="dpo"`` trains on a preference set (``select(..., pairs=True)``) with
+    in chunks. Latent models train on their VAE latents; a v-prediction scheduler gets v targets,
+    rectified flow the flow-matching velocity. ``objective="dpo"`` trains on a preference set (``select(..., pairs=True)``) with
     :func:`dpo_loss` against the starting model (the pipeline with the adapter switched off); pairs
     marked ``"tie"`` weigh 0, so a set of ties only leaves the adapter where it started. Its
     ``loss.csv`` adds the preference accuracy, and the validation loss is that of the chosen images.
     """
-    from .denoisers import denoiser_for
-
-    cfg, data, sched, init = _checked_inputs(pipe, data, config, options)
     den, out = denoiser_for(pipe), Path(output_dir)
+    cfg, data, init = _checked_inputs(den, data, config, options)
     if init is not None and init.resolve() == out.resolve():
         raise ValueError(f"The output folder {out} is the initial adapter's folder; write the new adapter elsewhere.")
     info = _run_info(cfg, data)
@@ -558,28 +571,28 @@ def finetune(pipe, data: str | os.PathLike | FinetuneSet, output_dir: str | os.P
     pipe.to(accelerator.device)
     latents, cond, rows = _encode_set(den, data, cfg, accelerator.device)
     ties = torch.tensor([bool(r.get("tie")) for r in data.records])  # pairs that state no preference weigh 0
-    run = _Run(cfg, pipe, sched, accelerator, latents, cond, rows, ties, out, pipe.unet.dtype)
-    shape, T = run.chosen.shape[1:], sched.config.num_train_timesteps
-    train, val_draws, sample_prompts = _split(cfg, data.prompts, shape, T)
-    with _lora_attached(pipe.unet, cfg) as run.params:
+    run = _Run(cfg, den, accelerator, latents, cond, rows, ties, out, den.net.dtype)
+    shape = run.chosen.shape[1:]
+    train, val_draws, sample_prompts = _split(cfg, data.prompts, shape, den)
+    with _lora_attached(den.net, cfg, den.lora_targets) as run.params:
         if init is not None:
-            _load_init_adapter(pipe.unet, init, cfg)
+            _load_init_adapter(den, init, cfg)
         run.opt = torch.optim.AdamW(run.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         start = _restore(run, state)
-        run.model, run.opt = accelerator.prepare(pipe.unet, run.opt)
-        _train(run, start, cfg.steps if until is None else min(until, cfg.steps), train, shape, T, info,
+        run.model, run.opt = accelerator.prepare(den.net, run.opt)
+        _train(run, start, cfg.steps if until is None else min(until, cfg.steps), train, shape, info,
                val_draws, sample_prompts, progress)
     return out
 
 
-def _split(cfg: FinetuneConfig, prompts: list[str], shape, T: int):
+def _split(cfg: FinetuneConfig, prompts: list[str], shape, den):
     """The seeded split of the set's images: the training rows, the fixed validation draws of the held-out
     ones (:func:`_validation_draws`) and the prompts of the sample grid."""
     order = torch.randperm(len(prompts), generator=_generator(cfg.seed, 3, 0))
     n_val = min(int(len(prompts) * cfg.val_fraction), len(prompts) - 1)
     val, train = order[:n_val], order[n_val:]
     sample_prompts = list(dict.fromkeys(prompts[i] for i in order.tolist()))[: cfg.sample_prompts]
-    return train, _validation_draws(val, cfg, shape, T), sample_prompts
+    return train, _validation_draws(val, cfg, shape, den), sample_prompts
 
 
 def _restore(run: _Run, state: dict | None) -> int:
@@ -588,12 +601,12 @@ def _restore(run: _Run, state: dict | None) -> int:
 
     if state is None:
         return 0
-    set_peft_model_state_dict(run.pipe.unet, state["lora"], adapter_name=ADAPTER)
+    set_peft_model_state_dict(run.den.net, state["lora"], adapter_name=ADAPTER)
     run.opt.load_state_dict(state["opt"])
     return state["step"]
 
 
-def _train(run: _Run, start: int, end: int, train, shape, T: int, info: dict, val_draws, sample_prompts,
+def _train(run: _Run, start: int, end: int, train, shape, info: dict, val_draws, sample_prompts,
            progress: bool) -> None:
     """Steps start..end: train, log, validate and checkpoint (on the main process); the adapter at the end."""
     cfg, accelerator, main = run.cfg, run.accelerator, run.accelerator.is_main_process
@@ -604,7 +617,7 @@ def _train(run: _Run, start: int, end: int, train, shape, T: int, info: dict, va
             _validate(run, 0, val_draws, sample_prompts)
     bar = tqdm(range(start, end), initial=start, total=cfg.steps, desc="finetune", disable=not (progress and main))
     for step in bar:
-        loss, accuracy = _train_step(run, step, train, shape, T)
+        loss, accuracy = _train_step(run, step, train, shape)
         extra = [] if accuracy is None else [f"{accelerator.reduce(accuracy, 'mean').item():.3f}"]  # on every process
         bar.set_postfix(loss=f"{loss:.4f}")
         done = step + 1
@@ -619,5 +632,5 @@ def _train(run: _Run, start: int, end: int, train, shape, T: int, info: dict, va
         for f, _ in run.logs.values():
             f.close()
         if end == cfg.steps:
-            save_adapter(run.pipe, run.out)
+            save_adapter(run.den.pipe, run.out)
     accelerator.wait_for_everyone()

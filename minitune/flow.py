@@ -62,14 +62,14 @@ Everything talks to the model through a **velocity-pair predictor**: any callabl
 (:func:`vp_table`), so the re-noising estimators, proposals and contrast of :mod:`minitune.mi` run
 unchanged (:func:`renoise_mi`, :func:`fit_proposal`, :func:`contrast_mi`, :func:`renoise_mi_fn`,
 :func:`mi_curve`).
-The SD3 adapter of :mod:`minitune.flow_denoisers` and the closed-form Gaussian
+The SD3 family's adapter (:mod:`minitune.families.sd3`) and the closed-form Gaussian
 (:meth:`minitune.toy.gaussian.JointGaussian.velocity_pair`) are velocity-pair predictors.
 
 Usage::
 
     from minitune import flow
-    from minitune.flow_denoisers import SD3Denoiser
-    den = SD3Denoiser(pipe)                                     # a StableDiffusion3Pipeline
+    from minitune.families import denoiser_for
+    den = denoiser_for(pipe)                                    # a StableDiffusion3Pipeline
     cond = den.encode(["a red cube left of a blue ball"])
     z_T = torch.randn(1, *den.latent_shape, generator=torch.Generator().manual_seed(0))
     res = flow.flow_sample_loop(den.velocity_pair(cond), pipe.scheduler, z_T, num_inference_steps=28,
@@ -241,11 +241,9 @@ def flow_sample_loop(velocity_pair, scheduler, latents: torch.Tensor, *, num_inf
     v_cfg = v̂_u + g(v̂_c − v̂_u) and feeds the same two predictions to a :class:`FlowTrajectoryMI`:
     ``mi_weights="paper"`` is the official score (mean over 0.05 < t < 1 of (1−t)/t ⟨v_cfg, v_cfg − v̂_u⟩),
     ``"quadrature"`` the exact orthogonal form (trapezoid in t, summed). No extra network evaluation,
-    no host sync inside the loop. Returns :class:`minitune.sampling.SampleResult` whose
+    no host sync inside the loop. Returns :class:`minitune.mi.SampleResult` whose
     ``timesteps`` are the visited flow times (scheduler.sigmas[:-1]).
     """
-    from .sampling import SampleResult
-
     if mi_weights not in ("paper", "quadrature"):
         raise ValueError(f'mi_weights must be "paper" or "quadrature", got {mi_weights!r}.')
     _set_timesteps(scheduler, num_inference_steps, latents.device, mu)
@@ -267,7 +265,7 @@ def flow_sample_loop(velocity_pair, scheduler, latents: torch.Tensor, *, num_inf
     value = acc.value()
     if not bool(torch.isfinite(value).all()):  # the loop's only host sync, after the last step
         raise ValueError("the model returned NaN or inf during sampling; check its dtype (fp16 overflow) and the latents.")
-    return SampleResult(z, value, acc.curve, times.cpu())
+    return mi.SampleResult(z, value, acc.curve, times.cpu())
 
 
 # --------------------------------------------------------------------------- re-noising, through mi.py
@@ -348,7 +346,7 @@ def contrast_mi(denoiser, x0, prompts: list[str], near_misses: list[list[str]], 
     """:func:`minitune.mi.contrast_mi` for a flow adapter: (contrast, pointwise), both [B] in nats.
 
     contrast = log p(x_b|y_b) − max_j log p(x_b|y'_bj), the log p(x) term cancelled; ``denoiser`` has
-    ``encode``, ``velocity_pair(cond)`` and ``device`` (e.g. :class:`~minitune.flow_denoisers.SD3Denoiser`).
+    ``encode``, ``velocity_pair(cond)`` and ``device`` (e.g. :class:`~minitune.families.sd3.StableDiffusion3`).
     """
     return mi.contrast_mi(AsVP(denoiser, times), x0, prompts, near_misses, seeds=seeds, n_samples=n_samples,
                           proposal=proposal, batch_size=batch_size)

@@ -101,6 +101,8 @@ From a sum over timesteps to the integral over log SNR, two weightings:
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import torch
 from tqdm.auto import tqdm
@@ -173,6 +175,15 @@ def tile_batch(cond: torch.Tensor, n: int) -> torch.Tensor:
         raise ValueError(f"cannot tile conditioning for {cond.shape[0]} images to {n} rows; "
                          "the batch must be a multiple of the number of images.")
     return cond.repeat(n // cond.shape[0], *([1] * (cond.ndim - 1)))
+
+
+class SampleResult(NamedTuple):
+    """What a guided sampling loop returns: the final samples and the trajectory MI it recorded on the way."""
+
+    sample: torch.Tensor  # x0 (image or latent) after the last step, [B, ...]
+    mi: torch.Tensor  # trajectory MI per sample, [B]
+    curve: torch.Tensor | None  # per-step integrand, [B, steps], if keep_curve
+    timesteps: torch.Tensor  # the visited timesteps (flow times for a flow model), [steps]
 
 
 class TrajectoryMI:
@@ -648,7 +659,7 @@ def renoise_mi_fn(denoiser, x0, *, n_samples: int = 32, seed: int = 0, form: str
                   proposal: str | torch.Tensor = "importance", batch_size: int | None = 256):
     """An ``mi_fn`` for :func:`word_attribution` and :func:`prompt_swap_test`: prompts -> re-noising MI [n].
 
-    ``denoiser``: a :mod:`minitune.denoisers` adapter (anything with ``encode(prompts)``,
+    ``denoiser``: a :mod:`minitune.families` adapter (anything with ``encode(prompts)``,
     ``eps_pair(conditioning)`` and ``scheduler``). ``x0`` [B, ...] in the space the denoiser works in:
     with one image, it is scored under every prompt of a call; with B images, a call needs B prompts
     and scores image b under prompt b. Image b is always re-noised with the generator seeded
@@ -683,7 +694,7 @@ def renoise_score_fn(denoiser, *, n_samples: int = 32, forms: dict[str, str] | N
     Image j (in the space the denoiser works in) is scored under ``prompts[j]`` by :func:`renoise_mi` with
     the generator ``torch.Generator().manual_seed(seeds[j])``, so images given the same seed share their
     noise draws. ``forms`` names the signals, {name: form} (default ``{"pointwise": "pointwise"}``); all
-    of them come from the same network evaluations. ``denoiser`` is a :mod:`minitune.denoisers` adapter.
+    of them come from the same network evaluations. ``denoiser`` is a :mod:`minitune.families` adapter.
     """
     forms = dict(forms or {"pointwise": "pointwise"})
 
@@ -714,7 +725,7 @@ def contrast_mi(denoiser, x0, prompts: list[str], near_misses: list[list[str]], 
     Image b is re-noised with the generator seeded ``seeds[b]`` under every prompt, so the
     differences are not Monte Carlo noise between draws, and its values do not depend on the rest of
     the batch. The rivals need only their conditional predictions, two per network call
-    (:meth:`~minitune.denoisers.Conditioning.paired`): an image costs (1 + ⌈R/2⌉) × ``n_samples``
+    (:meth:`~minitune.families.Conditioning.paired`): an image costs (1 + ⌈R/2⌉) × ``n_samples``
     ε-pair evaluations for R near misses. ``proposal`` is :func:`renoise_mi`'s (e.g. a tensor from
     :func:`fit_proposal`).
     """

@@ -25,14 +25,10 @@ from pathlib import Path
 
 import torch
 
-from . import GUIDANCE_SCALE, resolve_device
+from . import resolve_device
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 SHAPES = "ShapesPipeline"
-# (guidance scale, sampling steps) by pipeline class prefix, first match: the Shapes model's documented
-# setting, then the diffusers pipelines' own defaults (SD3 as the official RFMI code samples it).
-SAMPLING_DEFAULTS = (("ShapesPipeline", (GUIDANCE_SCALE, 25)), ("StableDiffusion3", (7.0, 28)),
-                     ("StableDiffusion", (7.5, 50)))
 
 
 def pipeline_class(model) -> str | None:
@@ -111,12 +107,6 @@ def _safetensors_problem(path: Path) -> str | None:
     return None if end == size else "corrupt (longer than its header says)"
 
 
-def sampling_defaults(pipe) -> tuple[float, int]:
-    """The guidance scale and number of sampling steps a command uses for `pipe` when none are given."""
-    name = type(pipe).__name__
-    return next((d for prefix, d in SAMPLING_DEFAULTS if name.startswith(prefix)), (7.5, 50))
-
-
 def load_pipeline(model="toy", *, device: str | torch.device = "auto", dtype: str | torch.dtype = "auto"):
     """The pipeline `model` names (see the module docstring), on `device`, with a family minitune supports."""
     device = resolve_device(device)
@@ -160,8 +150,6 @@ def _saved_without(folder: Path) -> dict:
 
 def _check_family(pipe) -> None:
     """One sentence, before anything runs, for a pipeline family with no MI adapter or no LoRA target."""
-    from .denoisers import denoiser_for
+    from .families import denoiser_for
 
     denoiser_for(pipe)
-    if getattr(pipe, "unet", None) is None and getattr(pipe, "transformer", None) is None:
-        raise ValueError(f"{type(pipe).__name__} has no UNet or transformer to put a LoRA adapter on.")

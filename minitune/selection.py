@@ -44,7 +44,7 @@ from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 from tqdm.auto import tqdm
 
-from . import GUIDANCE_SCALE
+from .families import denoiser_for, family_of
 from .io import PARTIAL, atomic_write, claim, write_images, write_metadata
 from .images import to_uint8
 from .sampling import sample_with_mi
@@ -226,8 +226,10 @@ def pool_complete(folder) -> bool:
 
 def _pool_manifest(pipe, prompts, *, n_candidates, guidance_scale, num_inference_steps, seed, batch_size,
                    renoise_samples, keep_latents, model, contrast_samples=0, near_misses=None, judge=None) -> dict:
-    """Check every argument (all prompts included) and return the pool's manifest."""
+    """Check every argument (all prompts included) and return the pool's manifest (guidance and steps not given:
+    the family's)."""
     prompts = list(prompts)
+    guidance_scale, num_inference_steps = family_of(pipe).sampling(guidance_scale, num_inference_steps)
     if not prompts:
         raise ValueError("No prompts to build from: give at least one prompt.")
     for name, value, low in (("n_candidates", n_candidates, 1), ("num_inference_steps", num_inference_steps, 1),
@@ -294,16 +296,11 @@ def _prompt_done(folder: Path, i: int, manifest: dict) -> bool:
     return all((folder / f).is_file() for f in files)
 
 
-def _as_vp(den):
-    """The denoiser through the ε seam of :mod:`minitune.mi`: a rectified-flow one (SD3) as its VP equivalent."""
-    return den.as_vp() if getattr(den, "family", None) == "flow" else den
-
-
 def _renoise(den, conds, cands, n_samples: int, batch_size: int) -> list[float]:
     """Orthogonal re-noising MI of every candidate, each drawn from its own generator (seed + 1)."""
     from .mi import alphas_cumprod_of, renoise_mi
 
-    den = _as_vp(den)
+    den = den.as_vp()
     ab = alphas_cumprod_of(den.scheduler)
     prompt_of_row = torch.arange(len(conds)).repeat_interleave(cands.n_per_prompt)
     out = []
@@ -321,7 +318,7 @@ def _contrast(den, texts, near_misses, cands, n_samples: int, batch_size: int) -
     """Point-wise MI under each candidate's prompt minus the largest under its near misses (seed + 2)."""
     from .mi import contrast_mi
 
-    den = _as_vp(den)
+    den = den.as_vp()
     prompts = [t for t in texts for _ in range(cands.n_per_prompt)]
     out = []
     for start in range(0, len(prompts), batch_size):
@@ -379,8 +376,6 @@ def _fill_pool(pipe, folder: Path, manifest: dict, batch_size: int, progress: bo
 
     Under ``accelerate launch`` the chunks are dealt out to the processes in turn; a chunk's batch is
     the same as in one process, so the files are too."""
-    from .denoisers import denoiser_for
-
     prompts, n = manifest["prompts"], manifest["n_candidates"]
     for sub in ("records", "latents") if manifest["keep_latents"] else ("records",):
         (folder / sub).mkdir(exist_ok=True)
@@ -410,14 +405,15 @@ def _fill_pool(pipe, folder: Path, manifest: dict, batch_size: int, progress: bo
     state.wait_for_everyone()
 
 
-def build_pool(pipe, prompts: list[str], out_dir, n_candidates: int = 16, *, guidance_scale: float = GUIDANCE_SCALE,
-               num_inference_steps: int = 25, seed: int = 0, batch_size: int = 64, renoise_samples: int = 0,
+def build_pool(pipe, prompts: list[str], out_dir, n_candidates: int = 16, *, guidance_scale: float | None = None,
+               num_inference_steps: int | None = None, seed: int = 0, batch_size: int = 64, renoise_samples: int = 0,
                contrast_samples: int = 0, near_misses: dict[str, list[str]] | None = None,
                keep_latents: bool = False, model: str | None = None, judge=None, progress: bool = True) -> Path:
     """Sample `n_candidates` per prompt with CFG and store every one in the pool folder `out_dir`.
 
-    Any pipeline :func:`~minitune.denoisers.denoiser_for` supports; images are what the pipeline
-    outputs (for latent models, decoded by the VAE). Candidate k of a prompt has the seed
+    Any pipeline of a family :func:`~minitune.families.family_of` knows, sampled at the family's guidance
+    scale and steps unless given; images are what the pipeline outputs (for latent models, decoded by the VAE).
+    Candidate k of a prompt has the seed
     :func:`~minitune.sampling.candidate_seed` ``(seed, prompt, k)``. For a Shapes pipeline every prompt is
     checked against the world's grammar before anything is sampled, and each record gets the oracle's
     ``strict``, ``soft`` and ``well_formed``. ``renoise_samples > 0`` adds ``mi_renoise``, the orthogonal
@@ -580,7 +576,7 @@ def _set_latents(pool_dir: Path, rows: list[dict]) -> dict:
 
 
 def build(pipe, prompts: list[str], output_dir, n_candidates: int = 16, top_k: int = 1, *, selectors=("mi",),
-          guidance_scale: float = GUIDANCE_SCALE, num_inference_steps: int = 25, seed: int = 0, batch_size: int = 64,
+          guidance_scale: float | None = None, num_inference_steps: int | None = None, seed: int = 0, batch_size: int = 64,
           renoise_samples: int = 0, contrast_samples: int = 0, near_misses: dict[str, list[str]] | None = None,
           keep_latents: bool = False, model: str | None = None, pairs: bool = False, pairing: str = "extremes",
           judge=None, progress: bool = True) -> dict[str, Path]:

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from minitune import mi
-from minitune.denoisers import denoiser_for
+from minitune.families import denoiser_for
 from minitune.plotting import show_maps
 from minitune.toy import world
 

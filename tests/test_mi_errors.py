@@ -5,7 +5,7 @@ import torch
 from diffusers import DDPMScheduler, FlowMatchEulerDiscreteScheduler
 
 from minitune import mi
-from minitune.sampling import cfg_sample_loop
+from minitune.families.vp import cfg_sample_loop
 from minitune.toy.gaussian import JointGaussian
 
 AB = mi.alphas_cumprod_of(DDPMScheduler(num_train_timesteps=1000))

@@ -13,7 +13,7 @@ from diffusers import DDPMScheduler
 from scipy.integrate import quad
 
 from minitune import mi
-from minitune.sampling import cfg_sample_loop
+from minitune.families.vp import cfg_sample_loop
 from minitune.toy.gaussian import JointGaussian
 
 G = JointGaussian.random(d=4, k=2, seed=0)

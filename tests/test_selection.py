@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 
 from minitune import selection
 from minitune.cli import main
-from minitune.denoisers import denoiser_for
+from minitune.families import denoiser_for
 from minitune.mi import contrast_mi
 from minitune.sampling import candidate_seed, sample_with_mi
 from minitune.selection import build, build_pool, load_records, pool_complete, read_prompts, select, train_prompts

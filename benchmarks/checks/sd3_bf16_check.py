@@ -11,12 +11,15 @@ than ``--tolerance`` (relative, default 0.1).
 
 import tempfile
 import time
+from pathlib import Path
 
 import torch
 
 from benchmarks import harness
 from minitune import flow, resolve_device
-from minitune.flow_denoisers import SD35_DEFAULTS, SD3Denoiser, finetune_lora, sample_with_mi
+from minitune.families.sd3 import StableDiffusion3
+from minitune.finetune import FinetuneSet, finetune
+from minitune.sampling import sample_with_mi
 from minitune.tiny import tiny_sd3_pipeline
 
 PROMPTS = ["a red circle", "a blue square left of a green triangle"]
@@ -48,14 +51,17 @@ def check_bf16(pipe, kw: dict, n: int, device) -> tuple[object, dict]:
     """bf16 sampling with MI, re-noising MI of its latents and a 5-step LoRA, timed; the samples and what they gave."""
     timed("warm-up", lambda: sample_with_mi(pipe, PROMPTS[:1], **{**kw, "n_per_prompt": 1, "num_inference_steps": 2}))
     low = timed("bf16 sampling with MI", lambda: sample_with_mi(pipe, PROMPTS, **kw))
-    den = SD3Denoiser(pipe)
+    den = StableDiffusion3(pipe)
     pair = den.velocity_pair(den.encode(PROMPTS).take(torch.arange(len(PROMPTS)).repeat_interleave(n)))
     gens = [torch.Generator().manual_seed(s) for s in low.seeds]
     est, se = timed("bf16 re-noising MI (32 draws)", lambda: flow.renoise_mi(pair, low.latents.to(device), n_samples=32,
                                                                             generator=gens, form="orthogonal", batch_size=64))
     print(f"trajectory MI {low.mi.mean():.3f} (dtype {low.mi.dtype}), re-noising {est.mean():.3f} ± {se.mean():.3f}")
     with tempfile.TemporaryDirectory() as tmp:
-        timed("bf16 LoRA, 5 steps", lambda: finetune_lora(pipe, low.latents[:2], low.prompts[:2], tmp, steps=5, progress=False))
+        data = FinetuneSet(Path(tmp), low.images[:2], low.prompts[:2],
+                           [{"file_name": f"{i}.png", "text": p} for i, p in enumerate(low.prompts[:2])], "in memory")
+        timed("bf16 LoRA, 5 steps", lambda: finetune(pipe, data, Path(tmp) / "lora", steps=5, validate_every=0,
+                                                    sample_prompts=0, device=str(device), progress=False))
     return low, {"finite": bool(torch.isfinite(low.mi).all() and torch.isfinite(est).all()),
                  "trajectory_mi": float(low.mi.float().mean()), "renoise_mi": float(est.float().mean())}
 
@@ -72,14 +78,14 @@ def against_fp32(low, kw: dict, device) -> dict:
 def main(argv=None) -> int:
     ap = harness.parser(__file__, __doc__, model="a local diffusers folder of an SD3/SD3.5 model (default: tiny)")
     ap.add_argument("--n", type=int, default=4, help="candidates per prompt")
-    ap.add_argument("--steps", type=int, default=SD35_DEFAULTS["num_inference_steps"])
+    ap.add_argument("--steps", type=int, default=StableDiffusion3.num_inference_steps)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--tolerance", type=float, default=0.1)
     run = harness.start(ap, argv)
     args = run.args
     device = resolve_device(args.device)
     print(f"device {device}, model {args.model or 'tiny SD3'}, {args.n} × {len(PROMPTS)} candidates, {args.steps} steps")
-    kw = dict(n_per_prompt=args.n, guidance_scale=SD35_DEFAULTS["guidance_scale"], num_inference_steps=args.steps, seed=0,
+    kw = dict(n_per_prompt=args.n, guidance_scale=StableDiffusion3.guidance_scale, num_inference_steps=args.steps, seed=0,
               mi_weights="quadrature", progress=False)
     low, found = check_bf16(load(args.model, torch.bfloat16, device), kw, args.n, device)
     ok = found["finite"]

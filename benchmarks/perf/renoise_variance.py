@@ -108,7 +108,7 @@ def gaussian_unbiased(ab, n_samples: int) -> list[dict]:
 
 def shapes(n_images: int, replicates: int, pilot: int) -> list[dict]:
     """Both designs and both forms on the shipped model, per ground-truth render of a training prompt."""
-    from minitune.denoisers import denoiser_for
+    from minitune.families import denoiser_for
     from minitune.toy import world
 
     den = denoiser_for(harness.load_model())

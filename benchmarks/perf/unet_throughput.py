@@ -22,7 +22,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks import harness
-from minitune.denoisers import denoiser_for
+from minitune.families import denoiser_for
 from minitune.sweep import markdown_table
 from minitune.toy import world
 

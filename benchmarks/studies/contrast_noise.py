@@ -18,7 +18,7 @@ from scipy.stats import pearsonr
 from tqdm.auto import tqdm
 
 from benchmarks import harness
-from minitune.denoisers import denoiser_for
+from minitune.families import denoiser_for
 from minitune.evaluate import within_prompt_spearman
 from minitune.mi import contrast_mi
 from minitune.sampling import sample_with_mi

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from benchmarks import harness
 from minitune import mi as M
-from minitune.denoisers import denoiser_for
+from minitune.families import denoiser_for
 from minitune.sampling import Candidates
 from minitune.toy import world
 

@@ -17,7 +17,7 @@ import torch
 
 from benchmarks import harness
 from minitune import mi as M
-from minitune.denoisers import denoiser_for
+from minitune.families import denoiser_for
 from minitune.toy import world
 
 

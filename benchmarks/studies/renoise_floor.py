@@ -178,7 +178,7 @@ def main(argv=None) -> int:
             raise ValueError(f"--{name} must be at least 1, got {getattr(args, name)}.")
     if args.pairs < 2:
         raise ValueError(f"--pairs must be at least 2 (a variance needs two pairs), got {args.pairs}.")
-    from minitune.denoisers import denoiser_for
+    from minitune.families import denoiser_for
     from minitune.toy import world
 
     den = denoiser_for(harness.load_model())

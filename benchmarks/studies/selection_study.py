@@ -50,7 +50,7 @@ from tqdm.auto import tqdm
 from benchmarks import harness
 from minitune import GUIDANCE_SCALE
 from minitune import mi as M
-from minitune.denoisers import denoiser_for
+from minitune.families import denoiser_for
 from minitune.evaluate import (best_of_n, pairwise_failure_table, selection_table, top1_failure_table,
                                within_prompt_spearman)
 from minitune.sampling import Candidates, sample_with_mi

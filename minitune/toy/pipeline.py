@@ -28,9 +28,9 @@ from tokenizers.processors import TemplateProcessing
 from transformers import CLIPTextConfig, CLIPTextModel, PreTrainedTokenizerFast
 
 from .. import GUIDANCE_SCALE
-from ..denoisers import ToyDenoiser
 from ..evaluate import oracle_scorer
 from . import world
+from .family import Shapes
 
 WEIGHTS_DIR = Path(__file__).parent / "weights" / "shapes-base"
 MAX_LENGTH = 12
@@ -78,16 +78,18 @@ class ShapesPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
     LoRA adapters load, fuse and unload as in Stable Diffusion (``load_lora_weights``,
     ``fuse_lora``, ``unload_lora_weights``), on the UNet and the text encoder.
 
-    The Shapes world plugs into minitune through five methods that the core looks up by name (with
-    ``getattr``) and never by importing this module: ``mi_denoiser`` (its ε-pair adapter),
-    ``check_prompt`` (the grammar, so that a prompt the oracle cannot judge is refused before any
-    sampling), ``near_misses`` (rival prompts for the contrast signal), ``oracle`` (the exact judge's
+    The Shapes world plugs into minitune through its family (the class attribute ``minitune_family``,
+    :class:`~minitune.toy.family.Shapes`) and four methods that the core looks up by name (with
+    ``getattr``) and never by importing this module: ``check_prompt`` (the grammar, so that a prompt
+    the oracle cannot judge is refused before any sampling), ``near_misses`` (rival prompts for the
+    contrast signal), ``oracle`` (the exact judge's
     verdict per image, stored in a candidate pool) and ``default_scorers`` (the judges of an evaluation).
-    A pipeline without them (Stable Diffusion, SDXL, SD3) gets the generic behaviour: an adapter by
-    pipeline family, any prompt, no oracle, near misses and judges given by the caller.
+    A pipeline without them (Stable Diffusion, SDXL, SD3) gets the generic behaviour: the family of
+    its pipeline class, any prompt, no oracle, near misses and judges given by the caller.
     """
 
     model_cpu_offload_seq = "text_encoder->unet"
+    minitune_family = Shapes
 
     def __init__(self, unet, text_encoder, tokenizer, scheduler):
         super().__init__()
@@ -103,10 +105,6 @@ class ShapesPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
             raise ValueError(f"The Shapes world does not know the words {', '.join(unknown)} "
                              f"(known words: {' '.join(world.VOCAB)}).")
         return self.tokenizer(norm, padding="max_length", max_length=MAX_LENGTH, truncation=True, return_tensors="pt").input_ids
-
-    def mi_denoiser(self) -> ToyDenoiser:
-        """The ε-pair adapter :func:`minitune.denoisers.denoiser_for` returns: pixel space, ``""`` unconditional."""
-        return ToyDenoiser(self)
 
     def check_prompt(self, prompt: str) -> None:
         """Raise the world's one-sentence ValueError for a prompt its grammar, and so its oracle, cannot read."""
