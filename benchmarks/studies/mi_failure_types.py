@@ -30,7 +30,7 @@ from benchmarks import harness
 from benchmarks.studies.image_swap import scorer
 from minitune import GUIDANCE_SCALE
 from minitune import mi as M
-from minitune.denoisers import denoiser_for
+from minitune.families import denoiser_for
 from minitune.io import markdown_table
 from minitune.sampling import use_sampler
 from minitune.toy import world
