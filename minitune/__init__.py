@@ -6,8 +6,8 @@ import torch
 
 __version__ = "0.1.0"
 
-# The classifier-free guidance scale every sampling default uses: the one at which the shipped Shapes
-# model is documented (README, "The shipped base model"). Chosen on training-split prompts
+# The Shapes family's classifier-free guidance scale (minitune.toy.family; other families bring their own): the one
+# at which the shipped Shapes model is documented (README, "The shipped base model"). Chosen on training-split prompts
 # (benchmarks/studies/cfg_choice.py): CFG 2 draws 91 % well-formed images against 77 % at CFG 4, and less ink.
 GUIDANCE_SCALE = 2.0
 
