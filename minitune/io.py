@@ -177,7 +177,7 @@ def modules_fingerprint(components: dict) -> str:
 
 def _fingerprint(model, origin) -> str:
     """The fingerprint of a model loaded from `origin` (its folder, if that is one here) or else of its modules."""
-    if origin is not None and Path(str(origin)).is_dir():
+    if origin and Path(str(origin)).is_dir():  # a model built in code has no origin ("" or None)
         return folder_fingerprint(origin)
     return modules_fingerprint(model.components if hasattr(model, "components") else {"model": model})
 
