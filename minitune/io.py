@@ -132,9 +132,11 @@ def folder_fingerprint(folder: str | os.PathLike) -> str:
     and of each weights file its safetensors header with 16 blocks of 4 KiB spread over its data (another training
     run changes them; reading them costs milliseconds where hashing gigabytes would cost minutes)."""
     folder, digest = Path(folder), hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")):
-        if path.suffix in _CONFIG_FILES + _WEIGHT_FILES:
-            digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
+    names = sorted(p.relative_to(folder) for p in folder.rglob("*") if p.suffix in _CONFIG_FILES + _WEIGHT_FILES)
+    for name in names:
+        path = folder / name
+        if path.is_file() and not any(part.startswith(".") for part in name.parts):  # not a download's .cache/
+            digest.update(name.as_posix().encode() + b"\0")
             digest.update(path.read_bytes() if path.suffix in _CONFIG_FILES else _weights_sample(path))
     return digest.hexdigest()[:16]
 

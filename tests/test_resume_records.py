@@ -35,6 +35,8 @@ def _pool(pipe, out, **options):
 
 def test_the_fingerprint_is_of_the_files_not_the_path(saved, tmp_path):
     shutil.copytree(saved / "a", tmp_path / "copy")
+    (tmp_path / "copy" / ".cache").mkdir()
+    (tmp_path / "copy" / ".cache" / "download.json").write_text('{"when": "now"}')  # a download's own records
     assert folder_fingerprint(saved / "a") == folder_fingerprint(tmp_path / "copy") != folder_fingerprint(saved / "other")
     shutil.copytree(saved / "run", tmp_path / "run")
     before = (tmp_path / "run" / "pool" / "metadata.jsonl").read_bytes()
