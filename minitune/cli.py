@@ -166,8 +166,9 @@ def _scorers(args) -> tuple[dict, str]:
 def cmd_evaluate(args):
     import numpy as np
 
-    from .evaluate import comparison_table, evaluate_pipeline
+    from .evaluate import comparison_table, evaluate_pipeline, load_adapter
     from .finetune import WEIGHTS_NAME
+    from .io import folder_fingerprint
     from .plotting import save_grid
     from .toy.world import to_uint8
 
@@ -178,7 +179,7 @@ def cmd_evaluate(args):
     scorers, metric = _scorers(args)
     pipe = _pipe(args)
     if args.lora:
-        pipe.load_lora_weights(args.lora)
+        load_adapter(pipe, args.lora)
     category = args.category
 
     def category_of(prompt):
@@ -187,6 +188,8 @@ def cmd_evaluate(args):
     res, cands = evaluate_pipeline(pipe, prompts, args.n_per_prompt, guidance_scale=args.guidance_scale,
                                    num_inference_steps=args.steps, seed=args.seed, batch_size=args.batch_size,
                                    scorers=scorers, category_of=category_of if category else None)
+    if args.lora:  # the model's fingerprint is of its folder: the adapter's own is recorded beside it
+        res.settings["lora"] = {"path": str(args.lora), "fingerprint": folder_fingerprint(args.lora)}
     name = "base" if not args.lora else Path(args.lora).name
     unit = "× 100" if metric == "clipscore" else "%"  # CLIPScore is 2.5·max(cos, 0), not a fraction
     print(f"{metric} {unit} per category (95 % CI over prompts); judged by {next(iter(scorers))}\n")
@@ -360,7 +363,8 @@ def _model_args(p):
 def _sampling_args(p, per_category=70):
     _model_args(p)
     p.add_argument("--prompt", action="append", help="a prompt (repeatable); default: held-out test prompts")
-    p.add_argument("--prompt-file", help="a text file with one prompt per line")
+    p.add_argument("--prompt-file", help="a UTF-8 text file with one prompt per line (blank and # lines skipped, "
+                   "a repeated prompt kept once)")
     p.add_argument("--per-category", type=int, default=per_category, help=f"test prompts per category (default {per_category})")
     p.add_argument("--n-per-prompt", type=int, default=4)
     p.add_argument("--guidance-scale", type=float, help=GUIDANCE_HELP)
@@ -486,7 +490,8 @@ def _add_build(sub) -> None:
     p = sub.add_parser("build", help="build the MI-filtered fine-tuning set: N candidates per prompt, top-k by MI (resumable)")
     _model_args(p)
     p.add_argument("--prompts", "--prompt-file", dest="prompts",
-                   help="a text file with one prompt per line (default: Shapes-world training prompts)")
+                   help="a UTF-8 text file with one prompt per line, blank and # lines skipped, a repeated prompt kept "
+                   "once (default: Shapes-world training prompts)")
     p.add_argument("--n-prompts", type=int, default=64, help="training prompts to draw when no --prompts file is given")
     _preset_arg(p)
     p.add_argument("--candidates", type=int, default=16, help="N, candidates sampled per prompt")
@@ -607,13 +612,22 @@ def _preset_arg(p):
                    "MI-TUNE recipe for a GPU, see minitune.recipes); options given here override them")
 
 
+RESUMABLE = ("toy-train", "experiment", "build", "finetune")  # the commands whose folders a rerun continues
+INTERRUPTED = 130  # the shell's status for a command stopped by Ctrl-C (128 + SIGINT)
+
+
 def main(argv=None) -> int:
+    """Run one command; bad input is one sentence and status 2, Ctrl-C one sentence and status 130."""
     args = _parse(argv)
     try:
         args.func(args)
     except (ValueError, FileNotFoundError, PermissionError) as e:
         print(f"minitune {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        again = "resume" if args.command in RESUMABLE else "start again"
+        print(f"\nminitune {args.command}: interrupted; rerun the same command to {again}.", file=sys.stderr)
+        return INTERRUPTED
     return 0
 
 

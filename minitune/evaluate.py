@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from .families import family_of
-from .io import markdown_table
+from .io import judge_record, markdown_table, model_record
 
 if TYPE_CHECKING:
     from .toy import world
@@ -136,6 +136,17 @@ class EvalResult:
         return cls.from_json(json.loads(path.read_text()))
 
 
+def load_adapter(pipe, folder) -> None:
+    """``pipe.load_lora_weights(folder)``, with an adapter made for another architecture (its layers' names or
+    shapes differ) refused in one sentence instead of a traceback."""
+    try:
+        pipe.load_lora_weights(str(folder))
+    except (RuntimeError, ValueError, KeyError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise ValueError(f"The LoRA adapter in {folder} does not fit this {type(pipe).__name__} ({first.rstrip('.:')}); "
+                         "load it on the model it was trained on.") from None
+
+
 def evaluate_pipeline(pipe, prompts: list[str], n_per_prompt: int = 4, *, guidance_scale: float | None = None,
                       num_inference_steps: int | None = None, seed: int = 0, batch_size: int = 64,
                       scorers: dict[str, Scorer] | None = None, category_of: Callable[[str], str] | None = None,
@@ -151,6 +162,7 @@ def evaluate_pipeline(pipe, prompts: list[str], n_per_prompt: int = 4, *, guidan
     category, "other" for a prompt it cannot parse).
     """
     from .sampling import sample_with_mi
+    from .selection import sampler_name
 
     guidance_scale, num_inference_steps = family_of(pipe).sampling(guidance_scale, num_inference_steps)
     if scorers is None:
@@ -170,7 +182,8 @@ def evaluate_pipeline(pipe, prompts: list[str], n_per_prompt: int = 4, *, guidan
                 r[metric] = float(v)
     div = {p: diversity(g) for p, g in zip(prompts, cands.images.split(n_per_prompt))}
     settings = {"n_prompts": len(prompts), "n_per_prompt": n_per_prompt, "guidance_scale": guidance_scale,
-                "num_inference_steps": num_inference_steps, "seed": seed}
+                "num_inference_steps": num_inference_steps, "seed": seed, **model_record(pipe),
+                "sampler": sampler_name(pipe.scheduler), "judges": {name: judge_record(s) for name, s in scorers.items()}}
     return EvalResult(records, div, settings), cands
 
 

@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 
 from .families import Conditioning, denoiser_for
 from .families.vp import EpsilonFamily
-from .io import claim, replaced
+from .io import claim, model_record, replaced
 
 ADAPTER = "minitune"
 WEIGHTS_NAME = "pytorch_lora_weights.safetensors"
@@ -270,9 +270,9 @@ def _load_init_adapter(den, folder: Path, cfg: FinetuneConfig) -> None:
     set_peft_model_state_dict(den.net, weights, adapter_name=ADAPTER)
 
 
-def _run_info(cfg: FinetuneConfig, data: FinetuneSet) -> dict:
+def _run_info(cfg: FinetuneConfig, data: FinetuneSet, pipe) -> dict:
     data_info = {"dir": str(data.folder), "images": len(data.prompts), "sha256": data.fingerprint}
-    return {"config": asdict(cfg), "data": data_info}
+    return {"config": asdict(cfg), "data": data_info, "base": model_record(pipe)}
 
 
 def _prepare_output(out: Path, info: dict):
@@ -301,11 +301,12 @@ def _claim(out: Path, info: dict, check_only: bool = False) -> dict | None:
     (the RESUMABLE ones aside; options added since a run was saved count as their defaults)."""
     def view(s):
         config = {k: v for k, v in {**asdict(FinetuneConfig()), **s["config"]}.items() if k not in RESUMABLE}
-        return {**config, "set content": s["data"]["sha256"]}
+        base = {k: v for k, v in s.get("base", {}).items() if k != "model"}  # the base model's name is not compared
+        return {**config, "set content": s["data"]["sha256"], **base}
 
     def refuse(changes):
-        return (f"{out} holds a fine-tuning run with another set or other options ({changes}); use a new output folder "
-                f"or the same set and options (only the step count and validation settings may change).")
+        return (f"{out} holds a fine-tuning run with another set, base model or other options ({changes}); use a new "
+                f"output folder or the same set, model and options (only the step count and validation settings may change).")
     return claim(out / "finetune_config.json", info, refuse, view=view, check_only=check_only)
 
 
@@ -564,7 +565,7 @@ def finetune(pipe, data: str | os.PathLike | FinetuneSet, output_dir: str | os.P
     cfg, data, init = _checked_inputs(den, data, config, options)
     if init is not None and init.resolve() == out.resolve():
         raise ValueError(f"The output folder {out} is the initial adapter's folder; write the new adapter elsewhere.")
-    info = _run_info(cfg, data)
+    info = _run_info(cfg, data, pipe)
     accelerator = _accelerator(cfg, device)
     state = _prepare_output(out, info)
     accelerator.wait_for_everyone()  # every process has read the folder before the main one writes to it

@@ -6,6 +6,9 @@
   the settings it was made with: a new folder gets them as JSON, and a folder made with other
   settings is refused in one sentence that names what differs. Pools and sets, fine-tuning runs,
   experiments and base-model training all claim their folders this way.
+* :func:`model_record` and :func:`judge_record` say what a run was made with: a fingerprint of the model
+  (its config files and sampled weights, not its path) with its dtype, and of a judge's weights, so that
+  a claim refuses a resume on another model or judge and accepts the same model under another path.
 * :func:`write_imagefolder` writes a Hugging Face ``imagefolder`` (PNG files and ``metadata.jsonl``),
   the format of every pool and fine-tuning set, which ``datasets.load_dataset("imagefolder", data_dir=...)``
   and diffusers' training scripts read.
@@ -14,11 +17,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import math
 import os
 import shutil
+import struct
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterable
@@ -113,6 +118,88 @@ def claim(path: str | os.PathLike, settings: dict, refuse: Callable[[str], str],
         path.parent.mkdir(parents=True, exist_ok=True)
         write(path, json.dumps(settings, indent=1) + "\n")
     return saved
+
+
+# --------------------------------------------------------------------------- fingerprints
+
+_CONFIG_FILES = (".json", ".txt", ".model")  # configs and tokenizer files, hashed whole
+_WEIGHT_FILES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")  # hashed by header and sampled blocks
+_BLOCKS, _BLOCK = 16, 4096
+
+
+def folder_fingerprint(folder: str | os.PathLike) -> str:
+    """A short hash of a saved model that does not depend on where it lies: its config and tokenizer files whole,
+    and of each weights file its safetensors header with 16 blocks of 4 KiB spread over its data (another training
+    run changes them; reading them costs milliseconds where hashing gigabytes would cost minutes)."""
+    folder, digest = Path(folder), hashlib.sha256()
+    names = sorted(p.relative_to(folder) for p in folder.rglob("*") if p.suffix in _CONFIG_FILES + _WEIGHT_FILES)
+    for name in names:
+        path = folder / name
+        if path.is_file() and not any(part.startswith(".") for part in name.parts):  # not a download's .cache/
+            digest.update(name.as_posix().encode() + b"\0")
+            digest.update(path.read_bytes() if path.suffix in _CONFIG_FILES else _weights_sample(path))
+    return digest.hexdigest()[:16]
+
+
+def _weights_sample(path: Path) -> bytes:
+    """A weights file's size, its safetensors header (if it is one) and blocks spread evenly over the rest."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        start = 0
+        if path.suffix == ".safetensors":
+            (n,) = struct.unpack("<Q", f.read(8))
+            start = 8 + n
+        out = [str(size).encode(), f.read(start - 8) if start else b""]
+        for i in range(_BLOCKS):
+            f.seek(start + (size - start - _BLOCK) * i // (_BLOCKS - 1) if size - start > _BLOCK else start)
+            out.append(f.read(_BLOCK))
+    return b"".join(out)
+
+
+def modules_fingerprint(components: dict) -> str:
+    """A short hash of models held in memory only (built in code): each one's config and, of each weight, its name,
+    shape, dtype and 16 values spread over it. Schedulers are left out: the sampler is recorded on its own."""
+    import torch
+
+    digest = hashlib.sha256()
+    for name, part in sorted(components.items()):
+        if part is None or type(part).__name__.endswith("Scheduler"):
+            continue
+        config = getattr(part, "config", None)
+        config = config.to_dict() if hasattr(config, "to_dict") else dict(config or {})
+        digest.update(json.dumps([name, type(part).__name__, {k: v for k, v in config.items()
+                                  if not k.startswith("_") and not k.endswith("_version")}], sort_keys=True,
+                                 default=str).encode())
+        for key, t in part.state_dict().items() if isinstance(part, torch.nn.Module) else ():
+            flat = t.detach().flatten()
+            values = flat[:: max(1, flat.numel() // _BLOCKS)][:_BLOCKS].float().cpu().numpy()
+            digest.update(f"{key}{tuple(t.shape)}{t.dtype}".encode() + values.tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _fingerprint(model, origin) -> str:
+    """The fingerprint of a model loaded from `origin` (its folder, if that is one here) or else of its modules."""
+    if origin and Path(str(origin)).is_dir():  # a model built in code has no origin ("" or None)
+        return folder_fingerprint(origin)
+    return modules_fingerprint(model.components if hasattr(model, "components") else {"model": model})
+
+
+def model_record(pipe, name: str | None = None) -> dict:
+    """What a run records of its pipeline: ``model`` (a name for people: `name`, its path or its class, never
+    compared), ``model_fingerprint`` (compared: the same model under another path is the same) and ``dtype``."""
+    origin = getattr(pipe, "name_or_path", None)
+    denoiser = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
+    return {"model": str(name or origin or type(pipe).__name__), "model_fingerprint": _fingerprint(pipe, origin),
+            "dtype": str(getattr(denoiser, "dtype", "")).removeprefix("torch.")}
+
+
+def judge_record(judge) -> dict:
+    """What a run records of a judge: ``judge``, its metric (or name), and ``judge_fingerprint``, of its weights
+    where it has them (a learned judge's ``model``), else None (an exact judge, such as the Shapes oracle)."""
+    name = str(getattr(judge, "metric", None) or getattr(judge, "__name__", type(judge).__name__))
+    model = getattr(judge, "model", None)
+    return {"judge": name,
+            "judge_fingerprint": None if model is None else _fingerprint(model, getattr(model, "name_or_path", None))}
 
 
 # --------------------------------------------------------------------------- image sets

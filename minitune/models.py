@@ -129,6 +129,7 @@ def _diffusers_pipeline(model: str, dtype: torch.dtype):
     path = Path(model)
     check_model(model)
     if path.exists():
+        _check_components(path)
         check_weights(path)
     try:
         return DiffusionPipeline.from_pretrained(model, dtype=dtype, **_saved_without(path))
@@ -137,6 +138,17 @@ def _diffusers_pipeline(model: str, dtype: torch.dtype):
         where = "the folder" if path.exists() else "the hub or the local cache"
         raise ValueError(f"Could not load {model} from {where} ({first.rstrip('.')}); check the id and the connection, "
                          "or download the model once and pass its folder.") from None
+
+
+def _check_components(folder: Path) -> None:
+    """One sentence for a pipeline folder that lacks a component its model_index.json lists (e.g. ``vae/``), which
+    diffusers would otherwise report as a failed download."""
+    index = json.loads((folder / "model_index.json").read_text())
+    missing = [k for k, v in index.items() if not k.startswith("_") and isinstance(v, list) and v[0] is not None
+               and not (folder / k).is_dir()]
+    if missing:
+        raise FileNotFoundError(f"{folder} has no {missing[0]}/ folder, which its model_index.json lists; copy the "
+                                "whole pipeline folder or save it again with save_pretrained.")
 
 
 def _saved_without(folder: Path) -> dict:

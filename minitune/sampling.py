@@ -91,6 +91,18 @@ class Candidates:
         return torch.as_tensor(values).reshape(-1, self.n_per_prompt)
 
 
+def check_sampling(n_per_prompt, guidance_scale, num_inference_steps, batch_size) -> None:
+    """Raise one sentence for a sampling setting no sampler can use, before the model runs: a count below 1
+    (zero steps would divide by zero inside the scheduler) or a negative or NaN guidance scale."""
+    for name, value in (("candidates per prompt", n_per_prompt), ("sampling steps", num_inference_steps),
+                        ("batch size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"The number of {name} must be an integer of at least 1, got {value!r}.")
+    if not guidance_scale >= 0:  # also refuses NaN
+        raise ValueError(f"The guidance scale must be 0 or more (1: no guidance; Stable Diffusion's is 7.5), "
+                         f"got {guidance_scale!r}.")
+
+
 def sample_with_mi(pipe, prompts: list[str], n_per_prompt: int = 4, *, guidance_scale: float | None = None,
                    num_inference_steps: int | None = None, seed: int = 0, batch_size: int | None = None,
                    mi_weights: str = "paper", truncation: int = 50, keep_curve: bool = False,
@@ -108,8 +120,6 @@ def sample_with_mi(pipe, prompts: list[str], n_per_prompt: int = 4, *, guidance_
     """
     if not prompts:
         raise ValueError("No prompts to sample: give at least one prompt.")
-    if n_per_prompt < 1:
-        raise ValueError(f"n_per_prompt must be at least 1, got {n_per_prompt}.")
     check = getattr(pipe, "check_prompt", None)  # the Shapes pipeline's, as its __call__: a prompt its oracle cannot judge
     for p in prompts if callable(check) else ():
         if p != "":  # "" samples unconditionally
@@ -119,6 +129,7 @@ def sample_with_mi(pipe, prompts: list[str], n_per_prompt: int = 4, *, guidance_
     options = dict(num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, mi_weights=mi_weights,
                    keep_curve=keep_curve)
     batch_size = den.sample_batch_size if batch_size is None else batch_size
+    check_sampling(n_per_prompt, guidance_scale, num_inference_steps, batch_size)
     device = den.device
     conds = den.encode(list(prompts))
     rows = [(i, k) for i in range(len(prompts)) for k in range(n_per_prompt)]

@@ -36,6 +36,7 @@ when the pool kept latents, ``latents.safetensors`` with one row per metadata li
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -45,16 +46,16 @@ from safetensors.torch import save as save_tensors
 from tqdm.auto import tqdm
 
 from .families import denoiser_for, family_of
-from .io import PARTIAL, atomic_write, claim, write_images, write_metadata
+from .io import PARTIAL, atomic_write, claim, judge_record, model_record, write_images, write_metadata
 from .images import to_uint8
-from .sampling import sample_with_mi
+from .sampling import check_sampling, sample_with_mi
 
 SELECTORS = ("mi", "mi_renoise", "mi_contrast", "random", "oracle", "judge")
 # how a preference set finds each chosen candidate's rejected one: "extremes" the r-th worst of the prompt,
 # "nearest" the best candidate left out of the top k that scores strictly lower (a hard negative)
 PAIRINGS = ("extremes", "nearest")
-_POOL_PARAMS = ("model", "pipeline", "sampler", "n_candidates", "guidance_scale", "num_inference_steps", "seed",
-                "renoise_samples", "contrast_samples", "keep_latents", "oracle")
+_POOL_PARAMS = ("model", "model_fingerprint", "dtype", "pipeline", "sampler", "n_candidates", "guidance_scale",
+                "num_inference_steps", "seed", "renoise_samples", "contrast_samples", "keep_latents", "oracle")
 _SELECTION_KEY = {
     "mi": lambda r: r["mi"],
     "mi_renoise": lambda r: r["mi_renoise"],
@@ -68,13 +69,28 @@ _SELECTION_KEY = {
 
 
 def read_prompts(path) -> list[str]:
-    """Prompts from a text file, one per line (blank lines are skipped)."""
+    """Prompts from a UTF-8 text file, one per line, in file order.
+
+    A byte-order mark, blank lines and ``# comment`` lines are skipped (none of them is a prompt, and a
+    kept mark would change the prompt's seed). A prompt listed more than once is kept once, as
+    T2I-CompBench's official code keeps it (its ``color_train.txt`` repeats 21 lines), with a one-line
+    note on the ``minitune`` logger.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Prompt file {path} does not exist; give a text file with one prompt per line.")
-    prompts = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    try:
+        lines = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines()]
+    except UnicodeDecodeError:
+        raise ValueError(f"Prompt file {path} is not UTF-8 text; save it as UTF-8 with one prompt per line.") from None
+    listed = [line for line in lines if line and not line.startswith("#")]
+    prompts = list(dict.fromkeys(listed))
     if not prompts:
         raise ValueError(f"Prompt file {path} is empty; put one prompt per line.")
+    if len(prompts) < len(listed):
+        logging.getLogger("minitune").warning(
+            f"note: {path.name} lists {len(listed) - len(prompts)} prompt(s) again; each is kept once, "
+            f"{len(prompts)} prompts in all.")
     return prompts
 
 
@@ -128,10 +144,15 @@ def _check_folder(folder: Path, manifest: dict) -> None:
         raise ValueError(f"Output folder {folder} is a file; choose a folder path.")
     if (folder / "manifest.json").is_file():
         _read_manifest(folder)  # a manifest minitune wrote
-        claim(folder / "manifest.json", manifest, _other_build(folder), check_only=True)
+        claim(folder / "manifest.json", manifest, _other_build(folder), view=_compared, check_only=True)
     elif folder.is_dir() and any(not p.name.endswith(PARTIAL) for p in folder.iterdir()):
         raise ValueError(f"Output folder {folder} is not empty and was not made by minitune; "
                          "choose a new or empty folder so that nothing in it is overwritten.")
+
+
+def _compared(manifest: dict) -> dict:
+    """What a resumed build must share with the folder's: everything but the model's name (its fingerprint counts)."""
+    return {k: v for k, v in manifest.items() if k != "model"}
 
 
 def _other_build(folder: Path):
@@ -168,7 +189,7 @@ def _claim(folder: Path, manifest: dict) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         for leftover in folder.rglob(f".*{PARTIAL}"):
             leftover.unlink()
-        claim(folder / "manifest.json", manifest, _other_build(folder), write=_write)
+        claim(folder / "manifest.json", manifest, _other_build(folder), view=_compared, write=_write)
     except OSError as e:
         raise ValueError(f"Cannot write to output folder {folder} ({e.strerror or e}); choose a writable folder.") from None
 
@@ -232,8 +253,8 @@ def _pool_manifest(pipe, prompts, *, n_candidates, guidance_scale, num_inference
     guidance_scale, num_inference_steps = family_of(pipe).sampling(guidance_scale, num_inference_steps)
     if not prompts:
         raise ValueError("No prompts to build from: give at least one prompt.")
-    for name, value, low in (("n_candidates", n_candidates, 1), ("num_inference_steps", num_inference_steps, 1),
-                             ("batch_size", batch_size, 1), ("seed", seed, 0), ("renoise_samples", renoise_samples, 0),
+    check_sampling(n_candidates, guidance_scale, num_inference_steps, batch_size)
+    for name, value, low in (("seed", seed, 0), ("renoise_samples", renoise_samples, 0),
                              ("contrast_samples", contrast_samples, 0)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ValueError(f"{name} must be an integer of at least {low}, got {value!r}.")
@@ -252,24 +273,18 @@ def _pool_manifest(pipe, prompts, *, n_candidates, guidance_scale, num_inference
     if contrast_samples:
         near_misses = _near_misses(prompts, near_misses, getattr(pipe, "near_misses", None), type(pipe).__name__)
     return {
-        "kind": "pool",
-        "model": str(model or getattr(pipe, "name_or_path", None) or type(pipe).__name__),
-        "pipeline": type(pipe).__name__, "sampler": _sampler_name(pipe.scheduler),
+        "kind": "pool", **model_record(pipe, model),
+        "pipeline": type(pipe).__name__, "sampler": sampler_name(pipe.scheduler),
         "n_candidates": n_candidates, "guidance_scale": float(guidance_scale),
         "num_inference_steps": num_inference_steps, "seed": seed, "renoise_samples": renoise_samples,
         "contrast_samples": contrast_samples, "keep_latents": bool(keep_latents),
         "oracle": callable(getattr(pipe, "oracle", None)),
         "n_prompts": len(prompts), "n_images": len(prompts) * n_candidates, "prompts": prompts,
-        "near_misses": near_misses if contrast_samples else None, **({"judge": _judge_name(judge)} if judge else {}),
+        "near_misses": near_misses if contrast_samples else None, **(judge_record(judge) if judge else {}),
     }
 
 
-def _judge_name(judge) -> str:
-    """How a pool's manifest names its external judge: the scorer's metric (e.g. "blip_vqa") or its name."""
-    return str(getattr(judge, "metric", None) or getattr(judge, "__name__", type(judge).__name__))
-
-
-def _sampler_name(scheduler) -> str:
+def sampler_name(scheduler) -> str:
     """The scheduler's class, with its algorithm where it has several (DPMSolverMultistepScheduler)."""
     algorithm = scheduler.config.get("algorithm_type")
     return type(scheduler).__name__ + (f"({algorithm})" if algorithm else "")
@@ -480,7 +495,7 @@ def _set_manifest(pool: dict, pool_dir: Path, out_dir: Path, k: int, by: str, se
         **({"pairs": True} if pairs else {}), **({"pairing": pairing} if pairs and pairing != "extremes" else {}),
         "pool": os.path.relpath(pool_dir.resolve(), out_dir.resolve()), **{p: pool.get(p, 0) for p in _POOL_PARAMS},
         "n_prompts": pool["n_prompts"], "n_images": pool["n_prompts"] * k,
-        **({"judge": pool["judge"]} if pool.get("judge") else {}),
+        **({k: pool.get(k) for k in ("judge", "judge_fingerprint")} if pool.get("judge") else {}),
     }
 
 
