@@ -172,7 +172,7 @@ def test_the_paper_preset_sets_defaults_that_options_override(folders, tmp_path,
     tune = _parse(["finetune", "--preset", "paper", "--data-dir", "d", "--output-dir", "o"])
     assert (tune.rank, tune.alpha, tune.lr, tune.steps, tune.batch_size, tune.grad_accum) == (32, 32.0, 1e-4, 300, 400, 50)
     plain = _parse(["finetune", "--data-dir", "d", "--output-dir", "o"])
-    assert (plain.batch_size, plain.grad_accum) == (32, 1)
+    assert (plain.batch_size, plain.grad_accum) == (None, 1)  # the model family's batch, once the model is loaded
     model = str(folders / "sd")
     assert main(["evaluate", "--preset", "paper", "--model", model, "--prompt-file", str(folders / "prompts.txt"),
                  "--judge-model", "tiny", "--n-per-prompt", "1", "--steps", "2", "--device", "cpu"]) == 0
