@@ -56,6 +56,17 @@ def parser(file, doc: str, *, model: str | None = SHAPES_MODEL, seed: int | None
     return ap
 
 
+def named_models(specs: list[str]) -> dict[str, str | None]:
+    """``{name: folder}`` from ``NAME=FOLDER`` arguments; ``shipped`` alone names the base minitune ships (None)."""
+    out = {}
+    for spec in specs:
+        name, _, folder = spec.partition("=")
+        if not folder and name != "shipped":
+            raise ValueError(f"--models takes NAME=FOLDER (or shipped for the base minitune ships); got {spec!r}.")
+        out[name] = folder or None
+    return out
+
+
 def model_name(model) -> str:
     """How a results file names `model`: "shipped" for the base model shipped with minitune, else the folder."""
     return "shipped" if model is None or str(model) == "toy" else str(model)

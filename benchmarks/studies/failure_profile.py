@@ -33,16 +33,6 @@ SD21_SCORES = {"single object": 0.98, "two object": 0.51, "counting": 0.44, "col
                "color attribution": 0.17}
 
 
-def _models(specs: list[str]) -> dict[str, str | None]:
-    out = {}
-    for spec in specs:
-        name, _, folder = spec.partition("=")
-        if not folder and name != "shipped":
-            raise ValueError(f"--models takes NAME=FOLDER (or shipped for the base minitune ships); got {spec!r}.")
-        out[name] = folder or None
-    return out
-
-
 def _mean(values: list) -> float:
     return float(np.mean(values)) if values else float("nan")
 
@@ -97,7 +87,7 @@ def main(argv=None) -> int:
     a = run.args
     if (a.geneval_annotations is None) != (a.geneval_metadata is None):
         raise ValueError("Give both --geneval-annotations and --geneval-metadata, or neither.")
-    models = _models(a.models)
+    models = harness.named_models(a.models)
     prompts = world.eval_prompts(a.per_category, seed=a.seed, split=a.split)
     profiles = {}
     if a.geneval_annotations:

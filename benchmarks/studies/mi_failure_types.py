@@ -38,16 +38,6 @@ from minitune.toy import world
 SIGNALS = {"orthogonal": "orthogonal (≈ paper's MI)", "point-wise": "point-wise", "contrast": "contrast"}
 
 
-def _models(specs: list[str]) -> dict:
-    out = {}
-    for spec in specs:
-        name, _, folder = spec.partition("=")
-        if not folder and name != "shipped":
-            raise ValueError(f"--models takes NAME=FOLDER (or shipped for the base minitune ships); got {spec!r}.")
-        out[name] = folder or None
-    return out
-
-
 def own_samples(pipe, prompts: list[str], images: int, seed: int) -> list[tuple[int, np.ndarray]]:
     """(prompt index, image) of the first of `images` samples per prompt that the oracle judges aligned."""
     g = torch.Generator().manual_seed(seed)
@@ -82,8 +72,9 @@ def main(argv=None) -> int:
     run = harness.start(ap, argv)
     args = run.args
     prompts = world.sample_prompts("train", args.prompts, seed=3000 + args.seed)
+    models = harness.named_models(args.models)
     results, table = {}, []
-    for name, folder in _models(args.models).items():
+    for name, folder in models.items():
         pipe = harness.load_model(folder)
         den = denoiser_for(pipe)
         own = own_samples(pipe, prompts, args.images, args.seed)
@@ -102,7 +93,7 @@ def main(argv=None) -> int:
     out(markdown_table(table, ["model", "images", "edit", "pairs", *SIGNALS.values()], align="lllr" + "r" * len(SIGNALS)))
     run.write({"settings": harness.key(args, "models", "prompts", "images", "samples", "contrast_samples", "seed"),
                "signals": SIGNALS, "results": results}, out.markdown(),
-              model=", ".join(f"{k}={harness.model_name(v)}" for k, v in _models(args.models).items()))
+              model=", ".join(f"{k}={harness.model_name(v)}" for k, v in models.items()))
     return 0
 
 
