@@ -189,6 +189,7 @@ def check_page(driver, url: str, shot: Path | None) -> tuple[list[str], str]:
     with urllib.request.urlopen(url) as response:
         if response.status != 200:
             problems.append(f"HTTP {response.status}")
+    driver.set_window_size(1280, 1000)  # the reader's window again: the last page's tall one would be this page's floor
     driver.get(url)
     state = driver.execute_async_script(WAIT_FOR_MATHJAX)
     if state.startswith("error"):
