@@ -1,4 +1,5 @@
 import pytest
+import torch
 
 from minitune.toy.pipeline import ShapesPipeline, build_components
 
@@ -24,3 +25,13 @@ def browser_paths():
             pytest.fail(f"CI needs a browser for this test: {missing}", pytrace=False)
         pytest.skip(missing)
     return find_browser()
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Run a module single-threaded: its tensors are tiny, and on a busy 2-core machine thread hand-offs cost
+    far more than they save (a 1000-step loop took 15x longer with 2 threads)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

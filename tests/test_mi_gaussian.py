@@ -26,14 +26,7 @@ def gen(seed):
     return torch.Generator().manual_seed(seed)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # The tensors here are tiny: on a busy 2-core machine thread hand-offs cost far more than they
-    # save (a 1000-step loop took 15x longer with 2 threads), so run this module single-threaded.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_closed_form_integrands_integrate_to_pointwise_mi_and_kl():

@@ -17,12 +17,7 @@ from minitune.tiny import tiny_sd3_pipeline
 PROMPTS = ["a red circle", "a blue square left of a green triangle"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
