@@ -75,6 +75,19 @@ def test_object_area_counts_requested_objects_only():
     assert P.object_area(scene(R, B)[None], ["one red circle"]) == circle
 
 
+def test_layout_diversity_reads_where_objects_are_not_their_contrast():
+    a = scene(R, B)
+    moved = world._draw([(12, 12, 9, R), (23, 23, 9, B)])  # the same objects, elsewhere, no overlap
+    faint = (a * 0.6).astype(np.uint8)  # the same layout, less contrast: still brighter than half where drawn
+    prompt = "a red circle and a blue square"
+    assert P.layout_diversity(np.stack([a, a]), [prompt] * 2) == 0.0
+    assert P.layout_diversity(np.stack([a, moved]), [prompt] * 2) == 1.0
+    assert P.layout_diversity(np.stack([a, faint]), [prompt] * 2) == 0.0
+    # the mean over prompts of the mean over pairs; a prompt with one image has no pair and no say
+    images, prompts = np.stack([a, a, a, moved, a]), [prompt, prompt, "x", "x", "y"]
+    assert P.layout_diversity(images, prompts) == 0.5
+
+
 def _write_geneval(tmp_path, counts):
     """GenEval's two files for two prompts (one two-object, one counting), five raters per image."""
     meta = [{"tag": "two_object", "include": [{"class": "cat", "count": 1}, {"class": "dog", "count": 1}],

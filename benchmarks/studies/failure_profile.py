@@ -12,7 +12,8 @@ committed. Each Shapes model (``NAME=FOLDER``; ``shipped`` alone is the base min
 ``--sampler`` at ``--steps`` (default: the experiment's, DPM-Solver++ SDE at 10), at each ``--guidance`` scale, and
 :mod:`minitune.toy.profile` reads them as GenEval reads SD's. For calibration use ``--split train``
 (dev prompts); ``--split test`` is for the committed rows. Also printed per model and scale: the
-oracle's strict alignment, well-formed share, per-prompt diversity, and the area of a requested
+oracle's strict alignment, well-formed share, per-prompt diversity (pixel distance, and the layout distance of
+:func:`minitune.toy.profile.layout_diversity`, which colour contrast does not move), and the area of a requested
 object against the world's renders of the same prompts and seeds.
 """
 
@@ -47,6 +48,7 @@ def measure(model, prompts: list[str], images: int, guidance: float, seed: int, 
             "strict": float(np.mean([r["strict"] for r in res.records])),
             "well_formed": float(np.mean([r["well_formed"] for r in res.records])),
             "diversity": _mean([v for v in res.diversity.values() if not np.isnan(v)]),
+            "layout_diversity": P.layout_diversity(cands.images, cands.prompts),
             "area_ratio": P.object_area(cands.images, cands.prompts) / P.object_area(renders, cands.prompts)}
 
 
@@ -64,10 +66,12 @@ def _profile_table(profiles: dict) -> str:
 
 def _summary_table(runs: dict) -> str:
     rows = [[name, f"{g:g}", f"{100 * m['overall']:.1f}", f"{m['omission_ratio']:.2f}", f"{100 * m['strict']:.1f}",
-             f"{100 * m['well_formed']:.1f}", f"{m['diversity']:.3f}", f"{m['area_ratio']:.2f}"]
+             f"{100 * m['well_formed']:.1f}", f"{m['diversity']:.3f}", f"{m['layout_diversity']:.3f}",
+             f"{m['area_ratio']:.2f}"]
             for name, by_g in runs.items() for g, m in by_g.items()]
     return markdown_table(rows, ["model", "CFG", "GenEval-style overall %", "min fewer/more", "strict %", "well-formed %",
-                                 "diversity", "object area / renders"], align="lrrrrrrr")
+                                 "pixel diversity", "layout diversity", "object area / renders"],
+                          align="lrrrrrrrr")
 
 
 def main(argv=None) -> int:
