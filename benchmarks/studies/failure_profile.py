@@ -74,6 +74,22 @@ def _summary_table(runs: dict) -> str:
                           align="lrrrrrrrr")
 
 
+def _profile_scales(specs: list[str], models: dict, guidance: list[float]) -> dict[str, float]:
+    """Each model's guidance scale for its profile row: ``NAME=SCALE`` where given, else the first of `guidance`."""
+    at = dict.fromkeys(models, guidance[0])
+    for spec in specs:
+        name, _, scale = spec.partition("=")
+        try:
+            value = float(scale)
+        except ValueError:
+            value = None
+        if name not in models or value not in guidance:
+            raise ValueError(f"--profile-guidance takes NAME=SCALE with a NAME of --models and a SCALE of --guidance; "
+                             f"got {spec!r}.")
+        at[name] = value
+    return at
+
+
 def main(argv=None) -> int:
     ap = harness.parser(__file__, __doc__, model=None, seed=0)
     ap.add_argument("--geneval-annotations", help="GenEval's annotations/annotations_sdv2.csv (SD 2's row)")
@@ -87,26 +103,29 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=10, help="sampling steps")
     ap.add_argument("--guidance", type=float, nargs="+", default=[GUIDANCE_SCALE],
                     help="guidance scales; the profiles are reported at the first")
+    ap.add_argument("--profile-guidance", nargs="*", default=[], metavar="NAME=SCALE",
+                    help="report NAME's profile at SCALE (one of --guidance), e.g. each model at its own default")
     run = harness.start(ap, argv)
     a = run.args
     if (a.geneval_annotations is None) != (a.geneval_metadata is None):
         raise ValueError("Give both --geneval-annotations and --geneval-metadata, or neither.")
     models = harness.named_models(a.models)
+    at = _profile_scales(a.profile_guidance, models, a.guidance)
     prompts = world.eval_prompts(a.per_category, seed=a.seed, split=a.split)
     profiles = {}
     if a.geneval_annotations:
         profiles["sd2"] = P.geneval_human_profile(a.geneval_annotations, a.geneval_metadata)
     runs = {name: {g: measure(folder, prompts, a.images, g, a.seed, a.sampler, a.steps) for g in a.guidance}
             for name, folder in models.items()}
-    profiles.update({name: by_g[a.guidance[0]]["profile"] for name, by_g in runs.items()})
+    profiles.update({name: by_g[at[name]]["profile"] for name, by_g in runs.items()})
     report = harness.Report()
     report(f"Failure profiles on {len(prompts)} {a.split}-split prompts × {a.images} images, {a.sampler} {a.steps} steps, "
-           f"CFG {a.guidance[0]:g}; SD 2 from GenEval's human annotations (counts) and its published SD 2.1 scores.\n")
+           f"CFG {', '.join(f'{at[n]:g} ({n})' for n in models)}; SD 2 from GenEval's human annotations (counts) and its published SD 2.1 scores.\n")
     report(_profile_table(profiles))
     report("\nPer model and guidance scale:\n")
     report(_summary_table(runs))
     data = {"split": a.split, "prompts": len(prompts), "images_per_prompt": a.images, "sampler": a.sampler, "steps": a.steps,
-            "guidance": a.guidance, "models": {k: harness.model_name(v) for k, v in models.items()},
+            "guidance": a.guidance, "profile_guidance": {n: at[n] for n in models}, "models": {k: harness.model_name(v) for k, v in models.items()},
             "sd21_scores": SD21_SCORES, "profiles": profiles,
             "runs": {name: {f"{g:g}": {k: v for k, v in m.items() if k != "profile"} for g, m in by_g.items()}
                      for name, by_g in runs.items()}}
