@@ -67,6 +67,23 @@ def named_models(specs: list[str]) -> dict[str, str | None]:
     return out
 
 
+def named_scales(specs: list[str], models: dict, default: float, option: str, allowed=None) -> dict[str, float]:
+    """Each model's guidance scale: ``NAME=SCALE`` from `specs` where given (a NAME of `models`, a SCALE in
+    `allowed` when that is given), else `default`."""
+    out = dict.fromkeys(models, default)
+    for spec in specs:
+        name, _, scale = spec.partition("=")
+        try:
+            value = float(scale)
+        except ValueError:
+            value = None
+        if name not in models or value is None or (allowed is not None and value not in allowed):
+            where = " and a SCALE of --guidance" if allowed is not None else ""
+            raise ValueError(f"{option} takes NAME=SCALE with a NAME of --models{where}; got {spec!r}.")
+        out[name] = value
+    return out
+
+
 def model_name(model) -> str:
     """How a results file names `model`: "shipped" for the base model shipped with minitune, else the folder."""
     return "shipped" if model is None or str(model) == "toy" else str(model)

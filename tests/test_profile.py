@@ -207,7 +207,10 @@ def test_studies_write_profiles_and_failure_types(tmp_path, capsys):
             study.main(["--models", "shipped", "--guidance", "1", "--profile-guidance", bad])
     types = importlib.import_module("benchmarks.studies.mi_failure_types")
     assert types.main(["--prompts", "2", "--images", "2", "--samples", "2", "--contrast-samples", "0",
-                       "--results", str(tmp_path / "ft")]) == 0
+                       "--guidance", "shipped=2", "--results", str(tmp_path / "ft")]) == 0
+    assert json.loads((tmp_path / "ft.json").read_text())["settings"]["guidance"] == {"shipped": 2.0}
+    with pytest.raises(ValueError, match="NAME=SCALE"):
+        types.main(["--prompts", "2", "--guidance", "other=1"])
     found = json.loads((tmp_path / "ft.json").read_text())["results"]["shipped"]
     assert found["renders"]["missing object"]["pairs"] == 2
     assert set(found["renders"]["missing object"]["aligned_wins"]) == {"orthogonal", "point-wise"}

@@ -9,7 +9,7 @@ SD 2's row comes from two public files of GenEval's repository (djghosh13/geneva
 images) and ``prompts/evaluation_metadata.jsonl`` (what each prompt asks); the files are read, not
 committed. Each Shapes model (``NAME=FOLDER``; ``shipped`` alone is the base minitune ships) samples
 ``--images`` images of up to ``--per-category`` prompts of each category of ``--split`` with
-``--sampler`` at ``--steps`` (default: the experiment's, DPM-Solver++ SDE at 10), at each ``--guidance`` scale, and
+``--sampler`` at ``--steps`` (default: the pipeline's own and the experiment's, DDPM at 25), at each ``--guidance`` scale, and
 :mod:`minitune.toy.profile` reads them as GenEval reads SD's. For calibration use ``--split train``
 (dev prompts); ``--split test`` is for the committed rows. Also printed per model and scale: the
 oracle's strict alignment, well-formed share, per-prompt diversity (pixel distance, and the layout distance of
@@ -74,22 +74,6 @@ def _summary_table(runs: dict) -> str:
                           align="lrrrrrrrr")
 
 
-def _profile_scales(specs: list[str], models: dict, guidance: list[float]) -> dict[str, float]:
-    """Each model's guidance scale for its profile row: ``NAME=SCALE`` where given, else the first of `guidance`."""
-    at = dict.fromkeys(models, guidance[0])
-    for spec in specs:
-        name, _, scale = spec.partition("=")
-        try:
-            value = float(scale)
-        except ValueError:
-            value = None
-        if name not in models or value not in guidance:
-            raise ValueError(f"--profile-guidance takes NAME=SCALE with a NAME of --models and a SCALE of --guidance; "
-                             f"got {spec!r}.")
-        at[name] = value
-    return at
-
-
 def main(argv=None) -> int:
     ap = harness.parser(__file__, __doc__, model=None, seed=0)
     ap.add_argument("--geneval-annotations", help="GenEval's annotations/annotations_sdv2.csv (SD 2's row)")
@@ -99,8 +83,8 @@ def main(argv=None) -> int:
     ap.add_argument("--split", choices=["train", "test"], default="test", help="train: dev prompts for calibration")
     ap.add_argument("--per-category", type=int, default=30)
     ap.add_argument("--images", type=int, default=2, help="images per prompt")
-    ap.add_argument("--sampler", choices=list(SAMPLERS), default="dpmpp-sde", help="the sampler (default: the experiment's)")
-    ap.add_argument("--steps", type=int, default=10, help="sampling steps")
+    ap.add_argument("--sampler", choices=list(SAMPLERS), default="ddpm", help="the sampler (default: the experiment's)")
+    ap.add_argument("--steps", type=int, default=25, help="sampling steps")
     ap.add_argument("--guidance", type=float, nargs="+", default=[GUIDANCE_SCALE],
                     help="guidance scales; the profiles are reported at the first")
     ap.add_argument("--profile-guidance", nargs="*", default=[], metavar="NAME=SCALE",
@@ -110,7 +94,7 @@ def main(argv=None) -> int:
     if (a.geneval_annotations is None) != (a.geneval_metadata is None):
         raise ValueError("Give both --geneval-annotations and --geneval-metadata, or neither.")
     models = harness.named_models(a.models)
-    at = _profile_scales(a.profile_guidance, models, a.guidance)
+    at = harness.named_scales(a.profile_guidance, models, a.guidance[0], "--profile-guidance", allowed=a.guidance)
     prompts = world.eval_prompts(a.per_category, seed=a.seed, split=a.split)
     profiles = {}
     if a.geneval_annotations:
@@ -119,13 +103,15 @@ def main(argv=None) -> int:
             for name, folder in models.items()}
     profiles.update({name: by_g[at[name]]["profile"] for name, by_g in runs.items()})
     report = harness.Report()
+    scales = ", ".join(f"{at[n]:g} ({n})" for n in models)
     report(f"Failure profiles on {len(prompts)} {a.split}-split prompts × {a.images} images, {a.sampler} {a.steps} steps, "
-           f"CFG {', '.join(f'{at[n]:g} ({n})' for n in models)}; SD 2 from GenEval's human annotations (counts) and its published SD 2.1 scores.\n")
+           f"CFG {scales}; SD 2 from GenEval's human annotations (counts) and its published SD 2.1 scores.\n")
     report(_profile_table(profiles))
     report("\nPer model and guidance scale:\n")
     report(_summary_table(runs))
     data = {"split": a.split, "prompts": len(prompts), "images_per_prompt": a.images, "sampler": a.sampler, "steps": a.steps,
-            "guidance": a.guidance, "profile_guidance": {n: at[n] for n in models}, "models": {k: harness.model_name(v) for k, v in models.items()},
+            "guidance": a.guidance, "profile_guidance": at,
+            "models": {k: harness.model_name(v) for k, v in models.items()},
             "sd21_scores": SD21_SCORES, "profiles": profiles,
             "runs": {name: {f"{g:g}": {k: v for k, v in m.items() if k != "profile"} for g, m in by_g.items()}
                      for name, by_g in runs.items()}}
