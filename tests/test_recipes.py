@@ -2,6 +2,7 @@
 micro-batch, the best checkpoint) and the generated table of settings beside the official ones."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +17,8 @@ from minitune.models import resolve_dtype
 from minitune.recipes import category_scorer, check_family, preset_defaults
 from minitune.tiny import tiny_sd3_pipeline, tiny_sd_pipeline, tiny_sdxl_pipeline
 from minitune.toy.family import Shapes
+
+RESULTS = Path(__file__).resolve().parent.parent / "book" / "results"
 
 PROMPTS = ["a red book and a yellow vase", "a blue bench and a green car"]
 SMALL = dict(rank=2, steps=2, batch_size=2, sample_prompts=0, validate_every=0, device="cpu", progress=False)
@@ -137,3 +140,19 @@ def test_sd3_trains_the_official_preconditioned_loss():
     assert torch.equal(x_target, x0)
     assert torch.allclose(x - x_target, -tt * (v - v_target), atol=1e-5)  # the velocity error weighted by t
 
+
+
+def test_the_recipe_table_is_generated_from_the_presets(tmp_path):
+    """book/results/paper_recipe.{md,json} are what the script writes now (the head line aside)."""
+    from benchmarks.checks import paper_recipe
+
+    assert paper_recipe.main(["--results", str(tmp_path / "paper_recipe")]) == 0
+    for suffix in (".md", ".json"):
+        fresh, committed = ((d / f"paper_recipe{suffix}").read_text() for d in (tmp_path, RESULTS))
+        if suffix == ".md":
+            assert fresh.split("\n", 1)[1] == committed.split("\n", 1)[1]
+            assert committed.startswith("<!-- written by `python -m benchmarks.checks.paper_recipe --results")
+        else:
+            assert json.loads(fresh)["rows"] == json.loads(committed)["rows"]
+    rows = json.loads(committed)["rows"]
+    assert all(r["difference"] for r in rows if r["minitune"] != r["official"])
