@@ -156,3 +156,25 @@ def test_the_recipe_table_is_generated_from_the_presets(tmp_path):
             assert json.loads(fresh)["rows"] == json.loads(committed)["rows"]
     rows = json.loads(committed)["rows"]
     assert all(r["difference"] for r in rows if r["minitune"] != r["official"])
+
+
+@pytest.mark.parametrize("kind, preset", [("sdxl", "paper"), ("sd3", "paper-sd3")])
+def test_each_preset_runs_through_the_one_finetune_path(kind, preset, tmp_path, capsys):
+    """build and finetune with the family's preset on a tiny saved folder: the kept latents, DoRA for SDXL, SD3's
+    preconditioned loss, the validation prompts judged and the best checkpoint named."""
+    (tiny_sdxl_pipeline if kind == "sdxl" else tiny_sd3_pipeline)().save_pretrained(tmp_path / kind)
+    (tmp_path / "p.txt").write_text("\n".join(PROMPTS) + "\n")
+    common = ["--preset", preset, "--model", str(tmp_path / kind), "--device", "cpu"]
+    assert main(["build", *common, "--prompts", str(tmp_path / "p.txt"), "--candidates", "2", "--steps", "4",
+                 "--output-dir", str(tmp_path / "b")]) == 0
+    assert (tmp_path / "b" / "mi" / "latents.safetensors").is_file()
+    capsys.readouterr()
+    assert main(["finetune", *common, "--data-dir", str(tmp_path / "b" / "mi"), "--output-dir", str(tmp_path / "l"),
+                 "--rank", "2", "--steps", "2", "--batch-size", "2", "--grad-accum", "2", "--checkpoint-every", "1",
+                 "--validate-every", "1", "--sample-prompts", "0", "--val-prompt-file", str(tmp_path / "p.txt"),
+                 "--val-prompts", "1", "--val-images", "1", "--judge-model", "tiny"]) == 0
+    assert "best on the validation prompts" in capsys.readouterr().out
+    config = json.loads((tmp_path / "l" / "finetune_config.json").read_text())["config"]
+    assert (config["latents"], config["val_fraction"], config["dora"], config["precondition"]) == \
+        ("saved", 0.0, kind == "sdxl", kind == "sd3")
+    assert config["lr"] == (5e-6 if kind == "sd3" else 1e-4)
