@@ -42,8 +42,7 @@ WEIGHTS_NAME = "pytorch_lora_weights.safetensors"
 OBJECTIVES = ("mse", "dpo")
 VAL_DRAWS = 4  # (timestep, noise) draws per held-out image, fixed for the whole run
 # Options that may change when a run is resumed; all others must match the saved run.
-RESUMABLE = {"steps", "validate_every", "checkpoint_every", "sample_prompts", "sample_steps", "guidance_scale",
-             "val_prompts", "val_images"}
+RESUMABLE = {"steps", "validate_every", "checkpoint_every", "sample_prompts", "sample_steps", "guidance_scale"}
 LATENTS = ("vae", "saved")
 SCORES = "val_scores.csv"  # step, the judge's mean score of the validation images
 
