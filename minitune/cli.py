@@ -33,6 +33,10 @@ def _pipe(args):
     from .sampling import use_channels_last, use_sampler
 
     pipe = load_pipeline(args.model, device=_device(args), dtype=args.dtype)
+    if getattr(args, "recipe", None):
+        from .recipes import check_family
+
+        check_family(args.recipe, family_of(pipe).__name__, args.recipe_family)
     guidance, steps = family_of(pipe).sampling()
     for name, value in (("guidance_scale", guidance), ("cfg", guidance), ("steps", steps)):
         if hasattr(args, name) and getattr(args, name) is None:
@@ -152,8 +156,10 @@ def _scorers(args) -> tuple[dict, str]:
     """The judges of `evaluate` (by --scorer) and the metric its table shows."""
     from .evaluate import oracle_scorer
     from .models import is_shapes_model
+    from .recipes import category_scorer
 
-    name = args.scorer or ("oracle" if is_shapes_model(args.model) else "blip-vqa")
+    name = args.scorer or ("oracle" if is_shapes_model(args.model) else
+                           category_scorer(args.category) if args.recipe else "blip-vqa")
     if name == "oracle":
         _shapes_only(args, "judge it with --scorer blip-vqa or clipscore")
         return {name: oracle_scorer}, "strict"
@@ -232,7 +238,7 @@ def cmd_experiment(args):
 def _build_judge(args, shapes: bool):
     """The external judge of `build --scorer` (None without it); its scores make the "judge" set."""
     if args.scorer is None:
-        if args.selector == "judge":
+        if getattr(args, "selector", None) == "judge":
             raise ValueError("--selector judge needs a judge: add --scorer blip-vqa, clipscore or oracle.")
         return None
     if args.scorer == "oracle":
@@ -288,25 +294,45 @@ def cmd_build(args):
     print(markdown_table(rows, columns, align="l" + "r" * (len(columns) - 1)))
 
 
+def _finetune_options(args) -> dict:
+    """FinetuneConfig's options from the command line and the preset; those left unset are the model family's."""
+    from dataclasses import fields
+
+    from .finetune import FinetuneConfig, validation_prompts
+    from .selection import read_prompts
+
+    names = {f.name for f in fields(FinetuneConfig)} - {"val_prompts"}
+    options = {k: v for k, v in vars(args).items() if k in names and v is not None}
+    options["alpha"] = args.alpha if args.alpha is not None else args.rank
+    if args.val_prompt_file:
+        options["val_prompts"] = validation_prompts(read_prompts(args.val_prompt_file), args.val_prompt_count, args.seed)
+    return options
+
+
 def cmd_finetune(args):
     from accelerate import PartialState
 
-    from .finetune import FinetuneConfig, check_objective, finetune, load_finetune_set
+    from .finetune import FinetuneConfig, best_checkpoint, check_objective, finetune, load_finetune_set
+    from .models import is_shapes_model
 
-    options = dict(rank=args.rank, alpha=args.alpha if args.alpha is not None else args.rank, dora=args.dora,
-                   prompt_dropout=args.prompt_dropout, seed=args.seed, validate_every=args.validate_every,
-                   grad_accum=args.grad_accum, checkpoint_every=args.checkpoint_every, sample_prompts=args.sample_prompts,
-                   init_adapter=args.init_adapter, objective=args.objective, dpo_beta=args.dpo_beta)
-    given = {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr}  # the others are the model family's
-    options.update({k: v for k, v in given.items() if v is not None})
+    options = _finetune_options(args)
     data = load_finetune_set(args.data_dir)  # a bad set is reported before the model loads
     check_objective(FinetuneConfig(**options), data)
+    judge = _build_judge(args, is_shapes_model(args.model)) if options.get("val_prompts") else None
     pipe = _pipe(args)
-    out = finetune(pipe, data, args.output_dir, device=args.device, **options)
+    out = finetune(pipe, data, args.output_dir, device=args.device, judge=judge, **options)
     if PartialState().is_main_process:  # once, also under `accelerate launch`
         last = (out / "loss.csv").read_text().splitlines()[-1].split(",")
         print(f"LoRA adapter saved to {out} (step {last[0]}, loss {last[1]}); "
               f"load it with pipe.load_lora_weights({str(out)!r})")
+        best = best_checkpoint(out)
+        if best:
+            metric = getattr(judge, "metric", "score")
+            print(f"best on the validation prompts: {best['checkpoint']} (step {best['step']}, {metric} "
+                  f"{best['score']:.4f}; the base {best['base_score']:.4f})")
+        elif args.recipe and not args.val_prompt_file:
+            print("no --val-prompt-file: no checkpoint was judged; the recipe picks the best on the category's "
+                  "validation prompts (e.g. color_val.txt)")
 
 
 def cmd_sweep(args):
@@ -542,6 +568,18 @@ def _add_finetune(sub) -> None:
     p.add_argument("--objective", choices=["mse", "dpo"], default="mse", help="mse: the diffusion loss on the set's "
                    "images; dpo: Diffusion-DPO on a preference set (`minitune build --pairs`) against the starting model")
     p.add_argument("--dpo-beta", type=float, default=2000.0, help="DPO's β: larger keeps the adapter closer to the model")
+    p.add_argument("--latents", choices=["vae", "saved"], help="vae: encode the set's images (default); saved: the "
+                   "sampler's own latents and prompt embeddings (a set built with --keep-latents), as the official code")
+    p.add_argument("--val-fraction", type=float, help="images held out for a validation loss (default 0.1; 0: train "
+                   "on all, as the official code)")
+    p.add_argument("--val-prompt-file", help="validation prompts (e.g. color_val.txt): at each validation their images "
+                   "are sampled and, with --scorer, judged; the best checkpoint is reported")
+    p.add_argument("--val-prompts", dest="val_prompt_count", type=int, default=10,
+                   help="validation prompts drawn from --val-prompt-file with --seed")
+    p.add_argument("--val-images", type=int, help="images per validation prompt (default 10)")
+    p.add_argument("--precondition", action="store_true", default=None,
+                   help="SD3: the loss on the implied clean latent, as the official RFMI script")
+    _judge_args(p, "the judge of the validation images (the best checkpoint is its highest)")
     p.set_defaults(func=cmd_finetune)
 
 
@@ -597,19 +635,33 @@ def _parse(argv):
 
     parser = build_parser()
     args = parser.parse_args(argv)
-    defaults = preset_defaults(getattr(args, "recipe", None), args.command)
+    args.recipe_family = _recipe_family(args)
+    defaults = preset_defaults(getattr(args, "recipe", None), args.command, args.recipe_family)
     if defaults:
         sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
         sub.choices[args.command].set_defaults(**defaults)
-        args = parser.parse_args(argv)
+        family, args = args.recipe_family, parser.parse_args(argv)
+        args.recipe_family = family
     return args
+
+
+def _recipe_family(args) -> str | None:
+    """The family (class name) a --preset is read for: the model's, where its model_index.json can be read."""
+    from .families import family_named
+    from .models import pipeline_class
+
+    if not getattr(args, "recipe", None):
+        return None
+    family = family_named(pipeline_class(args.model, remote=True))
+    return family.__name__ if family else None
 
 
 def _preset_arg(p):
     from .recipes import PRESETS
 
     p.add_argument("--preset", dest="recipe", choices=list(PRESETS), help="named settings (paper: the official "
-                   "MI-TUNE recipe for a GPU, see minitune.recipes); options given here override them")
+                   "MI-TUNE recipe for SD 2.1 and SDXL on a GPU, paper-sd3 the official RFMI recipe for SD3, see "
+                   "minitune.recipes); options given here override them")
 
 
 RESUMABLE = ("toy-train", "experiment", "build", "finetune")  # the commands whose folders a rerun continues

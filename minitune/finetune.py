@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 
 from .families import Conditioning, denoiser_for
 from .families.vp import EpsilonFamily
-from .io import claim, model_record, replaced
+from .io import claim, judge_record, model_record, replaced
 
 ADAPTER = "minitune"
 WEIGHTS_NAME = "pytorch_lora_weights.safetensors"
@@ -43,6 +43,8 @@ OBJECTIVES = ("mse", "dpo")
 VAL_DRAWS = 4  # (timestep, noise) draws per held-out image, fixed for the whole run
 # Options that may change when a run is resumed; all others must match the saved run.
 RESUMABLE = {"steps", "validate_every", "checkpoint_every", "sample_prompts", "sample_steps", "guidance_scale"}
+LATENTS = ("vae", "saved")
+SCORES = "val_scores.csv"  # step, the judge's mean score of the validation images
 
 
 @dataclass
@@ -66,6 +68,11 @@ class FinetuneConfig:
     prompt_dropout: float = 0.0  # fraction of prompts replaced by the unconditional prompt
     seed: int = 0
     val_fraction: float = 0.1  # images held out for the validation loss (none if the set is too small)
+    latents: str = "vae"  # "vae": encode the set's images (a seeded VAE draw); "saved": the sampler's own latents and
+    # prompt embeddings, kept by `build --keep-latents` in the set's latents.safetensors
+    val_prompts: list = field(default_factory=list)  # prompts sampled (and judged, given a judge) at each validation
+    val_images: int = 10  # images per validation prompt
+    precondition: bool = False  # SD3: the loss on the implied clean latent (the official RFMI script's)
     validate_every: int = 100  # validation loss and a sample grid; 0: only at the start and the end
     checkpoint_every: int = 250
     sample_prompts: int = 4  # prompts of the sample grid (4 images each); 0: no grid
@@ -270,9 +277,12 @@ def _load_init_adapter(den, folder: Path, cfg: FinetuneConfig) -> None:
     set_peft_model_state_dict(den.net, weights, adapter_name=ADAPTER)
 
 
-def _run_info(cfg: FinetuneConfig, data: FinetuneSet, pipe) -> dict:
+def _run_info(cfg: FinetuneConfig, data: FinetuneSet, pipe, judge) -> dict:
     data_info = {"dir": str(data.folder), "images": len(data.prompts), "sha256": data.fingerprint}
-    return {"config": asdict(cfg), "data": data_info, "base": model_record(pipe)}
+    if cfg.latents == "saved":
+        data_info["sha256"] += hashlib.sha256(_saved_latents_path(data).read_bytes()).hexdigest()
+    info = {"config": asdict(cfg), "data": data_info, "base": model_record(pipe)}
+    return {**info, "judge": judge_record(judge)} if judge is not None else info
 
 
 def _prepare_output(out: Path, info: dict):
@@ -302,7 +312,7 @@ def _claim(out: Path, info: dict, check_only: bool = False) -> dict | None:
     def view(s):
         config = {k: v for k, v in {**asdict(FinetuneConfig()), **s["config"]}.items() if k not in RESUMABLE}
         base = {k: v for k, v in s.get("base", {}).items() if k != "model"}  # the base model's name is not compared
-        return {**config, "set content": s["data"]["sha256"], **base}
+        return {**config, "set content": s["data"]["sha256"], **base, **s.get("judge", {})}
 
     def refuse(changes):
         return (f"{out} holds a fine-tuning run with another set, base model or other options ({changes}); use a new "
@@ -317,6 +327,14 @@ def _check(cfg: FinetuneConfig) -> None:
                          "warm-up >= 0).")
     if not 0 <= cfg.prompt_dropout < 1 or not 0 <= cfg.val_fraction < 1 or cfg.lr <= 0:
         raise ValueError("prompt dropout and validation fraction must lie in [0, 1) and the learning rate be positive.")
+    if cfg.latents not in LATENTS:
+        raise ValueError(f"Unknown latents {cfg.latents!r}: use vae (encode the set's images) or saved (the sampler's "
+                         f"own, kept by build --keep-latents).")
+    if cfg.latents == "saved" and cfg.objective == "dpo":
+        raise ValueError("Saved latents train the mse objective only (a set keeps the chosen images' latents); use "
+                         "latents='vae' for dpo.")
+    if cfg.val_images < 1:
+        raise ValueError(f"val_images must be at least 1, got {cfg.val_images!r}.")
     if isinstance(cfg.grad_accum, bool) or not isinstance(cfg.grad_accum, int) or cfg.grad_accum < 1:
         raise ValueError(f"grad_accum must be a positive integer, got {cfg.grad_accum!r}.")
     if cfg.objective not in OBJECTIVES:
@@ -325,10 +343,38 @@ def _check(cfg: FinetuneConfig) -> None:
         raise ValueError(f"dpo_beta must be positive, got {cfg.dpo_beta}.")
 
 
+def _saved_latents_path(data: FinetuneSet) -> Path:
+    path = data.folder / "latents.safetensors"
+    if not path.is_file():
+        raise FileNotFoundError(f"{data.folder} has no latents.safetensors to train on; build the set with --keep-latents "
+                                f"(keep_latents=True) or train on its images (latents='vae').")
+    return path
+
+
+def _saved_set(den, data: FinetuneSet, dev):
+    """The sampler's own latents and prompt inputs of each image, as `build --keep-latents` stored them: one
+    conditioning row per image (what the official code trains on: no VAE round trip, no re-encoding)."""
+    from safetensors.torch import load_file
+
+    t = load_file(_saved_latents_path(data))
+    latents = t.pop("latents").float()
+    if len(latents) != len(data.prompts) or tuple(latents.shape[1:]) != den.latent_shape:
+        raise ValueError(f"The latents in {data.folder} are {tuple(latents.shape)}, but the set has {len(data.prompts)} "
+                         f"images and the model draws {den.latent_shape}; rebuild the set with this model.")
+    neg = "negative_"
+    added = {k: v.to(dev) for k, v in t.items() if not k.startswith(neg) and k != "prompt_embeds"}
+    added_u = {k.removeprefix(neg): v.to(dev) for k, v in t.items() if k.startswith(neg) and k != f"{neg}prompt_embeds"}
+    cond = Conditioning(t["prompt_embeds"].to(dev), t[f"{neg}prompt_embeds"].to(dev), added, added_u)
+    return latents.to(dev), cond, torch.arange(len(latents))
+
+
 def _encode_set(den, data: FinetuneSet, cfg: FinetuneConfig, dev):
-    """The frozen parts' work, done once: latents (seeded VAE draws) and each distinct prompt's conditioning.
+    """The frozen parts' work, done once: latents (seeded VAE draws) and each distinct prompt's conditioning, or the
+    set's saved latents and prompt inputs (``cfg.latents == "saved"``).
 
     A preference set's latents are [N, 2, ...]: the chosen image, then the rejected one."""
+    if cfg.latents == "saved":
+        return _saved_set(den, data, dev)
     g = _generator(cfg.seed, 2, 0)
     images = data.images if data.rejected is None else torch.stack([data.images, data.rejected], 1).flatten(0, 1)
     chunks = [images[i : i + 16].to(dev) for i in range(0, len(images), 16)]
@@ -352,10 +398,10 @@ def _validation_draws(val: torch.Tensor, cfg: FinetuneConfig, shape, den):
 
 
 def _open_logs(out: Path, start: int, objective: str = "mse") -> dict:
-    """loss.csv and validation.csv, keeping the rows up to `start` (the step a resumed run continues from)."""
+    """loss.csv, validation.csv and val_scores.csv, keeping the rows up to `start` (the step a resumed run continues from)."""
     logs = {}
     loss_header = ["step", "loss"] + (["accuracy"] if objective == "dpo" else [])
-    for name, header in (("loss.csv", loss_header), ("validation.csv", ["step", "val_loss"])):
+    for name, header in (("loss.csv", loss_header), ("validation.csv", ["step", "val_loss"]), (SCORES, ["step", "score"])):
         path = out / name
         kept = [r for r in list(csv.reader(path.open()))[1:] if int(r[0]) <= start] if path.exists() and start else []
         with replaced(path) as tmp, tmp.open("w", newline="") as f:
@@ -378,6 +424,7 @@ class _Run:
     ties: torch.Tensor  # pairs that state no preference (weight 0 in DPO)
     out: Path
     dtype: torch.dtype  # the frozen network's (the adapter trains in float32)
+    judge: object = None  # scores the validation prompts' images, for the best checkpoint
     params: list = field(default_factory=list)
     model: object = None  # the network as accelerate prepared it
     opt: object = None
@@ -399,7 +446,8 @@ class _Run:
 def _predict(run: _Run, net, x0, prompt_rows, t, noise, drop):
     """`net`'s prediction for x0 noised at t (unconditional where `drop`), and its training target."""
     hidden, added = _unet_inputs(run.cond, prompt_rows, drop, run.dtype)
-    return run.den.train_prediction(net, x0, noise, t, hidden, added, run.dtype)
+    switches = {name: True for name in run.den.loss_options if getattr(run.cfg, name)}
+    return run.den.train_prediction(net, x0, noise, t, hidden, added, run.dtype, **switches)
 
 
 def _step_loss(run: _Run, i, t, noise, drop):
@@ -447,15 +495,21 @@ def _train_step(run: _Run, step: int, train: torch.Tensor, shape):
     return run.accelerator.reduce(loss.detach(), "mean").item(), accuracy
 
 
+def _micro_batch(run: _Run) -> int:
+    """Images per micro-batch on one process: the most a training step holds in memory at once."""
+    return run.cfg.batch_size // (run.accelerator.num_processes * run.cfg.grad_accum)
+
+
 @torch.no_grad()
 def _validate(run: _Run, step: int, val_draws, sample_prompts: list[str]) -> None:
-    """The held-out loss (fixed draws) into validation.csv, and a sample grid into samples/."""
+    """The held-out loss (fixed draws) into validation.csv, a sample grid into samples/ and the validation prompts'
+    images (judged into val_scores.csv when the run has a judge), all in micro-batches."""
     from .plotting import save_grid
     from .sampling import sample_with_mi
 
     val_i, val_t, val_noise = val_draws
     if len(val_i):
-        total, bs = 0.0, run.cfg.batch_size
+        total, bs = 0.0, _micro_batch(run)
         for s in range(0, len(val_i), bs):
             i, t, noise = (x[s : s + bs] for x in (val_i, val_t, val_noise))
             pred, target = _predict(run, run.den.net, run.chosen[i.to(run.dev)], run.rows[i], t.to(run.dev),
@@ -464,9 +518,48 @@ def _validate(run: _Run, step: int, val_draws, sample_prompts: list[str]) -> Non
         run.logs["validation.csv"][1].writerow([step, f"{total / val_noise.numel():.5f}"])
     if sample_prompts:
         cands = sample_with_mi(run.den.pipe, sample_prompts, 4, guidance_scale=run.cfg.guidance_scale,
-                               num_inference_steps=run.cfg.sample_steps, seed=run.cfg.seed, progress=False)
+                               num_inference_steps=run.cfg.sample_steps, seed=run.cfg.seed,
+                               batch_size=min(_micro_batch(run), run.den.sample_batch_size), progress=False)
         (run.out / "samples").mkdir(exist_ok=True)
         save_grid(run.out / "samples" / f"step-{step:05d}.png", cands.images, cols=4)
+    if run.cfg.val_prompts:
+        _validation_images(run, step)
+
+
+def _validation_images(run: _Run, step: int) -> None:
+    """The validation prompts' images at this step (samples/val-<step>.png) and, with a judge, their mean score."""
+    from .plotting import save_grid
+    from .sampling import sample_with_mi
+
+    cfg = run.cfg
+    cands = sample_with_mi(run.den.pipe, cfg.val_prompts, cfg.val_images, guidance_scale=cfg.guidance_scale,
+                           num_inference_steps=cfg.sample_steps, seed=cfg.seed,
+                           batch_size=min(_micro_batch(run), run.den.sample_batch_size), progress=False)
+    (run.out / "samples").mkdir(exist_ok=True)
+    save_grid(run.out / "samples" / f"val-{step:05d}.png", cands.images, cols=cfg.val_images)
+    if run.judge is not None:
+        scores = run.judge(cands.images, cands.prompts)
+        value = scores[getattr(run.judge, "metric", None) or next(iter(scores))]
+        run.logs[SCORES][1].writerow([step, f"{float(np.mean(value)):.5f}"])
+
+
+def best_checkpoint(out: str | os.PathLike) -> dict | None:
+    """The checkpoint of a finished run whose validation images the judge scored highest (the official code keeps a
+    checkpoint every few steps and picks the best on validation images): its step, folder and score, with the
+    base model's score at step 0; None for a run without a judge. Ties go to the earlier step."""
+    out = Path(out)
+    path, config = out / SCORES, out / "finetune_config.json"
+    if not path.is_file() or not config.is_file():
+        return None
+    cfg = json.loads(config.read_text())["config"]
+    rows = [(int(r[0]), float(r[1])) for r in list(csv.reader(path.open()))[1:]]
+    kept = [(step, score) for step, score in rows if (out / f"checkpoint-{step}").is_dir()]
+    if not kept:
+        return None
+    step, score = max(kept, key=lambda r: (r[1], -r[0]))
+    base = next((v for s, v in rows if s == 0), None)
+    return {"step": step, "checkpoint": str(out / f"checkpoint-{step}"), "score": score, "base_score": base,
+            "last_step": cfg["steps"]}
 
 
 def _checkpoint(run: _Run, step: int, info: dict) -> None:
@@ -511,6 +604,9 @@ def _checked_inputs(den, data, config, options):
     if cfg.init_adapter is not None:
         cfg = replace(cfg, init_adapter=str(cfg.init_adapter))
     _check(cfg)
+    if cfg.precondition and "precondition" not in den.loss_options:
+        raise ValueError(f"precondition trains SD3's loss on the implied clean latent; {den.network} has no such loss, "
+                         f"leave it off.")
     if getattr(den.net, "peft_config", None):
         raise ValueError(f"The pipeline's network ({den.network}) already carries a LoRA adapter; call "
                          "pipe.unload_lora_weights() first, or pass the adapter folder as init_adapter to continue training it.")
@@ -539,7 +635,7 @@ def _accelerator(cfg: FinetuneConfig, device: str):
 
 def finetune(pipe, data: str | os.PathLike | FinetuneSet, output_dir: str | os.PathLike,
              config: FinetuneConfig | None = None, *, device: str = "auto", progress: bool = True,
-             until: int | None = None, **options) -> Path:
+             until: int | None = None, judge=None, **options) -> Path:
     """Train a LoRA adapter on a fine-tuning set; returns `output_dir`, ready for ``pipe.load_lora_weights``.
 
     Options are those of :class:`FinetuneConfig`, as a config and/or keywords that override it,
@@ -553,6 +649,12 @@ def finetune(pipe, data: str | os.PathLike | FinetuneSet, output_dir: str | os.P
     output_dir receives ``pytorch_lora_weights.safetensors`` (the final adapter),
     ``checkpoint-<step>/`` adapters, ``loss.csv`` (step, loss), ``validation.csv`` (step, held-out
     loss), ``samples/step-<step>.png`` grids, ``finetune_config.json`` and ``state.pt`` (to resume).
+    With ``val_prompts`` each validation also samples ``val_images`` images per validation prompt
+    (``samples/val-<step>.png``); `judge` (a scorer, e.g. :func:`minitune.judges.make_scorer`) scores them into
+    ``val_scores.csv``, and :func:`best_checkpoint` names the checkpoint it scores highest. Validation runs in
+    micro-batches (``batch_size`` / processes / ``grad_accum`` images), the memory a training step needs.
+    ``latents="saved"`` trains on the sampler's own latents and prompt embeddings (a set built with
+    ``keep_latents=True``) instead of encoding its PNGs again.
     Running again on the same folder with the same set and options resumes from the last
     checkpoint (a larger ``steps`` trains on); `until` stops after that many steps, e.g. to train
     in chunks. Latent models train on their VAE latents; a v-prediction scheduler gets v targets,
@@ -565,14 +667,14 @@ def finetune(pipe, data: str | os.PathLike | FinetuneSet, output_dir: str | os.P
     cfg, data, init = _checked_inputs(den, data, config, options)
     if init is not None and init.resolve() == out.resolve():
         raise ValueError(f"The output folder {out} is the initial adapter's folder; write the new adapter elsewhere.")
-    info = _run_info(cfg, data, pipe)
+    info = _run_info(cfg, data, pipe, judge)
     accelerator = _accelerator(cfg, device)
     state = _prepare_output(out, info)
     accelerator.wait_for_everyone()  # every process has read the folder before the main one writes to it
     pipe.to(accelerator.device)
     latents, cond, rows = _encode_set(den, data, cfg, accelerator.device)
     ties = torch.tensor([bool(r.get("tie")) for r in data.records])  # pairs that state no preference weigh 0
-    run = _Run(cfg, den, accelerator, latents, cond, rows, ties, out, den.net.dtype)
+    run = _Run(cfg, den, accelerator, latents, cond, rows, ties, out, den.net.dtype, judge)
     shape = run.chosen.shape[1:]
     train, val_draws, sample_prompts = _split(cfg, data.prompts, shape, den)
     with _lora_attached(den.net, cfg, den.lora_targets) as run.params:
@@ -584,6 +686,15 @@ def finetune(pipe, data: str | os.PathLike | FinetuneSet, output_dir: str | os.P
         _train(run, start, cfg.steps if until is None else min(until, cfg.steps), train, shape, info,
                val_draws, sample_prompts, progress)
     return out
+
+
+def validation_prompts(prompts: list[str], n: int, seed: int) -> list[str]:
+    """The first `n` of `prompts` in an order drawn from `seed`: the validation prompts of a run (the official code
+    draws 10 of the category's validation file)."""
+    if n < 1:
+        raise ValueError(f"The number of validation prompts must be at least 1, got {n!r}.")
+    order = torch.randperm(len(prompts), generator=_generator(seed, 6, 0)).tolist()
+    return [prompts[i] for i in order[:n]]
 
 
 def _split(cfg: FinetuneConfig, prompts: list[str], shape, den):

@@ -194,11 +194,13 @@ def model_record(pipe, name: str | None = None) -> dict:
 
 
 def judge_record(judge) -> dict:
-    """What a run records of a judge: ``judge``, its metric (or name), and ``judge_fingerprint``, of its weights
-    where it has them (a learned judge's ``model``), else None (an exact judge, such as the Shapes oracle)."""
+    """What a run records of a judge: ``judge``, its metric (or name), ``judge_phrases`` (BLIP-VQA's phrase splitter),
+    and ``judge_fingerprint``, of its weights where it has them (a learned judge's ``model``), else None (an exact
+    judge, such as the Shapes oracle)."""
     name = str(getattr(judge, "metric", None) or getattr(judge, "__name__", type(judge).__name__))
     model = getattr(judge, "model", None)
-    return {"judge": name,
+    splitter = {"judge_phrases": judge.phrase_splitter} if hasattr(judge, "phrase_splitter") else {}
+    return {"judge": name, **splitter,
             "judge_fingerprint": None if model is None else _fingerprint(model, getattr(model, "name_or_path", None))}
 
 

@@ -17,9 +17,12 @@ there are).
 
 Where this differs from the benchmark:
 
-- *Phrase splitting.* T2I-CompBench takes spaCy's ``en_core_web_sm`` noun chunks. This module uses a
-  small rule-based splitter, :func:`noun_phrases`, made for T2I-CompBench-style prompts (no model
-  download): the prompt is cut at coordinators ("and", "or", "with", "while", ...), at list commas
+- *Phrase splitting.* T2I-CompBench takes spaCy's ``en_core_web_sm`` noun chunks, and so does this judge
+  where spaCy and that model are installed (``pip install spacy`` and its ``en_core_web_sm`` package;
+  :func:`phrase_splitter`). Elsewhere it uses a small rule-based splitter, :func:`noun_phrases`, made for
+  T2I-CompBench-style prompts (no model download); the judge's ``phrase_splitter`` names the one it used,
+  and runs record it with the judge. The rule-based splitter cuts the prompt at coordinators ("and", "or",
+  "with", "while", ...), at list commas
   (a comma followed by a determiner, a number or a coordinator; "a bold, striking sunflower" keeps its
   comma; "and" between two colours, as in "a black and white cat", does not cut), at relations ("on the
   left of", "on top of", "next to", "in front of", "above", "on", "in", "for", ...) and relative pronouns
@@ -136,6 +139,28 @@ def noun_phrases(prompt: str, max_phrases: int | None = None) -> list[str]:
     return texts[:max_phrases] if max_phrases else texts
 
 
+SPACY = "spacy en_core_web_sm noun chunks"
+RULES = "rule-based"
+
+
+def phrase_splitter():
+    """The phrase splitter BLIP-VQA uses, and its name: spaCy's ``en_core_web_sm`` noun chunks where spaCy and the
+    model are installed (T2I-CompBench's own), else the rule-based :func:`noun_phrases`."""
+    try:
+        import spacy
+
+        nlp = spacy.load("en_core_web_sm")
+    except (ImportError, OSError):
+        return RULES, noun_phrases
+
+    def chunks(prompt: str, max_phrases: int | None = None) -> list[str]:
+        words = _normalise(prompt)
+        found = [chunk.text for chunk in nlp(prompt).noun_chunks] or [" ".join(words)]
+        return found[:max_phrases] if max_phrases else found
+
+    return SPACY, chunks
+
+
 def vqa_question(phrase: str) -> str:
     """BLIP's question for a phrase, as T2I-CompBench writes it: "<phrase>?", cleaned as BLIP cleans questions."""
     return re.sub(r'[.!"()*#:;~]', "", f"{phrase}?".lower()).strip()
@@ -212,6 +237,7 @@ class BlipVqaJudge:
                  max_phrases: int = MAX_PHRASES):
         self.model, self.processor = model.eval(), processor
         self.batch_size, self.max_phrases = batch_size, max_phrases
+        self.phrase_splitter, self._split = phrase_splitter()
         tok = processor.tokenizer
         self.yes_id, self.no_id = tok.convert_tokens_to_ids("yes"), tok.convert_tokens_to_ids("no")
         if tok.unk_token_id in (self.yes_id, self.no_id):
@@ -226,7 +252,7 @@ class BlipVqaJudge:
         return cls(model.to(resolve_device(device), dtype or torch.float32), processor, **kwargs)
 
     def phrases(self, prompt: str) -> list[str]:
-        return noun_phrases(prompt, self.max_phrases)
+        return self._split(prompt, self.max_phrases)
 
     @torch.no_grad()
     def _answer(self, image_embeds: torch.Tensor, which: list[int], questions: list[str]) -> np.ndarray:

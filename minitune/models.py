@@ -13,8 +13,8 @@ does not exist, a folder that is not a pipeline, a truncated or corrupt ``.safet
 from its header before diffusers reads it), a hub id that cannot be reached and is not cached, and a
 pipeline family minitune has no adapter for.
 
-``dtype="auto"`` is fp16 on CUDA and fp32 elsewhere for Stable Diffusion models, and fp32 for the
-Shapes model everywhere (it is small, and its documented numbers are fp32).
+``dtype="auto"`` is the family's dtype on CUDA (``accelerator_dtype`` of :mod:`minitune.families`: fp16 for Stable
+Diffusion, SDXL and SD3, fp32 for the Shapes model, which is small and documented in fp32) and fp32 elsewhere.
 """
 
 from __future__ import annotations
@@ -31,18 +31,28 @@ DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 SHAPES = "ShapesPipeline"
 
 
-def pipeline_class(model) -> str | None:
+def pipeline_class(model, remote: bool = False) -> str | None:
     """The pipeline class a model names, read without loading it: from ``model_index.json`` for a folder,
-    ``ShapesPipeline`` for ``"toy"``, ``None`` for a hub id (not known before it is downloaded)."""
+    ``ShapesPipeline`` for ``"toy"``; for a hub id ``None``, or with `remote` its ``model_index.json`` from the cache
+    or the hub (``None`` where neither answers)."""
     if model is None or str(model) == "toy":
         return SHAPES
     index = Path(model) / "model_index.json"
     if not index.is_file():
-        return None
+        return _hub_class(str(model)) if remote and is_hub_id(model) else None
     try:
         return json.loads(index.read_text()).get("_class_name")
     except (json.JSONDecodeError, AttributeError):
         raise ValueError(f"{index} is not valid JSON; save the pipeline again with save_pretrained.") from None
+
+
+def _hub_class(model_id: str) -> str | None:
+    from diffusers import DiffusionPipeline
+
+    try:
+        return DiffusionPipeline.load_config(model_id).get("_class_name")
+    except (OSError, ValueError):
+        return None
 
 
 def is_hub_id(model) -> bool:
@@ -68,12 +78,15 @@ def is_shapes_model(model) -> bool:
     return pipeline_class(model) == SHAPES
 
 
-def resolve_dtype(dtype: str | torch.dtype, device: torch.device, shapes: bool = False) -> torch.dtype:
-    """``"auto"``: fp16 on CUDA for real models, else fp32; or one of ``DTYPES``' names; or a torch dtype."""
+def resolve_dtype(dtype: str | torch.dtype, device: torch.device, shapes: bool = False, family=None) -> torch.dtype:
+    """``"auto"``: on CUDA the `family`'s ``accelerator_dtype`` (fp16 for a real model when no family is given, fp32
+    for the Shapes model), else fp32; or one of ``DTYPES``' names; or a torch dtype."""
     if isinstance(dtype, torch.dtype):
         return dtype
     if dtype == "auto":
-        return torch.float16 if device.type == "cuda" and not shapes else torch.float32
+        if device.type != "cuda" or shapes:
+            return torch.float32
+        return torch.float16 if family is None else family.accelerator_dtype
     if dtype not in DTYPES:
         raise ValueError(f"Unknown dtype {dtype!r}: use auto, {', '.join(DTYPES)}.")
     return DTYPES[dtype]
@@ -116,7 +129,9 @@ def load_pipeline(model="toy", *, device: str | torch.device = "auto", dtype: st
         if model not in (None, "toy"):
             check_weights(model)
         return load_shapes(model, device=device, dtype=resolve_dtype(dtype, device, shapes=True))
-    pipe = _diffusers_pipeline(str(model), resolve_dtype(dtype, device))
+    from .families import family_named
+
+    pipe = _diffusers_pipeline(str(model), resolve_dtype(dtype, device, family=family_named(pipeline_class(model))))
     _check_family(pipe)
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)

@@ -206,3 +206,32 @@ def test_evaluate_pipeline_takes_the_judges_as_scorers(toy, blip, clip):
     np.testing.assert_allclose([r["blip_vqa"] for r in ev.records], blip(cands.images, cands.prompts)["blip_vqa"], atol=1e-6)
     summary = ev.summary()["all"]
     assert 0 < summary["blip_vqa"] < 1 and summary["blip_vqa_ci"][0] <= summary["blip_vqa"] <= summary["blip_vqa_ci"][1]
+
+
+def test_blip_vqa_uses_spacys_noun_chunks_where_installed_and_records_its_splitter(monkeypatch):
+    """With spaCy and en_core_web_sm importable, phrases are their noun chunks (T2I-CompBench's); without, the rule-based
+    splitter; the judge's record names which."""
+    import sys
+    import types
+
+    from minitune.io import judge_record
+
+    class Doc:
+        def __init__(self, text):
+            self.noun_chunks = [types.SimpleNamespace(text=t) for t in text.split(" and ")]
+
+    monkeypatch.setitem(sys.modules, "spacy", None)  # not installed
+    plain = tiny_blip_vqa_judge()
+    assert plain.phrase_splitter == "rule-based" and judge_record(plain)["judge_phrases"] == "rule-based"
+    spacy = types.SimpleNamespace(load=lambda name: Doc if name == "en_core_web_sm" else None)
+    monkeypatch.setitem(sys.modules, "spacy", spacy)
+    judge = tiny_blip_vqa_judge()
+    assert judge.phrase_splitter == "spacy en_core_web_sm noun chunks"
+    assert judge.phrases("a metallic stand display and a glass jar") == ["a metallic stand display", "a glass jar"]
+    assert judge_record(judge)["judge_phrases"] == "spacy en_core_web_sm noun chunks"
+
+    def missing(name):
+        raise OSError(f"[E050] Can't find model '{name}'")
+
+    monkeypatch.setitem(sys.modules, "spacy", types.SimpleNamespace(load=missing))  # spaCy without the model
+    assert tiny_blip_vqa_judge().phrase_splitter == "rule-based"

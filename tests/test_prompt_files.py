@@ -47,9 +47,17 @@ def test_the_readme_paper_commands_on_real_prompts(tmp_path, capsys, caplog):
     assert "lists 1 prompt(s) again" in caplog.text
     manifest = json.loads((out / "pool" / "manifest.json").read_text())
     assert manifest["prompts"] == [lines[0].decode(), lines[twice].decode()] and manifest["n_images"] == 4
+    capsys.readouterr()
     assert main(["finetune", "--preset", "paper", "--model", model, "--data-dir", str(out / "mi"), "--output-dir",
                  str(out / "lora"), "--rank", "2", "--batch-size", "2", "--grad-accum", "1", "--validate-every", "0",
-                 "--sample-prompts", "0", *small]) == 0
+                 "--sample-prompts", "0", "--val-prompt-file", prompts, "--val-prompts", "1", "--val-images", "1",
+                 "--checkpoint-every", "1", "--judge-model", "tiny", *small]) == 0
+    best = capsys.readouterr().out.splitlines()[-1]
+    assert best.startswith(f"best on the validation prompts: {out / 'lora'}/checkpoint-") and "blip_vqa" in best
+    config = json.loads((out / "lora" / "finetune_config.json").read_text())
+    assert (config["config"]["latents"], config["config"]["val_fraction"], config["judge"]["judge"]) == \
+        ("saved", 0.0, "blip_vqa")  # the sampler's own latents, every image trained, the judge recorded
+    assert (out / "mi" / "latents.safetensors").is_file() and config["data"]["images"] == 2
     assert main(["evaluate", "--preset", "paper", "--model", model, "--prompt-file", prompts, "--category", "color",
                  "--lora", str(out / "lora"), "--judge-model", "tiny", "--n-per-prompt", "1", *small]) == 0
     assert "judged by blip-vqa" in capsys.readouterr().out

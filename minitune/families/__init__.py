@@ -14,7 +14,7 @@ from .sd import StableDiffusion
 from .sd3 import StableDiffusion3
 from .sdxl import StableDiffusionXL
 
-__all__ = ["FAMILIES", "Conditioning", "Family", "StackedInputs", "denoiser_for", "family_of"]
+__all__ = ["FAMILIES", "Conditioning", "Family", "StackedInputs", "denoiser_for", "family_named", "family_of"]
 
 # Pipeline class-name prefixes, most specific first: the pipelines of diffusers each family serves.
 FAMILIES = (("StableDiffusion3", StableDiffusion3), ("StableDiffusionXL", StableDiffusionXL),
@@ -28,14 +28,23 @@ def family_of(pipe) -> type[Family]:
     if own is not None:
         return own
     name = type(pipe).__name__
-    for prefix, family in FAMILIES:
-        if name.startswith(prefix):
-            return family
+    family = family_named(name)
+    if family is not None:
+        return family
     raise ValueError(
         f"Unsupported pipeline {name}: minitune measures MI with ShapesPipeline, StableDiffusionPipeline, "
         f"StableDiffusionXLPipeline (UNet ε-prediction models with a DDPM-family scheduler) or StableDiffusion3Pipeline "
         f"(rectified flow)."
     )
+
+
+def family_named(class_name: str | None) -> type[Family] | None:
+    """The diffusers family that serves a pipeline class of this name (as a saved folder's model_index.json names
+    it), or None: what :func:`family_of` knows before a pipeline is loaded."""
+    for prefix, family in FAMILIES:
+        if (class_name or "").startswith(prefix):
+            return family
+    return None
 
 
 def denoiser_for(pipe) -> Family:

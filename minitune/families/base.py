@@ -79,11 +79,14 @@ class Family:
 
     guidance_scale: float  # the guidance scale of an unparameterised sampling call
     num_inference_steps: int  # the sampling steps of an unparameterised sampling call
+    sampler: str | None = None  # the named sampler (minitune.sampling.SAMPLERS) of a call; None: the pipeline's own
+    accelerator_dtype = torch.float32  # the weights' dtype of ``dtype="auto"`` on CUDA (the CPU is always float32)
     sample_batch_size = 64  # images per network call when sampling, the memory bound
     lora_targets: tuple[str, ...]  # the network's modules a LoRA adapter adapts
     lora_owner = "unet"  # the network's name in a diffusers LoRA file
     network = "a UNet"  # the network in words, for messages
     finetune_defaults: dict = {}  # FinetuneConfig options the family trains with when given none
+    loss_options: tuple[str, ...] = ()  # FinetuneConfig switches that train_prediction takes as keywords
 
     def __init__(self, pipe, net):
         self.pipe, self.net, self.scheduler = pipe, net, pipe.scheduler
@@ -128,8 +131,9 @@ class Family:
         """Stratified noise levels for the held-out loss: stratum s + u (u uniform in [0, 1)) of `n_strata`."""
         raise NotImplementedError
 
-    def train_prediction(self, net, x0, noise, t, hidden, added, dtype):
-        """`net`'s prediction (float32) for x0 noised with `noise` at `t`, and the target of the training loss."""
+    def train_prediction(self, net, x0, noise, t, hidden, added, dtype, **loss_options):
+        """`net`'s prediction (float32) for x0 noised with `noise` at `t`, and the target of the training loss
+        (`loss_options`: the family's :attr:`loss_options` that a run switches on)."""
         raise NotImplementedError
 
     def to_latents(self, images: torch.Tensor, generator=None) -> torch.Tensor:
