@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 from . import GUIDANCE_SCALE
@@ -19,7 +18,7 @@ MODEL_HELP = ("'toy' (the shipped Shapes model), a saved diffusers pipeline fold
               "stabilityai/stable-diffusion-3.5-medium")
 
 
-def _device(args):
+def device_of(args):
     """--device; under `accelerate launch` "auto" is each process's own device."""
     from accelerate import PartialState
 
@@ -27,111 +26,53 @@ def _device(args):
     return state.device if args.device == "auto" and state.num_processes > 1 else args.device
 
 
-def _pipe(args):
-    from .families import family_of
+def load_model(args):
+    """The pipeline of --model on --device with --dtype, channels-last and the --sampler where asked."""
     from .models import load_pipeline
     from .sampling import use_channels_last, use_sampler
 
-    pipe = load_pipeline(args.model, device=_device(args), dtype=args.dtype)
-    guidance, steps = family_of(pipe).sampling()
-    for name, value in (("guidance_scale", guidance), ("cfg", guidance), ("steps", steps)):
-        if hasattr(args, name) and getattr(args, name) is None:
-            setattr(args, name, value)
+    pipe = load_pipeline(args.model, device=device_of(args), dtype=args.dtype)
     if getattr(args, "channels_last", False):
         use_channels_last(pipe)
     return use_sampler(pipe, getattr(args, "sampler", None))
 
 
-def _prompts(args):
-    """The prompts of a command, checked before any model is loaded."""
-    from .models import check_model, is_shapes_model
+def sampling_of(pipe, guidance_scale, steps) -> tuple[float, int]:
+    """The guidance scale and sampling steps given, else the model family's."""
+    from .families import family_of
+
+    return family_of(pipe).sampling(guidance_scale, steps)
+
+
+def command_prompts(args):
+    """The prompts of a command, checked before any model is loaded (default: its world's held-out prompts)."""
+    from .models import check_model, world_of
     from .selection import read_prompts
-    from .toy import world
 
     check_model(args.model)
-    shapes = is_shapes_model(args.model)
+    world = world_of(args.model)
     if not (args.prompt or args.prompt_file):
-        if not shapes:
+        if world is None:
             raise ValueError(f"Give the prompts for {args.model}: --prompt, or --prompt-file with one prompt per line "
                              "(as T2I-CompBench's color_val.txt).")
         return world.eval_prompts(args.per_category, seed=args.seed)
     prompts = read_prompts(args.prompt_file) if args.prompt_file else args.prompt
-    if shapes:
-        for p in prompts:
-            world.parse(p)
+    for p in prompts if world else ():
+        world.check_prompt(p)
     return prompts
 
 
-def cmd_toy_train(args):
-    from .toy.train import TrainConfig, train
-
-    cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                      checkpoint_every=args.checkpoint_every, snr_gamma=args.snr_gamma,
-                      caption_noise=args.caption_noise, channels=args.channels, width=args.width,
-                      category_weights=args.category_weights, warmup=args.warmup, init_from=args.init_from,
-                      single_object_share=args.single_object_share)
-    final = train(args.output_dir, cfg)
-    print(f"pipeline saved to {final}")
-
-
-def cmd_toy_ship(args):
-    from .toy.train import ship
-
-    print(f"shipped {ship(args.run_dir, args.step, args.dest)}")
-
-
-def _shapes_only(args, instead: str) -> None:
-    """Refuse a model that is not a Shapes pipeline; a missing folder is left to the loader's own sentence."""
-    from .models import check_model, is_shapes_model
-
-    check_model(args.model)
-    if not is_shapes_model(args.model):
-        raise ValueError(f"`minitune {args.command}` needs the Shapes world's oracle, and {args.model} is not a Shapes "
-                         f"pipeline; {instead}.")
-
-
-def cmd_toy_eval(args):
-    from .evaluate import alignment_table, failure_table
-    from .plotting import save_grid
-    from .sampling import sample_with_mi
-    from .toy import world
-
-    _shapes_only(args, "use `minitune evaluate --scorer blip-vqa` for other models")
-    prompts = _prompts(args)
-    pipe = _pipe(args)
-    t0 = time.time()
-    cands = sample_with_mi(pipe, prompts, args.n_per_prompt, guidance_scale=args.guidance_scale,
-                           num_inference_steps=args.steps, seed=args.seed, batch_size=args.batch_size)
-    images = cands.images
-    ev = world.evaluate(images, cands.prompts)
-    report = (
-        f"Model: {args.model}; {len(prompts)} prompts × {args.n_per_prompt} images; CFG {args.guidance_scale}, "
-        f"{args.steps} steps of {type(pipe.scheduler).__name__}, seed {args.seed}; {time.time() - t0:.0f} s; mean trajectory MI "
-        f"{cands.mi.mean():.1f} nats.\n\n"
-        f"Alignment (exact oracle):\n\n{alignment_table(ev)}\n\n"
-        f"Failure modes (% of images; an image can show several):\n\n{failure_table(ev)}\n"
-    )
-    print(report)
-    if args.output_dir:
-        out = Path(args.output_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "report.md").write_text(report)
-        (out / "records.json").write_text(json.dumps(ev.records, indent=1))
-        save_grid(out / "grid.png", images[: 8 * args.n_per_prompt], cols=args.n_per_prompt * 2)
-        print(f"wrote {out}/report.md, records.json and grid.png")
-
-
 def cmd_mi(args):
-    from .models import is_shapes_model
     from .plotting import save_grid
     from .sampling import sample_with_mi
-    from .toy import world
 
-    prompts = _prompts(args)
-    pipe = _pipe(args)
-    cands = sample_with_mi(pipe, prompts, args.n_per_prompt, guidance_scale=args.guidance_scale,
-                           num_inference_steps=args.steps, seed=args.seed, batch_size=args.batch_size)
-    records = world.evaluate(cands.images, cands.prompts).records if is_shapes_model(args.model) else None
+    prompts = command_prompts(args)
+    pipe = load_model(args)
+    guidance, steps = sampling_of(pipe, args.guidance_scale, args.steps)
+    cands = sample_with_mi(pipe, prompts, args.n_per_prompt, guidance_scale=guidance, num_inference_steps=steps,
+                           seed=args.seed, batch_size=args.batch_size)
+    oracle = getattr(pipe, "oracle", None)  # a world's exact judge, where the pipeline brings one
+    records = oracle(cands.images, cands.prompts) if callable(oracle) else None
     order = []
     for p in range(len(prompts)):
         rows = sorted(range(p * args.n_per_prompt, (p + 1) * args.n_per_prompt), key=lambda r: -float(cands.mi[r]))
@@ -148,19 +89,29 @@ def cmd_mi(args):
         print(f"\nwrote {out / 'ranked.png'} (one row per prompt, highest MI first)")
 
 
-def _scorers(args) -> tuple[dict, str]:
-    """The judges of `evaluate` (by --scorer) and the metric its table shows."""
-    from .evaluate import oracle_scorer
-    from .models import is_shapes_model
-
-    name = args.scorer or ("oracle" if is_shapes_model(args.model) else "blip-vqa")
-    if name == "oracle":
-        _shapes_only(args, "judge it with --scorer blip-vqa or clipscore")
-        return {name: oracle_scorer}, "strict"
+def make_judge(args, name: str):
+    """The judge `name` (--judge-model's weights) for --model, refused where it reads only another world's images."""
     from .judges import make_scorer
+    from .models import world_of
+    from .plugins import registry
 
-    scorer = make_scorer(name, device=_device(args), model_id=args.judge_model)
-    return {name: scorer}, scorer.metric
+    world = world_of(args.model)
+    owners = [w for w in registry().worlds.values() if name in w.judges]
+    if owners and (world is None or name not in world.judges):
+        raise ValueError(f"The {name} judges only the {owners[0].title} world, and {args.model} is not a "
+                         f"{owners[0].title} pipeline; use --scorer blip-vqa or clipscore.")
+    return make_scorer(name, device=device_of(args), model_id=args.judge_model)
+
+
+def _scorers(args) -> tuple[dict, str]:
+    """The judges of `evaluate` (by --scorer; default: the model's world's, else blip-vqa) and the metric its
+    table shows."""
+    from .models import world_of
+
+    world = world_of(args.model)
+    name = args.scorer or (world.judges[0] if world and world.judges else "blip-vqa")
+    scorer = make_judge(args, name)
+    return {name: scorer}, getattr(scorer, "metric", None) or world.metric
 
 
 def cmd_evaluate(args):
@@ -168,16 +119,16 @@ def cmd_evaluate(args):
 
     from .evaluate import comparison_table, evaluate_pipeline, load_adapter
     from .finetune import WEIGHTS_NAME
+    from .images import to_uint8
     from .io import folder_fingerprint
     from .plotting import save_grid
-    from .toy.world import to_uint8
 
-    prompts = _prompts(args)
+    prompts = command_prompts(args)
     if args.lora and not (Path(args.lora) / WEIGHTS_NAME).is_file():
         raise FileNotFoundError(f"No LoRA adapter in {args.lora}: the folder must hold {WEIGHTS_NAME} "
                                 "(made by `minitune finetune`).")
     scorers, metric = _scorers(args)
-    pipe = _pipe(args)
+    pipe = load_model(args)
     if args.lora:
         load_adapter(pipe, args.lora)
     category = args.category
@@ -203,88 +154,61 @@ def cmd_evaluate(args):
         print(f"wrote {out}/eval.json, images.npy and grid.png")
 
 
-def cmd_experiment(args):
-    from dataclasses import replace
-
-    from .experiment import PRESETS, publish, run_experiment
-    from .results import git_commit
-
-    _shapes_only(args, "on other models run `minitune build`, `finetune` and `evaluate`")
-    cfg = PRESETS[args.preset]
-    overrides = {k: v for k, v in (("selectors", args.selectors and tuple(args.selectors)), ("rounds", args.rounds),
-                                   ("renoise_samples", args.renoise_samples),
-                                   ("contrast_samples", args.contrast_samples), ("objective", args.objective),
-                                   ("dpo_beta", args.dpo_beta), ("pairing", args.pairing), ("sampler", args.sampler),
-                                   ("steps", args.steps))
-                 if v is not None}
-    t0, commit = time.time(), git_commit()  # the code that runs, whatever changes while it does
-    data = run_experiment(args.output_dir, replace(cfg, **overrides), model=None if args.model == "toy" else args.model,
-                          device=args.device)
-    print((Path(args.output_dir) / "results.md").read_text())
-    print(f"wrote {args.output_dir}/results.json, results.md and figures/ in {time.time() - t0:.0f} s")
-    if args.results_dir:
-        wall = sum(data["timings"].values())
-        paths = publish(data, args.results_dir, model=args.model, command="minitune " + " ".join(sys.argv[1:]),
-                        wall_s=wall, commit=commit, figures=Path(args.output_dir) / "figures")
-        print(f"wrote {paths[0]} and {paths[1]}")
-
-
-def _build_judge(args, shapes: bool):
+def _build_judge(args):
     """The external judge of `build --scorer` (None without it); its scores make the "judge" set."""
     if args.scorer is None:
         if args.selector == "judge":
-            raise ValueError("--selector judge needs a judge: add --scorer blip-vqa, clipscore or oracle.")
+            raise ValueError(f"--selector judge needs a judge: add --scorer {' or '.join(_judge_names())}.")
         return None
-    if args.scorer == "oracle":
-        from .evaluate import oracle_scorer
+    return make_judge(args, args.scorer)
 
-        if not shapes:
-            raise ValueError(f"The oracle judges only the Shapes world, and {args.model} is not a Shapes pipeline; "
-                             "use --scorer blip-vqa or clipscore.")
-        return oracle_scorer
-    from .judges import make_scorer
 
-    return make_scorer(args.scorer, device=_device(args), model_id=args.judge_model)
+def _build_prompts(args, world) -> list[str]:
+    """`build`'s training prompts: the --prompts file, else the model's world's (checked before the model loads)."""
+    from .selection import read_prompts
+
+    if not (args.prompts or world):
+        raise ValueError(f"Give the training prompts for {args.model} with --prompts, a text file with one prompt per "
+                         "line (as T2I-CompBench's color_train.txt).")
+    prompts = read_prompts(args.prompts) if args.prompts else world.train_prompts(args.n_prompts, seed=args.seed)
+    for p in prompts if world else ():
+        world.check_prompt(p)
+    return prompts
 
 
 def cmd_build(args):
     from accelerate import PartialState
 
     from .io import markdown_table
-    from .models import check_model, is_shapes_model
-    from .selection import build, check_top_k, load_records, read_prompts, train_prompts
-    from .toy import world
+    from .models import check_model, world_of
+    from .selection import build, check_top_k, load_records
 
     check_top_k(args.top_k, args.candidates)  # before the model loads
     check_model(args.model)
-    shapes = is_shapes_model(args.model)
-    if not (args.prompts or shapes):
-        raise ValueError(f"Give the training prompts for {args.model} with --prompts, a text file with one prompt per "
-                         "line (as T2I-CompBench's color_train.txt).")
-    prompts = read_prompts(args.prompts) if args.prompts else train_prompts(args.n_prompts, seed=args.seed)
-    for p in prompts if shapes else ():
-        world.parse(p)
-    selectors = [args.selector] + ((["random", "oracle"] if shapes else ["random"]) if args.controls else [])
-    judge = _build_judge(args, shapes)
+    world = world_of(args.model)
+    prompts = _build_prompts(args, world)
+    selectors = [args.selector] + (["random", *(world.controls if world else ())] if args.controls else [])
+    judge = _build_judge(args)
     if judge is not None and "judge" not in selectors:
         selectors.append("judge")
-    pipe = _pipe(args)  # also fills in the model's default guidance and steps
+    pipe = load_model(args)
+    guidance, steps = sampling_of(pipe, args.cfg, args.steps)
     paths = build(pipe, prompts, args.output_dir, args.candidates, args.top_k, selectors=selectors,
-                  guidance_scale=args.cfg, num_inference_steps=args.steps, seed=args.seed, batch_size=args.batch_size,
+                  guidance_scale=guidance, num_inference_steps=steps, seed=args.seed, batch_size=args.batch_size,
                   renoise_samples=args.renoise_samples, contrast_samples=args.contrast_samples,
                   keep_latents=args.keep_latents, model=args.model, pairs=args.pairs, pairing=args.pairing,
                   judge=judge)
     if not PartialState().is_main_process:
         return
-    print(f"{len(prompts)} prompts × {args.candidates} candidates, top-{args.top_k} per prompt; CFG {args.cfg}, "
-          f"{args.steps} steps of {type(pipe.scheduler).__name__}, seed {args.seed}\n")
-    keys = ("mi", "strict", "soft") if shapes else ("mi",)
+    print(f"{len(prompts)} prompts × {args.candidates} candidates, top-{args.top_k} per prompt; CFG {guidance}, "
+          f"{steps} steps of {type(pipe.scheduler).__name__}, seed {args.seed}\n")
+    keys = ("mi", *(world.verdicts if world else ()))
     rows = []
     for path in paths.values():
         _, records = load_records(path)
         mean = [sum(r[key] for r in records) / len(records) for key in keys]
         rows.append([str(path), len(records), f"{mean[0]:.1f}", *(f"{100 * m:.1f}" for m in mean[1:])])
-    columns = ["folder", "images", "mean MI (nats)", *(["strict %", "soft %"] if shapes else [])]
+    columns = ["folder", "images", "mean MI (nats)", *(f"{k} %" for k in keys[1:])]
     print(markdown_table(rows, columns, align="l" + "r" * (len(columns) - 1)))
 
 
@@ -301,7 +225,7 @@ def cmd_finetune(args):
     options.update({k: v for k, v in given.items() if v is not None})
     data = load_finetune_set(args.data_dir)  # a bad set is reported before the model loads
     check_objective(FinetuneConfig(**options), data)
-    pipe = _pipe(args)
+    pipe = load_model(args)
     out = finetune(pipe, data, args.output_dir, device=args.device, **options)
     if PartialState().is_main_process:  # once, also under `accelerate launch`
         last = (out / "loss.csv").read_text().splitlines()[-1].split(",")
@@ -369,14 +293,20 @@ def _sampling_args(p, per_category=70):
     p.add_argument("--n-per-prompt", type=int, default=4)
     p.add_argument("--guidance-scale", type=float, help=GUIDANCE_HELP)
     p.add_argument("--steps", type=int, help=STEPS_HELP)
-    _sampler_arg(p)
+    add_sampler_arg(p)
     _channels_last_arg(p)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
 
 
+def _judge_names() -> list[str]:
+    from .judges import available_judges
+
+    return list(available_judges())
+
+
 def _judge_args(p, scorer_help):
-    p.add_argument("--scorer", choices=["oracle", "blip-vqa", "clipscore"], help=scorer_help)
+    p.add_argument("--scorer", choices=_judge_names(), help=scorer_help)
     p.add_argument("--judge-model", help="the judge's weights: a folder or hub id (default: Salesforce/blip-vqa-base "
                    "for blip-vqa, openai/clip-vit-base-patch32 for clipscore; tiny: a random tiny one, to try the commands)")
 
@@ -386,14 +316,14 @@ def _channels_last_arg(p):
                    "convolutions, the same images up to rounding (book/results/unet_throughput.md)")
 
 
-def _sampler_arg(p, default_help="the model's own scheduler"):
+def add_sampler_arg(p, default_help="the model's own scheduler"):
     from .sampling import SAMPLERS
 
     p.add_argument("--sampler", choices=list(SAMPLERS), help=f"the sampler, built from the model's scheduler config "
                    f"(default: {default_help}); book/results/sampler.md compares them")
 
 
-def _pairing_arg(p, when: str, default=None):
+def add_pairing_arg(p, when: str, default=None):
     from .selection import PAIRINGS
 
     p.add_argument("--pairing", choices=list(PAIRINGS), default=default, help="the rejected candidate of each kept "
@@ -401,39 +331,7 @@ def _pairing_arg(p, when: str, default=None):
                    f"negative (nearest); {when}")
 
 
-def _add_toy_train(sub) -> None:
-    p = sub.add_parser("toy-train", help="train the Shapes-world base model from scratch (resumable)")
-    p.add_argument("--output-dir", default="runs/base")
-    p.add_argument("--steps", type=int, default=1500)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--checkpoint-every", type=int, default=250)
-    p.add_argument("--snr-gamma", type=float, help="Min-SNR-γ loss weighting (e.g. 5; default: plain ε-loss)")
-    p.add_argument("--channels", type=int, nargs=3, default=[32, 64, 64], metavar="C",
-                   help="UNet channels at 32×32, 16×16 and 8×8")
-    p.add_argument("--width", type=int, default=64, help="text-encoder width (= the UNet's cross-attention dimension)")
-    p.add_argument("--caption-noise", type=float, default=0.0,
-                   help="fraction of training images that leave out one object their caption names (loose captions)")
-    p.add_argument("--category-weights", type=float, nargs=5, metavar="W",
-                   help="share of the batches for color, shape, spatial, count and complex prompts (default: equal)")
-    p.add_argument("--single-object-share", type=float, default=0.0, help="share of the training prompts replaced by "
-                   "one-object prompts, as a web corpus holds mostly pictures of one thing")
-    p.add_argument("--warmup", type=int, default=50, help="steps of linear learning-rate warm-up before the cosine decay")
-    p.add_argument("--init-from", help="start from this saved Shapes pipeline's weights (same --channels and --width), "
-                   "e.g. to train a second stage on another data mix")
-    p.set_defaults(func=cmd_toy_train)
-
-
-def _add_toy_ship(sub) -> None:
-    p = sub.add_parser("toy-ship", help="copy a trained base model (with config and curve) into the package")
-    p.add_argument("--run-dir", default="runs/base")
-    p.add_argument("--step", type=int, help="which saved step (default: the last)")
-    p.add_argument("--dest", help="destination folder (default: the package's weights folder)")
-    p.set_defaults(func=cmd_toy_ship)
-
-
-def _add_sampling_command(sub, name: str, summary: str, func, output: str, per_category: int = 70):
+def add_sampling_command(sub, name: str, summary: str, func, output: str, per_category: int = 70):
     """A command that samples a model on held-out prompts (:func:`_sampling_args`) and may write `output`;
     returns its parser, for the command's own options."""
     p = sub.add_parser(name, help=summary)
@@ -443,47 +341,19 @@ def _add_sampling_command(sub, name: str, summary: str, func, output: str, per_c
     return p
 
 
-def _add_toy_eval(sub) -> None:
-    _add_sampling_command(sub, "toy-eval", "sample a Shapes model on held-out prompts and print the oracle's tables",
-                          cmd_toy_eval, "report.md, records.json and grid.png")
-
-
 def _add_mi(sub) -> None:
-    _add_sampling_command(sub, "mi", "sample N candidates per prompt and rank them by trajectory MI (with the oracle's "
+    add_sampling_command(sub, "mi", "sample N candidates per prompt and rank them by trajectory MI (with the oracle's "
                           "verdict)", cmd_mi, "ranked.png", per_category=1)
 
 
 def _add_evaluate(sub) -> None:
-    p = _add_sampling_command(sub, "evaluate", "judge a model (optionally with a LoRA adapter) on held-out prompts",
+    p = add_sampling_command(sub, "evaluate", "judge a model (optionally with a LoRA adapter) on held-out prompts",
                               cmd_evaluate, "eval.json and grid.png")
     p.add_argument("--lora", help="a LoRA folder to load with pipe.load_lora_weights")
     _preset_arg(p)
     _judge_args(p, "the judge (default: oracle for the Shapes model, blip-vqa otherwise)")
     p.add_argument("--category", help="the category of every prompt, for the report's columns (e.g. color for "
                    "T2I-CompBench's color_val.txt; default: the Shapes grammar's, else 'other')")
-
-
-def _add_experiment(sub) -> None:
-    p = sub.add_parser("experiment", help="the whole MI-TUNE experiment: pool, MI/random/oracle sets, LoRA, evaluation")
-    p.add_argument("--preset", choices=["tiny", "full"], default="full")
-    p.add_argument("--output-dir", default="outputs/experiment")
-    p.add_argument("--model", default="toy", help="'toy' (the shipped base model) or a saved Shapes pipeline folder; "
-                   "the experiment needs the Shapes world's oracle (real models: build, finetune and evaluate)")
-    p.add_argument("--selectors", nargs="+", choices=["mi", "mi_renoise", "mi_contrast"],
-                   help="MI signals, one fine-tuned arm each")
-    p.add_argument("--rounds", type=int, help="self-training rounds")
-    p.add_argument("--renoise-samples", type=int, help="re-noising MI samples per candidate (needed by mi_renoise)")
-    p.add_argument("--contrast-samples", type=int, help="contrast MI samples per candidate and prompt (needed by mi_contrast)")
-    p.add_argument("--objective", choices=["mse", "dpo"],
-                   help="fine-tune on each arm's top-k (mse, the paper) or by Diffusion-DPO on its preference pairs (dpo)")
-    p.add_argument("--dpo-beta", type=float, help="DPO's β (with --objective dpo)")
-    _pairing_arg(p, "with --objective dpo, default: the preset's")
-    _sampler_arg(p, "the preset's")
-    p.add_argument("--steps", type=int, help="sampling steps for the pool and the evaluations (default: the preset's)")
-    p.add_argument("--results-dir", help="also write experiment.json and experiment.md here (e.g. book/results), "
-                   "headed with the model, commit, command and wall time")
-    p.add_argument("--device", default="auto")
-    p.set_defaults(func=cmd_experiment)
 
 
 def _add_build(sub) -> None:
@@ -498,7 +368,7 @@ def _add_build(sub) -> None:
     p.add_argument("--top-k", type=int, default=1, help="k, candidates kept per prompt")
     p.add_argument("--cfg", "--guidance-scale", dest="cfg", type=float, help=GUIDANCE_HELP)
     p.add_argument("--steps", type=int, help=STEPS_HELP)
-    _sampler_arg(p)
+    add_sampler_arg(p)
     _channels_last_arg(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=64)
@@ -513,9 +383,9 @@ def _add_build(sub) -> None:
     p.add_argument("--keep-latents", action="store_true", help="also store latents and prompt embeddings (safetensors)")
     p.add_argument("--pairs", action="store_true", help="preference sets for `finetune --objective dpo`: each kept "
                    "candidate paired with a lower one of its prompt (needs --candidates ≥ 2 × --top-k)")
-    _pairing_arg(p, "with --pairs", default="extremes")
+    add_pairing_arg(p, "with --pairs", default="extremes")
     p.add_argument("--output-dir", default="runs/build", help="gets pool/ and one folder per selected set")
-    p.set_defaults(func=cmd_build)
+    p.set_defaults(func=cmd_build, resumable=True)
 
 
 def _add_finetune(sub) -> None:
@@ -542,7 +412,7 @@ def _add_finetune(sub) -> None:
     p.add_argument("--objective", choices=["mse", "dpo"], default="mse", help="mse: the diffusion loss on the set's "
                    "images; dpo: Diffusion-DPO on a preference set (`minitune build --pairs`) against the starting model")
     p.add_argument("--dpo-beta", type=float, default=2000.0, help="DPO's β: larger keeps the adapter closer to the model")
-    p.set_defaults(func=cmd_finetune)
+    p.set_defaults(func=cmd_finetune, resumable=True)
 
 
 def _add_sweep(sub) -> None:
@@ -585,8 +455,10 @@ def _add_study_report(sub) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="minitune", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_toy_train, _add_toy_ship, _add_toy_eval, _add_mi, _add_evaluate, _add_experiment, _add_build,
-                _add_finetune, _add_sweep, _add_compare, _add_study_report):
+    from .plugins import registry
+
+    for add in (_add_mi, _add_evaluate, _add_build, _add_finetune, _add_sweep, _add_compare, _add_study_report,
+                *registry().commands):
         add(sub)
     return parser
 
@@ -612,7 +484,6 @@ def _preset_arg(p):
                    "MI-TUNE recipe for a GPU, see minitune.recipes); options given here override them")
 
 
-RESUMABLE = ("toy-train", "experiment", "build", "finetune")  # the commands whose folders a rerun continues
 INTERRUPTED = 130  # the shell's status for a command stopped by Ctrl-C (128 + SIGINT)
 
 
@@ -625,7 +496,7 @@ def main(argv=None) -> int:
         print(f"minitune {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        again = "resume" if args.command in RESUMABLE else "start again"
+        again = "resume" if getattr(args, "resumable", False) else "start again"  # a rerun continues its folder
         print(f"\nminitune {args.command}: interrupted; rerun the same command to {again}.", file=sys.stderr)
         return INTERRUPTED
     return 0

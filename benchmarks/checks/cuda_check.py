@@ -22,7 +22,7 @@ import torch
 
 from benchmarks import harness
 from minitune.cli import main as minitune
-from minitune.tiny import tiny_sd_pipeline, tiny_sdxl_pipeline
+from minitune.testing import tiny_sd_pipeline, tiny_sdxl_pipeline
 
 PROMPTS = "a red book and a yellow vase\na blue bench on the left of a green car\n"
 

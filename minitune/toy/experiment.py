@@ -22,14 +22,17 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from . import GUIDANCE_SCALE, resolve_device
-from .evaluate import EvalResult, paired_delta, comparison_table, evaluate_pipeline, oracle_scorer
-from .finetune import OBJECTIVES
-from .images import to_uint8
-from .io import atomic_write, claim, markdown_table
-from .results import write_result
-from .sampling import SAMPLERS, use_sampler
-from .selection import check_pairing
+from .. import GUIDANCE_SCALE, resolve_device
+from ..evaluate import EvalResult, comparison_table, evaluate_pipeline, paired_delta
+from ..finetune import OBJECTIVES, WEIGHTS_NAME, finetune, load_finetune_set
+from ..images import to_uint8
+from ..io import atomic_write, claim, markdown_table, slug
+from ..results import write_result
+from ..sampling import SAMPLERS, use_sampler
+from ..selection import build_pool, check_pairing, pool_complete, select
+from .pipeline import load_pipeline
+from .scoring import oracle_scorer
+from .world import FAILURE_MODES, eval_prompts, render_batch, train_prompts
 
 
 @dataclass(frozen=True)
@@ -129,8 +132,6 @@ class _Context:
 
     def pipeline(self, adapter=None):
         """A fresh base pipeline with the experiment's sampler, and `adapter` loaded if given."""
-        from .toy.pipeline import load_pipeline
-
         pipe = use_sampler(load_pipeline(self.model, device=self.device), self.cfg.sampler)
         pipe.set_progress_bar_config(disable=True)
         if adapter is not None:
@@ -145,9 +146,6 @@ class _Context:
 
 def _rounds(ctx: _Context, arms: tuple[str, ...]) -> dict[str, Path]:
     """Every self-training round: the pool(s), each arm's set and its LoRA; returns each arm's last adapter."""
-    from .finetune import WEIGHTS_NAME, finetune
-    from .selection import build_pool, pool_complete, select, train_prompts
-
     cfg = ctx.cfg
     prompts = train_prompts(cfg.n_prompts, seed=cfg.seed)
     adapters: dict[str, Path | None] = dict.fromkeys(arms)
@@ -180,14 +178,12 @@ def _rounds(ctx: _Context, arms: tuple[str, ...]) -> dict[str, Path]:
 
 def _evaluate(ctx: _Context, models: dict) -> dict[str, EvalResult]:
     """Judge each model {name: (adapter, guidance)} on the held-out prompts, keeping its records and images."""
-    from .toy.world import eval_prompts
-
     cfg = ctx.cfg
     test_prompts = eval_prompts(cfg.eval_per_category, seed=cfg.seed)
     results: dict[str, EvalResult] = {}
     (ctx.out / "eval").mkdir(exist_ok=True)
     for name, (adapter, g) in tqdm(models.items(), desc="evaluate", disable=not ctx.progress):
-        path, images = ctx.out / "eval" / f"{_slug(name)}.json", ctx.out / "eval" / f"{_slug(name)}.images.npy"
+        path, images = ctx.out / "eval" / f"{slug(name)}.json", ctx.out / "eval" / f"{slug(name)}.images.npy"
         if path.exists() and images.exists():
             results[name] = EvalResult.load(path)
             continue
@@ -200,7 +196,7 @@ def _evaluate(ctx: _Context, models: dict) -> dict[str, EvalResult]:
             _keep_images(images, cands.images, res, results[name])
             continue
         ctx.timings[f"evaluate/{name}"] = time.time() - t0
-        np.save(ctx.out / "eval" / f"{_slug(name)}.preview.npy", to_uint8(cands.images[:: cfg.eval_images]))
+        np.save(ctx.out / "eval" / f"{slug(name)}.preview.npy", to_uint8(cands.images[:: cfg.eval_images]))
         np.save(images, to_uint8(cands.images))
         res.save(path)
         results[name] = res
@@ -258,8 +254,6 @@ def arm_rows(results: dict[str, EvalResult], cfg: ExperimentConfig) -> dict:
 def renders_reference(cfg: ExperimentConfig) -> dict:
     """The world's own renders of the held-out prompts (``eval_images`` layouts of each), judged as the models are:
     how much a model of this world should draw. The base need not match it: it over-draws."""
-    from .toy.world import eval_prompts, render_batch
-
     prompts = [p for p in eval_prompts(cfg.eval_per_category, seed=cfg.seed) for _ in range(cfg.eval_images)]
     scores = oracle_scorer(render_batch(prompts, range(cfg.seed + 1000, cfg.seed + 1000 + len(prompts))), prompts)
     return {"name": "renders of the test prompts", "images": len(prompts),
@@ -306,9 +300,6 @@ def _set_quality(out: Path, cfg: ExperimentConfig, arms) -> dict:
 
     Besides the mean strict, soft, well-formed and MI, each row holds the fraction of images showing each
     of the oracle's failure modes (``world.FAILURE_MODES``), judged again from the set's PNG files."""
-    from .finetune import load_finetune_set
-    from .toy.world import FAILURE_MODES
-
     quality = {}
     for r in range(1, cfg.rounds + 1):
         rdir = out / f"round{r}"
@@ -328,8 +319,6 @@ def _set_quality(out: Path, cfg: ExperimentConfig, arms) -> dict:
 def _failure_rows(label: str, rates: dict) -> str:
     """Markdown: {row name: {failure mode: rate}} as % per oracle failure mode (– where a row lacks one,
     e.g. an evaluation saved before failure modes were recorded)."""
-    from .toy.world import FAILURE_MODES
-
     rows = [[name, *(f"{100 * r[m]:.1f}" if m in r else "–" for m in FAILURE_MODES)] for name, r in rates.items()]
     return markdown_table(rows, [label, *FAILURE_MODES], align="l" + "r" * len(FAILURE_MODES))
 
@@ -342,12 +331,8 @@ def _set_table(rows: dict) -> str:
                           align="lrrrrr")
 
 
-def _slug(name: str) -> str:
-    return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
-
-
 def _report(out: Path, cfg: ExperimentConfig, results: dict[str, EvalResult], timings: dict, sets: dict) -> dict:
-    from .plotting import plot_category_bars, plot_model_grid
+    from ..plotting import plot_category_bars, plot_model_grid
 
     main = {k: v for k, v in results.items() if "CFG" not in k}
     summaries = {k: v.summary() for k, v in results.items()}
@@ -384,7 +369,7 @@ def _report(out: Path, cfg: ExperimentConfig, results: dict[str, EvalResult], ti
     figs = out / "figures"
     figs.mkdir(exist_ok=True)
     plot_category_bars({k: s for k, s in summaries.items() if k in main}, "strict", figs / "categories.png")
-    previews = {k: np.load(out / "eval" / f"{_slug(k)}.preview.npy") for k in main}
+    previews = {k: np.load(out / "eval" / f"{slug(k)}.preview.npy") for k in main}
     test_prompts = list(dict.fromkeys(r["prompt"] for r in results["base"].records))
     plot_model_grid(previews, figs / "before_after.png", n=6, titles=test_prompts)
     return data
