@@ -86,9 +86,9 @@ class Run:
 
     def write(self, data: dict, markdown: str, *, model: str | None = None, wall_s: float | None = None):
         """Write ``<STEM>.json`` (`data`) and ``<STEM>.md`` (`markdown`) for ``--results STEM`` through
-        :func:`minitune.results.write_result`; nothing without ``--results``. `model` defaults to what
+        :func:`minitune.tools.results.write_result`; nothing without ``--results``. `model` defaults to what
         ``--model`` names, `wall_s` to the run's time so far. Returns the two paths, or None."""
-        from minitune.results import write_result
+        from minitune.tools.results import write_result
 
         stem = getattr(self.args, "results", None)
         if not stem:

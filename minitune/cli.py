@@ -63,7 +63,7 @@ def command_prompts(args):
 
 
 def cmd_mi(args):
-    from .plotting import save_grid
+    from .images import save_grid
     from .sampling import sample_with_mi
 
     prompts = command_prompts(args)
@@ -121,7 +121,7 @@ def cmd_evaluate(args):
     from .finetune import WEIGHTS_NAME
     from .images import to_uint8
     from .io import folder_fingerprint
-    from .plotting import save_grid
+    from .images import save_grid
 
     prompts = command_prompts(args)
     if args.lora and not (Path(args.lora) / WEIGHTS_NAME).is_file():
@@ -234,7 +234,7 @@ def cmd_finetune(args):
 
 
 def cmd_sweep(args):
-    from .sweep import parse_param, run_sweep
+    from .tools.sweep import parse_param, run_sweep
 
     params = dict(parse_param(text) for text in args.param)
     table = run_sweep(args.notebook, params, args.output_dir, metric=args.metric, x=args.x, kernel_name=args.kernel)
@@ -244,7 +244,7 @@ def cmd_sweep(args):
 
 
 def cmd_compare(args):
-    from .compare import build_study, build_viewer, screenshot
+    from .tools.compare import build_study, build_viewer, screenshot
 
     out = args.output or str(Path(args.output_dir[0]) / ("study" if args.study else "viewer"))
     if args.study:
@@ -259,7 +259,7 @@ def cmd_compare(args):
 
 
 def cmd_study_report(args):
-    from .study import report
+    from .tools.study import report
 
     md, data, problems = report(args.votes, seed=args.seed, n_boot=args.n_boot)
     print(md)

@@ -450,7 +450,7 @@ def _train_step(run: _Run, step: int, train: torch.Tensor, shape):
 @torch.no_grad()
 def _validate(run: _Run, step: int, val_draws, sample_prompts: list[str]) -> None:
     """The held-out loss (fixed draws) into validation.csv, and a sample grid into samples/."""
-    from .plotting import save_grid
+    from .images import save_grid
     from .sampling import sample_with_mi
 
     val_i, val_t, val_noise = val_draws

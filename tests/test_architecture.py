@@ -74,3 +74,11 @@ def test_no_module_outside_the_toy_imports_it():
 def test_no_module_imports_the_test_models():
     """The tiny test pipelines and judges reach the judges' registry only as a plug-in."""
     assert not {name for name, imported in GRAPH.items() if "minitune.testing" in imported}
+
+
+def test_the_method_does_not_import_its_tooling():
+    """Page and study tools (minitune.tools) serve the command line and the Shapes experiment; the method's
+    modules (sampling, selection, fine-tuning, evaluation, ...) import none of them."""
+    users = {"minitune.cli"} | {name for name in GRAPH if name.startswith(("minitune.tools", "minitune.toy"))}
+    assert not {name for name, imported in GRAPH.items()
+                if name not in users and any(m.startswith("minitune.tools") for m in imported)}

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from minitune.cli import main
-from minitune.compare import build_study, build_viewer, image_uri, load_arms, page_data
+from minitune.tools.compare import build_study, build_viewer, image_uri, load_arms, page_data
 from minitune.evaluate import EvalResult
-from minitune.study import report
+from minitune.tools.study import report
 from minitune.toy import world
 from minitune.toy.scoring import oracle_scorer
 

@@ -27,7 +27,7 @@ def _shapes_only(args, instead: str) -> None:
 
 
 def cmd_toy_eval(args):
-    from ..plotting import save_grid
+    from ..images import save_grid
     from ..sampling import sample_with_mi
     from .scoring import alignment_table, failure_table
 
@@ -60,7 +60,7 @@ def cmd_toy_eval(args):
 def cmd_experiment(args):
     from dataclasses import replace
 
-    from ..results import git_commit
+    from ..tools.results import git_commit
     from .experiment import PRESETS, publish, run_experiment
 
     _shapes_only(args, "on other models run `minitune build`, `finetune` and `evaluate`")

@@ -27,7 +27,7 @@ from ..evaluate import EvalResult, comparison_table, evaluate_pipeline, paired_d
 from ..finetune import OBJECTIVES, WEIGHTS_NAME, finetune, load_finetune_set
 from ..images import to_uint8
 from ..io import atomic_write, claim, markdown_table, slug
-from ..results import write_result
+from ..tools.results import write_result
 from ..sampling import SAMPLERS, use_sampler
 from ..selection import build_pool, check_pairing, pool_complete, select
 from .pipeline import load_pipeline
@@ -332,7 +332,7 @@ def _set_table(rows: dict) -> str:
 
 
 def _report(out: Path, cfg: ExperimentConfig, results: dict[str, EvalResult], timings: dict, sets: dict) -> dict:
-    from ..plotting import plot_category_bars, plot_model_grid
+    from ..tools.plotting import plot_category_bars, plot_model_grid
 
     main = {k: v for k, v in results.items() if "CFG" not in k}
     summaries = {k: v.summary() for k, v in results.items()}

@@ -10,7 +10,7 @@ no server, no network, it opens from ``file://`` and embeds in the book.
 - The study (:func:`build_study`) shows per prompt two images of two arms on the same seed, left
   and right drawn from a recorded seed, arm names hidden; the rater answers which matches the prompt
   better (or tie). Votes stay in the browser's storage, one entry per study and rater, and leave as
-  a JSON file that :mod:`minitune.study` turns into the win / tie / loss table.
+  a JSON file that :mod:`minitune.tools.study` turns into the win / tie / loss table.
 
 The study page holds its key (which arm is on which side), so that a vote file is complete on its
 own: the arms are hidden from the eye, not from a rater who reads the page's source.
@@ -29,8 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..io import atomic_write, slug
 from .compare_page import CSS, JS, PAGE
-from .io import atomic_write, slug
 
 VOTES_FORMAT = "minitune-study-votes"
 VERDICTS = ("strict", "soft", "well_formed")  # shown first, in this order, where a record has them
