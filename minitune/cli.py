@@ -157,8 +157,8 @@ def cmd_evaluate(args):
 def _build_judge(args):
     """The external judge of `build --scorer` (None without it); its scores make the "judge" set."""
     if args.scorer is None:
-        if args.selector == "judge":
-            raise ValueError(f"--selector judge needs a judge: add --scorer {' or '.join(_judge_names())}.")
+        if "judge" in args.selectors:
+            raise ValueError(f"The judge selector needs a judge: add --scorer {' or '.join(_judge_names())}.")
         return None
     return make_judge(args, args.scorer)
 
@@ -187,7 +187,7 @@ def cmd_build(args):
     check_model(args.model)
     world = world_of(args.model)
     prompts = _build_prompts(args, world)
-    selectors = [args.selector] + (["random", *(world.controls if world else ())] if args.controls else [])
+    selectors = [*args.selectors, *(["random", *(world.controls if world else ())] if args.controls else [])]
     judge = _build_judge(args)
     if judge is not None and "judge" not in selectors:
         selectors.append("judge")
@@ -275,6 +275,37 @@ def cmd_study_report(args):
         raise ValueError(f"{len(problems)} of {len(args.votes)} vote files were left out (above); the table counts the others.")
 
 
+class _Deprecated(argparse.Action):
+    """An old spelling kept for one release: it sets the new option's value and prints a one-line note."""
+
+    def __init__(self, option_strings, dest, new: str, **kwargs):
+        super().__init__(option_strings, dest, **kwargs)
+        self.new = new
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"minitune: note: {option_string} is deprecated and goes in the next release; use {self.new}.",
+              file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def add_alias(p, old: str, new: str, dest: str, **kwargs) -> None:
+    """`old` as a deprecated spelling of the option `new` (stored in `dest`), hidden from --help."""
+    p.add_argument(old, dest=dest, action=_Deprecated, new=new, default=argparse.SUPPRESS, help=argparse.SUPPRESS,
+                   **kwargs)
+
+
+def add_sample_steps_arg(p, help_text: str = STEPS_HELP) -> None:
+    """--sample-steps (and the old --steps): the sampling steps, stored as `steps`."""
+    p.add_argument("--sample-steps", dest="steps", type=int, help=help_text)
+    add_alias(p, "--steps", "--sample-steps", "steps", type=int)
+
+
+def add_recipe_arg(p, choices, help_text: str, default=None) -> None:
+    """--recipe (and the old --preset): the named settings of a command, stored as `recipe`."""
+    p.add_argument("--recipe", choices=list(choices), default=default, help=help_text)
+    add_alias(p, "--preset", "--recipe", "recipe", choices=list(choices))
+
+
 def _model_args(p):
     from .models import DTYPES
 
@@ -292,7 +323,7 @@ def _sampling_args(p, per_category=70):
     p.add_argument("--per-category", type=int, default=per_category, help=f"test prompts per category (default {per_category})")
     p.add_argument("--n-per-prompt", type=int, default=4)
     p.add_argument("--guidance-scale", type=float, help=GUIDANCE_HELP)
-    p.add_argument("--steps", type=int, help=STEPS_HELP)
+    add_sample_steps_arg(p)
     add_sampler_arg(p)
     _channels_last_arg(p)
     p.add_argument("--batch-size", type=int, default=64)
@@ -350,36 +381,54 @@ def _add_evaluate(sub) -> None:
     p = add_sampling_command(sub, "evaluate", "judge a model (optionally with a LoRA adapter) on held-out prompts",
                               cmd_evaluate, "eval.json and grid.png")
     p.add_argument("--lora", help="a LoRA folder to load with pipe.load_lora_weights")
-    _preset_arg(p)
+    _recipe_arg(p)
     _judge_args(p, "the judge (default: oracle for the Shapes model, blip-vqa otherwise)")
     p.add_argument("--category", help="the category of every prompt, for the report's columns (e.g. color for "
                    "T2I-CompBench's color_val.txt; default: the Shapes grammar's, else 'other')")
 
 
+SAMPLES_HELP = {"renoise_samples": "re-noising MI samples per candidate",
+                "contrast_samples": "contrast MI samples per candidate and prompt"}
+
+
+def add_samples_args(p, default=None) -> None:
+    """One --<signal>-samples option for each selector that needs MI samples per candidate (selection.SELECTORS)."""
+    from .selection import SELECTORS, sample_options
+
+    for signal, option in sample_options(SELECTORS).items():
+        off = "0: off; " if default == 0 else ""
+        p.add_argument("--" + option.replace("_", "-"), type=int, default=default,
+                       help=f"{SAMPLES_HELP[option]} ({off}the {signal} selector needs at least 2)")
+
+
 def _add_build(sub) -> None:
+    from .selection import SELECTORS
+
     p = sub.add_parser("build", help="build the MI-filtered fine-tuning set: N candidates per prompt, top-k by MI (resumable)")
     _model_args(p)
-    p.add_argument("--prompts", "--prompt-file", dest="prompts",
+    p.add_argument("--prompt-file", dest="prompts",
                    help="a UTF-8 text file with one prompt per line, blank and # lines skipped, a repeated prompt kept "
-                   "once (default: Shapes-world training prompts)")
-    p.add_argument("--n-prompts", type=int, default=64, help="training prompts to draw when no --prompts file is given")
-    _preset_arg(p)
+                   "once (default: the model's world's training prompts)")
+    add_alias(p, "--prompts", "--prompt-file", "prompts")
+    p.add_argument("--n-prompts", type=int, default=64, help="training prompts to draw when no --prompt-file is given")
+    _recipe_arg(p)
     p.add_argument("--candidates", type=int, default=16, help="N, candidates sampled per prompt")
     p.add_argument("--top-k", type=int, default=1, help="k, candidates kept per prompt")
-    p.add_argument("--cfg", "--guidance-scale", dest="cfg", type=float, help=GUIDANCE_HELP)
-    p.add_argument("--steps", type=int, help=STEPS_HELP)
+    p.add_argument("--guidance-scale", dest="cfg", type=float, help=GUIDANCE_HELP)
+    add_alias(p, "--cfg", "--guidance-scale", "cfg", type=float)
+    add_sample_steps_arg(p)
     add_sampler_arg(p)
     _channels_last_arg(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--renoise-samples", type=int, default=0,
-                   help="re-noising MI samples per candidate (0: off; the mi_renoise selector needs at least 2)")
-    p.add_argument("--contrast-samples", type=int, default=0,
-                   help="contrast MI samples per candidate and prompt (0: off; the mi_contrast selector needs at least 2)")
-    p.add_argument("--selector", choices=["mi", "mi_renoise", "mi_contrast", "random", "oracle", "judge"], default="mi")
+    add_samples_args(p, default=0)
+    p.add_argument("--selectors", nargs="+", choices=list(SELECTORS), default=["mi"],
+                   help="how to rank each prompt's candidates, one set each (default: mi)")
+    add_alias(p, "--selector", "--selectors", "selectors", choices=list(SELECTORS), nargs=1)
     _judge_args(p, "also score every candidate with this judge and write its top-k set (judge/), an external-judge "
                 "control arm as GORS in T2I-CompBench")
-    p.add_argument("--controls", action="store_true", help="also write the random-k and oracle top-k sets of the same pool")
+    p.add_argument("--controls", action="store_true", help="also write the random-k set of the same pool, and the "
+                   "oracle top-k set where the model's world has an oracle")
     p.add_argument("--keep-latents", action="store_true", help="also store latents and prompt embeddings (safetensors)")
     p.add_argument("--pairs", action="store_true", help="preference sets for `finetune --objective dpo`: each kept "
                    "candidate paired with a lower one of its prompt (needs --candidates ≥ 2 × --top-k)")
@@ -389,6 +438,8 @@ def _add_build(sub) -> None:
 
 
 def _add_finetune(sub) -> None:
+    from .finetune import OBJECTIVES
+
     p = sub.add_parser("finetune", help="train a LoRA adapter on a fine-tuning set (resumable; diffusers LoRA format)")
     p.add_argument("--data-dir", required=True, help="the set: PNG images and metadata.jsonl (as `minitune build` writes)")
     p.add_argument("--output-dir", required=True, help="gets pytorch_lora_weights.safetensors, checkpoints, loss.csv, samples/")
@@ -396,12 +447,14 @@ def _add_finetune(sub) -> None:
     p.add_argument("--rank", type=int, default=32)
     p.add_argument("--alpha", type=float, help="LoRA alpha (default: the rank)")
     p.add_argument("--dora", action="store_true", help="train a DoRA (weight-decomposed) adapter")
-    p.add_argument("--steps", type=int, help="training steps (default: the model family's, 500; 2000 for SD3)")
+    p.add_argument("--train-steps", dest="steps", type=int,
+                   help="training steps (default: the model family's, 500; 2000 for SD3)")
+    add_alias(p, "--steps", "--train-steps", "steps", type=int)
     p.add_argument("--batch-size", type=int, help="global batch, split over accelerate processes (default: the model "
                    "family's, 32; 1 for SD3)")
     p.add_argument("--grad-accum", type=int, default=1, help="micro-batches per process and step (the same update "
                    "in less memory); the batch size must be a multiple of processes × this")
-    _preset_arg(p)
+    _recipe_arg(p)
     p.add_argument("--lr", type=float, help="learning rate (default: the model family's, 1e-4; 5e-6 for SD3)")
     p.add_argument("--prompt-dropout", type=float, default=0.0, help="fraction of prompts replaced by the empty prompt")
     p.add_argument("--seed", type=int, default=0)
@@ -409,7 +462,7 @@ def _add_finetune(sub) -> None:
     p.add_argument("--checkpoint-every", type=int, default=250)
     p.add_argument("--sample-prompts", type=int, default=4, help="prompts in each validation sample grid (0: no grids)")
     p.add_argument("--init-adapter", help="continue from this adapter folder (e.g. the previous self-training round)")
-    p.add_argument("--objective", choices=["mse", "dpo"], default="mse", help="mse: the diffusion loss on the set's "
+    p.add_argument("--objective", choices=list(OBJECTIVES), default="mse", help="mse: the diffusion loss on the set's "
                    "images; dpo: Diffusion-DPO on a preference set (`minitune build --pairs`) against the starting model")
     p.add_argument("--dpo-beta", type=float, default=2000.0, help="DPO's β: larger keeps the adapter closer to the model")
     p.set_defaults(func=cmd_finetune, resumable=True)
@@ -435,7 +488,8 @@ def _add_compare(sub) -> None:
     p.add_argument("--output", metavar="PAGE_DIR", help="where the page goes (default: OUTPUT_DIR/viewer or OUTPUT_DIR/study)")
     p.add_argument("--study", action="store_true", help="the blind study: per prompt two arms' images, sides drawn from --seed")
     p.add_argument("--arms", nargs="+", help="the study's arms, by name (default: all); every pair of them is compared")
-    p.add_argument("--prompts", type=int, help="prompts in the study (default: all), drawn with --seed")
+    p.add_argument("--n-prompts", dest="prompts", type=int, help="prompts in the study (default: all), drawn with --seed")
+    add_alias(p, "--prompts", "--n-prompts", "prompts", type=int)
     p.add_argument("--seed", type=int, default=0, help="the study's random draws (pairs, seeds, sides)")
     p.add_argument("--seeds", type=int, help="the viewer's seeds per prompt: the first SEEDS (default: all), for a smaller page")
     p.add_argument("--title", help="the page's title")
@@ -463,25 +517,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _recipe_of(argv: list[str]) -> tuple[str | None, str | None]:
+    """The command and the --recipe (or old --preset) named in `argv`, read before the real parse."""
+    pre = argparse.ArgumentParser(add_help=False, exit_on_error=False)
+    pre.add_argument("command", nargs="?")
+    pre.add_argument("--recipe", "--preset")
+    try:
+        known, _ = pre.parse_known_args(argv)
+    except argparse.ArgumentError:  # the real parse reports it
+        return None, None
+    return known.command, known.recipe
+
+
 def _parse(argv):
-    """Parse `argv`; a --preset's values become the defaults of its command, below any option given."""
-    from .recipes import preset_defaults
+    """Parse `argv` once; a recipe's values are the defaults of its command, below any option given."""
+    from .recipes import PRESETS, preset_defaults
 
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
-    defaults = preset_defaults(getattr(args, "recipe", None), args.command)
-    if defaults:
+    command, recipe = _recipe_of(argv)
+    if recipe in PRESETS:  # the experiment's own recipes are its configs, not these
         sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-        sub.choices[args.command].set_defaults(**defaults)
-        args = parser.parse_args(argv)
-    return args
+        if command in sub.choices:
+            sub.choices[command].set_defaults(**preset_defaults(recipe, command))
+    return parser.parse_args(argv)
 
 
-def _preset_arg(p):
+def _recipe_arg(p):
     from .recipes import PRESETS
 
-    p.add_argument("--preset", dest="recipe", choices=list(PRESETS), help="named settings (paper: the official "
-                   "MI-TUNE recipe for a GPU, see minitune.recipes); options given here override them")
+    add_recipe_arg(p, PRESETS, "named settings (paper: the official MI-TUNE recipe for a GPU, see minitune.recipes); "
+                   "options given here override them")
 
 
 INTERRUPTED = 130  # the shell's status for a command stopped by Ctrl-C (128 + SIGINT)

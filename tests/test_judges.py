@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from minitune.evaluate import evaluate_pipeline
-from minitune.judges import JUDGES, BlipVqaJudge, ClipScoreJudge, make_scorer, noun_phrases, to_uint8_list, vqa_question
+from minitune.judges import BlipVqaJudge, ClipScoreJudge, available_judges, make_scorer, noun_phrases, to_uint8_list, vqa_question
 from minitune.testing import tiny_blip_vqa_judge, tiny_clipscore_judge
 from minitune.toy.scoring import oracle_scorer
 
@@ -171,7 +171,7 @@ def test_bad_input_raises_one_clear_sentence(request, images, judge_name, case):
 
 
 def test_make_scorer_builds_each_judge_by_name():
-    assert set(JUDGES) == {"oracle", "blip-vqa", "clipscore"}
+    assert set(available_judges()) == {"oracle", "blip-vqa", "clipscore"}
     assert make_scorer("oracle") is oracle_scorer
     assert isinstance(make_scorer("blip-vqa", "cpu", model_id="tiny"), BlipVqaJudge)
     assert isinstance(make_scorer("clipscore", "cpu", model_id="tiny"), ClipScoreJudge)

@@ -11,7 +11,8 @@ import sys
 import time
 from pathlib import Path
 
-from ..cli import add_pairing_arg, add_sampler_arg, add_sampling_command, command_prompts, load_model, sampling_of
+from ..cli import (add_alias, add_pairing_arg, add_recipe_arg, add_sample_steps_arg, add_sampler_arg, add_samples_args,
+                   add_sampling_command, command_prompts, load_model, sampling_of)
 from . import world
 from .pipeline import ShapesPipeline
 
@@ -60,14 +61,15 @@ def cmd_toy_eval(args):
 def cmd_experiment(args):
     from dataclasses import replace
 
+    from ..selection import SIGNALS, sample_options
     from ..tools.results import git_commit
     from .experiment import PRESETS, publish, run_experiment
 
     _shapes_only(args, "on other models run `minitune build`, `finetune` and `evaluate`")
-    cfg = PRESETS[args.preset]
+    cfg = PRESETS[args.recipe]
+    samples = [(option, getattr(args, option)) for option in sample_options(SIGNALS).values()]
     overrides = {k: v for k, v in (("selectors", args.selectors and tuple(args.selectors)), ("rounds", args.rounds),
-                                   ("renoise_samples", args.renoise_samples),
-                                   ("contrast_samples", args.contrast_samples), ("objective", args.objective),
+                                   *samples, ("objective", args.objective),
                                    ("dpo_beta", args.dpo_beta), ("pairing", args.pairing), ("sampler", args.sampler),
                                    ("steps", args.steps))
                  if v is not None}
@@ -104,7 +106,8 @@ def cmd_toy_ship(args):
 def _add_toy_train(sub) -> None:
     p = sub.add_parser("toy-train", help="train the Shapes-world base model from scratch (resumable)")
     p.add_argument("--output-dir", default="runs/base")
-    p.add_argument("--steps", type=int, default=1500)
+    p.add_argument("--train-steps", dest="steps", type=int, default=1500)
+    add_alias(p, "--steps", "--train-steps", "steps", type=int)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
@@ -139,22 +142,25 @@ def _add_toy_eval(sub) -> None:
 
 
 def _add_experiment(sub) -> None:
+    from ..finetune import OBJECTIVES
+    from ..selection import SIGNALS
+    from .experiment import PRESETS
+
     p = sub.add_parser("experiment", help="the whole MI-TUNE experiment: pool, MI/random/oracle sets, LoRA, evaluation")
-    p.add_argument("--preset", choices=["tiny", "full"], default="full")
+    add_recipe_arg(p, PRESETS, "the experiment's settings (minitune.toy.experiment.PRESETS; default: full); "
+                   "options given here override them", default="full")
     p.add_argument("--output-dir", default="outputs/experiment")
     p.add_argument("--model", default="toy", help="'toy' (the shipped base model) or a saved Shapes pipeline folder; "
                    "the experiment needs the Shapes world's oracle (real models: build, finetune and evaluate)")
-    p.add_argument("--selectors", nargs="+", choices=["mi", "mi_renoise", "mi_contrast"],
-                   help="MI signals, one fine-tuned arm each")
+    p.add_argument("--selectors", nargs="+", choices=list(SIGNALS), help="MI signals, one fine-tuned arm each")
     p.add_argument("--rounds", type=int, help="self-training rounds")
-    p.add_argument("--renoise-samples", type=int, help="re-noising MI samples per candidate (needed by mi_renoise)")
-    p.add_argument("--contrast-samples", type=int, help="contrast MI samples per candidate and prompt (needed by mi_contrast)")
-    p.add_argument("--objective", choices=["mse", "dpo"],
+    add_samples_args(p)
+    p.add_argument("--objective", choices=list(OBJECTIVES),
                    help="fine-tune on each arm's top-k (mse, the paper) or by Diffusion-DPO on its preference pairs (dpo)")
     p.add_argument("--dpo-beta", type=float, help="DPO's β (with --objective dpo)")
-    add_pairing_arg(p, "with --objective dpo, default: the preset's")
-    add_sampler_arg(p, "the preset's")
-    p.add_argument("--steps", type=int, help="sampling steps for the pool and the evaluations (default: the preset's)")
+    add_pairing_arg(p, "with --objective dpo, default: the recipe's")
+    add_sampler_arg(p, "the recipe's")
+    add_sample_steps_arg(p, "sampling steps for the pool and the evaluations (default: the recipe's)")
     p.add_argument("--results-dir", help="also write experiment.json and experiment.md here (e.g. book/results), "
                    "headed with the model, commit, command and wall time")
     p.add_argument("--device", default="auto")

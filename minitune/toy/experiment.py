@@ -29,7 +29,7 @@ from ..images import to_uint8
 from ..io import atomic_write, claim, markdown_table, slug
 from ..tools.results import write_result
 from ..sampling import SAMPLERS, use_sampler
-from ..selection import build_pool, check_pairing, pool_complete, select
+from ..selection import SIGNALS, build_pool, check_pairing, pool_complete, sample_options, select
 from .pipeline import load_pipeline
 from .scoring import oracle_scorer
 from .world import FAILURE_MODES, eval_prompts, render_batch, train_prompts
@@ -75,20 +75,15 @@ PRESETS = {
     "tiny": ExperimentConfig(n_prompts=4, candidates=3, top_k=1, steps=3, selectors=("mi", "mi_renoise", "mi_contrast"),
                              renoise_samples=2, contrast_samples=2, finetune_steps=3, finetune_batch=2,
                              eval_per_category=1, eval_images=2),
-    # chosen on training-split dev prompts. The recipe (benchmarks/studies/self_training_check.py): the paper's (mse, 150
-    # steps, 10 % prompt dropout) lowers alignment for every selector, the oracle's included; DPO on the same pool
-    # raises it. The sampler (benchmarks/perf/sampler_speed.py): DPM-Solver++ (SDE) at 10 steps aligns as DDPM-25 does,
-    # within the paired interval of 128 dev prompts (a loss of a few points would not show), at 2.4× the candidates
-    # per minute, which buys 80 prompts instead of 64; the contrast's 4 samples (not 8) keep the run within 90
-    # minutes on 2 cores. The pairs (book/results/dpo_pairs_dev_*): 2 per prompt beat 1 and 4, and a pool of 32
-    # candidates gained no more than 16, nor 120 prompts more than 80, on the dev prompts; a hard negative as the
-    # rejected candidate (pairing "nearest") gained the most of all, if by less than the interval
+    # chosen on training-split dev prompts, each choice by the run that measured it: the objective (DPO rather
+    # than the paper's mse) by book/results/self_training_dev.md, the sampler and its steps by
+    # book/results/sampler.md (the faster sampler buys more prompts in the same time), the contrast's samples to
+    # fit the run in 90 minutes on 2 cores, the pairs, pool size and pairing by book/results/dpo_pairs_dev_*
     "full": ExperimentConfig(n_prompts=80, contrast_samples=4, sampler="dpmpp-sde", steps=10, objective="dpo",
                              pairing="nearest", finetune_steps=200, prompt_dropout=0.0, cfg_sweep=()),
 }
 
 CONTROLS = ("random", "oracle")
-SIGNALS = ("mi", "mi_renoise", "mi_contrast")
 ARM_NAMES = {"mi": "MI-TUNE (paper MI)", "mi_renoise": "MI-TUNE (re-noise MI)", "mi_contrast": "MI-TUNE (contrast MI)",
              "random": "random-k", "oracle": "oracle top-k"}
 
@@ -106,9 +101,9 @@ def _check(cfg: ExperimentConfig) -> None:
     if cfg.objective not in OBJECTIVES:
         raise ValueError(f"Unknown objective {cfg.objective!r}: use one of {', '.join(OBJECTIVES)}.")
     check_pairing(cfg.pairing)
-    for signal, samples in (("mi_renoise", cfg.renoise_samples), ("mi_contrast", cfg.contrast_samples)):
-        if signal in cfg.selectors and samples < 2:
-            raise ValueError(f"The {signal} selector needs {signal[3:]}_samples ≥ 2 (MI samples per candidate).")
+    for signal, option in sample_options(cfg.selectors).items():
+        if getattr(cfg, option) < 2:
+            raise ValueError(f"The {signal} selector needs {option} ≥ 2 (MI samples per candidate).")
 
 
 def _claim(out: Path, cfg: ExperimentConfig, model) -> None:
@@ -150,9 +145,10 @@ def _rounds(ctx: _Context, arms: tuple[str, ...]) -> dict[str, Path]:
     prompts = train_prompts(cfg.n_prompts, seed=cfg.seed)
     adapters: dict[str, Path | None] = dict.fromkeys(arms)
     # the pool scores only what a selector ranks by: re-noising and contrast MI cost network evaluations
+    wanted = sample_options(cfg.selectors).values()
     pool_args = dict(guidance_scale=cfg.guidance_scale, num_inference_steps=cfg.steps, batch_size=cfg.batch_size,
-                     renoise_samples=cfg.renoise_samples if "mi_renoise" in cfg.selectors else 0,
-                     contrast_samples=cfg.contrast_samples if "mi_contrast" in cfg.selectors else 0, progress=ctx.progress)
+                     progress=ctx.progress, **{option: getattr(cfg, option) if option in wanted else 0
+                                               for option in sample_options(SIGNALS).values()})
     for r in tqdm(range(1, cfg.rounds + 1), desc="rounds", disable=not ctx.progress or cfg.rounds == 1):
         rdir = ctx.out / f"round{r}"
         # round 1: one pool from the base model for every arm; later rounds: each arm samples its own model
