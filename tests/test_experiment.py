@@ -5,8 +5,8 @@ from dataclasses import replace
 
 import pytest
 
-from minitune.toy.experiment import PRESETS, run_experiment
 from minitune.toy import world
+from minitune.toy.experiment import PRESETS, run_experiment
 
 
 @pytest.fixture(scope="module")
