@@ -168,7 +168,7 @@ def _build_prompts(args, world) -> list[str]:
     from .selection import read_prompts
 
     if not (args.prompts or world):
-        raise ValueError(f"Give the training prompts for {args.model} with --prompts, a text file with one prompt per "
+        raise ValueError(f"Give the training prompts for {args.model} with --prompt-file, a text file with one prompt per "
                          "line (as T2I-CompBench's color_train.txt).")
     prompts = read_prompts(args.prompts) if args.prompts else world.train_prompts(args.n_prompts, seed=args.seed)
     for p in prompts if world else ():

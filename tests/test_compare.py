@@ -296,7 +296,7 @@ def test_compare_refuses_what_is_not_an_evaluation(tmp_path, experiment, capsys)
         err = capsys.readouterr().err
         assert word in err and one_sentence(err), err
     for args, word in ((["--study", "--arms", "nobody"], "No arm named"), (["--study", "--arms", "base"], "at least two"),
-                       (["--study", "--prompts", "99"], "--prompts must be"), (["--seeds", "0"], "--seeds must")):
+                       (["--study", "--n-prompts", "99"], "--n-prompts must be"), (["--seeds", "0"], "--seeds must")):
         assert main(["compare", str(experiment), "--output", str(tmp_path / "page"), *args]) == 2
         err = capsys.readouterr().err
         assert word in err and one_sentence(err), err
@@ -326,7 +326,8 @@ def test_experiment_keeps_images_only_where_sampling_again_reproduces_its_record
 
 
 def test_evaluate_keeps_the_images_the_viewer_shows(tmp_path, capsys):
-    args = ["evaluate", "--prompt", "one cyan square", "--prompt", "two red circles", "--n-per-prompt", "2", "--steps", "2"]
+    args = ["evaluate", "--prompt", "one cyan square", "--prompt", "two red circles", "--n-per-prompt", "2",
+            "--sample-steps", "2"]
     for sampler, name in (("ddpm", "ddpm"), ("dpmpp-sde", "sde")):
         assert main(args + ["--sampler", sampler, "--output-dir", str(tmp_path / "runs" / name)]) == 0
     assert np.load(tmp_path / "runs" / "sde" / "images.npy").shape == (4, 32, 32, 3)

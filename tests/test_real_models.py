@@ -92,7 +92,7 @@ def test_shapes_only_commands_and_prompt_files_are_checked(capsys, folders):
     assert main(["mi", "--model", sd, "--steps", "2"]) == 2
     assert "--prompt-file" in _last_error(capsys)
     assert main(["build", "--model", sd, "--steps", "2", "--output-dir", str(folders / "y")]) == 2
-    assert "--prompts" in _last_error(capsys)
+    assert "--prompt-file" in _last_error(capsys)
     assert not (folders / "y").exists() and not (folders / "x").exists()
 
 

@@ -205,7 +205,7 @@ def study_trials(data: dict, arms: list[str], seed: int = 0, n_prompts: int | No
     if not usable:
         raise ValueError("No prompt has an image under every arm of the study; compare evaluations of the same prompts.")
     if n_prompts is not None and not 1 <= n_prompts <= len(usable):
-        raise ValueError(f"--prompts must be between 1 and {len(usable)} (the prompts every arm drew), got {n_prompts}.")
+        raise ValueError(f"--n-prompts must be between 1 and {len(usable)} (the prompts every arm drew), got {n_prompts}.")
     order = rng.permutation(len(usable))[: n_prompts or len(usable)]
     which = rng.permutation(np.arange(len(order)) % len(pairs))
     trials = []
