@@ -67,7 +67,7 @@ repository:
 
 # The README's main job: base → candidate pool → MI / random / oracle sets → LoRA → evaluation.
 experiment: setup
-	$(BIN)/minitune experiment --preset full --output-dir $(OUT)/experiment --results-dir book/results
+	$(BIN)/minitune experiment --recipe full --output-dir $(OUT)/experiment --results-dir book/results
 
 # Execute the notebooks that changed (or whose package changed) since their executed copy.
 notebooks: $(EXECUTED_NOTEBOOKS)

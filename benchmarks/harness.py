@@ -103,9 +103,9 @@ class Run:
 
     def write(self, data: dict, markdown: str, *, model: str | None = None, wall_s: float | None = None):
         """Write ``<STEM>.json`` (`data`) and ``<STEM>.md`` (`markdown`) for ``--results STEM`` through
-        :func:`minitune.results.write_result`; nothing without ``--results``. `model` defaults to what
+        :func:`minitune.tools.results.write_result`; nothing without ``--results``. `model` defaults to what
         ``--model`` names, `wall_s` to the run's time so far. Returns the two paths, or None."""
-        from minitune.results import write_result
+        from minitune.tools.results import write_result
 
         stem = getattr(self.args, "results", None)
         if not stem:
@@ -142,12 +142,12 @@ def main(script_main) -> None:
 
 def load_model(model=None, device="cpu"):
     """The Shapes pipeline `model` names, on `device`: a saved folder, or the shipped base model for None or "toy"."""
-    from minitune.models import is_shapes_model, load_pipeline
+    from minitune.models import load_pipeline, pipeline_class
 
     if model is not None and str(model) != "toy" and not Path(model).is_dir():
         raise FileNotFoundError(f"No folder {model}: give a saved Shapes pipeline (save_pretrained or minitune toy-train), "
                                 "or leave --model out for the shipped base model.")
-    if not is_shapes_model(model):
+    if pipeline_class(model) != "ShapesPipeline":
         raise ValueError(f"{model} is not a Shapes pipeline (its model_index.json names another class); these "
                          "benchmarks need the Shapes world's prompts and oracle.")
     return load_pipeline(model or "toy", device=device)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 from . import GUIDANCE_SCALE
@@ -19,7 +18,7 @@ MODEL_HELP = ("'toy' (the shipped Shapes model), a saved diffusers pipeline fold
               "stabilityai/stable-diffusion-3.5-medium")
 
 
-def _device(args):
+def device_of(args):
     """--device; under `accelerate launch` "auto" is each process's own device."""
     from accelerate import PartialState
 
@@ -27,115 +26,58 @@ def _device(args):
     return state.device if args.device == "auto" and state.num_processes > 1 else args.device
 
 
-def _pipe(args):
-    from .families import family_of
+def load_model(args):
+    """The pipeline of --model on --device with --dtype, channels-last and the --sampler where asked."""
     from .models import load_pipeline
     from .sampling import use_channels_last, use_sampler
 
-    pipe = load_pipeline(args.model, device=_device(args), dtype=args.dtype)
+    pipe = load_pipeline(args.model, device=device_of(args), dtype=args.dtype)
     if getattr(args, "recipe", None):
+        from .families import family_of
         from .recipes import check_family
 
-        check_family(args.recipe, family_of(pipe).__name__, args.recipe_family)
-    guidance, steps = family_of(pipe).sampling()
-    for name, value in (("guidance_scale", guidance), ("cfg", guidance), ("steps", steps)):
-        if hasattr(args, name) and getattr(args, name) is None:
-            setattr(args, name, value)
+        check_family(args.recipe, family_of(pipe).__name__, getattr(args, "recipe_family", None))
     if getattr(args, "channels_last", False):
         use_channels_last(pipe)
     return use_sampler(pipe, getattr(args, "sampler", None))
 
 
-def _prompts(args):
-    """The prompts of a command, checked before any model is loaded."""
-    from .models import check_model, is_shapes_model
+def sampling_of(pipe, guidance_scale, steps) -> tuple[float, int]:
+    """The guidance scale and sampling steps given, else the model family's."""
+    from .families import family_of
+
+    return family_of(pipe).sampling(guidance_scale, steps)
+
+
+def command_prompts(args):
+    """The prompts of a command, checked before any model is loaded (default: its world's held-out prompts)."""
+    from .models import check_model, world_of
     from .selection import read_prompts
-    from .toy import world
 
     check_model(args.model)
-    shapes = is_shapes_model(args.model)
+    world = world_of(args.model)
     if not (args.prompt or args.prompt_file):
-        if not shapes:
+        if world is None:
             raise ValueError(f"Give the prompts for {args.model}: --prompt, or --prompt-file with one prompt per line "
                              "(as T2I-CompBench's color_val.txt).")
         return world.eval_prompts(args.per_category, seed=args.seed)
     prompts = read_prompts(args.prompt_file) if args.prompt_file else args.prompt
-    if shapes:
-        for p in prompts:
-            world.parse(p)
+    for p in prompts if world else ():
+        world.check_prompt(p)
     return prompts
 
 
-def cmd_toy_train(args):
-    from .toy.train import TrainConfig, train
-
-    cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                      checkpoint_every=args.checkpoint_every, snr_gamma=args.snr_gamma,
-                      caption_noise=args.caption_noise, channels=args.channels, width=args.width,
-                      category_weights=args.category_weights, warmup=args.warmup, init_from=args.init_from,
-                      single_object_share=args.single_object_share)
-    final = train(args.output_dir, cfg)
-    print(f"pipeline saved to {final}")
-
-
-def cmd_toy_ship(args):
-    from .toy.train import ship
-
-    print(f"shipped {ship(args.run_dir, args.step, args.dest)}")
-
-
-def _shapes_only(args, instead: str) -> None:
-    """Refuse a model that is not a Shapes pipeline; a missing folder is left to the loader's own sentence."""
-    from .models import check_model, is_shapes_model
-
-    check_model(args.model)
-    if not is_shapes_model(args.model):
-        raise ValueError(f"`minitune {args.command}` needs the Shapes world's oracle, and {args.model} is not a Shapes "
-                         f"pipeline; {instead}.")
-
-
-def cmd_toy_eval(args):
-    from .evaluate import alignment_table, failure_table
-    from .plotting import save_grid
-    from .sampling import sample_with_mi
-    from .toy import world
-
-    _shapes_only(args, "use `minitune evaluate --scorer blip-vqa` for other models")
-    prompts = _prompts(args)
-    pipe = _pipe(args)
-    t0 = time.time()
-    cands = sample_with_mi(pipe, prompts, args.n_per_prompt, guidance_scale=args.guidance_scale,
-                           num_inference_steps=args.steps, seed=args.seed, batch_size=args.batch_size)
-    images = cands.images
-    ev = world.evaluate(images, cands.prompts)
-    report = (
-        f"Model: {args.model}; {len(prompts)} prompts × {args.n_per_prompt} images; CFG {args.guidance_scale}, "
-        f"{args.steps} steps of {type(pipe.scheduler).__name__}, seed {args.seed}; {time.time() - t0:.0f} s; mean trajectory MI "
-        f"{cands.mi.mean():.1f} nats.\n\n"
-        f"Alignment (exact oracle):\n\n{alignment_table(ev)}\n\n"
-        f"Failure modes (% of images; an image can show several):\n\n{failure_table(ev)}\n"
-    )
-    print(report)
-    if args.output_dir:
-        out = Path(args.output_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "report.md").write_text(report)
-        (out / "records.json").write_text(json.dumps(ev.records, indent=1))
-        save_grid(out / "grid.png", images[: 8 * args.n_per_prompt], cols=args.n_per_prompt * 2)
-        print(f"wrote {out}/report.md, records.json and grid.png")
-
-
 def cmd_mi(args):
-    from .models import is_shapes_model
-    from .plotting import save_grid
+    from .images import save_grid
     from .sampling import sample_with_mi
-    from .toy import world
 
-    prompts = _prompts(args)
-    pipe = _pipe(args)
-    cands = sample_with_mi(pipe, prompts, args.n_per_prompt, guidance_scale=args.guidance_scale,
-                           num_inference_steps=args.steps, seed=args.seed, batch_size=args.batch_size)
-    records = world.evaluate(cands.images, cands.prompts).records if is_shapes_model(args.model) else None
+    prompts = command_prompts(args)
+    pipe = load_model(args)
+    guidance, steps = sampling_of(pipe, args.guidance_scale, args.steps)
+    cands = sample_with_mi(pipe, prompts, args.n_per_prompt, guidance_scale=guidance, num_inference_steps=steps,
+                           seed=args.seed, batch_size=args.batch_size)
+    oracle = getattr(pipe, "oracle", None)  # a world's exact judge, where the pipeline brings one
+    records = oracle(cands.images, cands.prompts) if callable(oracle) else None
     order = []
     for p in range(len(prompts)):
         rows = sorted(range(p * args.n_per_prompt, (p + 1) * args.n_per_prompt), key=lambda r: -float(cands.mi[r]))
@@ -152,21 +94,31 @@ def cmd_mi(args):
         print(f"\nwrote {out / 'ranked.png'} (one row per prompt, highest MI first)")
 
 
+def make_judge(args, name: str):
+    """The judge `name` (--judge-model's weights) for --model, refused where it reads only another world's images."""
+    from .judges import make_scorer
+    from .models import world_of
+    from .plugins import registry
+
+    world = world_of(args.model)
+    owners = [w for w in registry().worlds.values() if name in w.judges]
+    if owners and (world is None or name not in world.judges):
+        raise ValueError(f"The {name} judges only the {owners[0].title} world, and {args.model} is not a "
+                         f"{owners[0].title} pipeline; use --scorer blip-vqa or clipscore.")
+    return make_scorer(name, device=device_of(args), model_id=args.judge_model)
+
+
 def _scorers(args) -> tuple[dict, str]:
-    """The judges of `evaluate` (by --scorer) and the metric its table shows."""
-    from .evaluate import oracle_scorer
-    from .models import is_shapes_model
+    """The judges of `evaluate` (by --scorer; default: the model's world's, else the recipe's for --category, else
+    blip-vqa) and the metric its table shows."""
+    from .models import world_of
     from .recipes import category_scorer
 
-    name = args.scorer or ("oracle" if is_shapes_model(args.model) else
-                           category_scorer(args.category) if args.recipe else "blip-vqa")
-    if name == "oracle":
-        _shapes_only(args, "judge it with --scorer blip-vqa or clipscore")
-        return {name: oracle_scorer}, "strict"
-    from .judges import make_scorer
-
-    scorer = make_scorer(name, device=_device(args), model_id=args.judge_model)
-    return {name: scorer}, scorer.metric
+    world = world_of(args.model)
+    name = args.scorer or (world.judges[0] if world and world.judges else
+                           category_scorer(args.category) if getattr(args, "recipe", None) else "blip-vqa")
+    scorer = make_judge(args, name)
+    return {name: scorer}, getattr(scorer, "metric", None) or world.metric
 
 
 def cmd_evaluate(args):
@@ -174,16 +126,16 @@ def cmd_evaluate(args):
 
     from .evaluate import comparison_table, evaluate_pipeline, load_adapter
     from .finetune import WEIGHTS_NAME
+    from .images import to_uint8
     from .io import folder_fingerprint
-    from .plotting import save_grid
-    from .toy.world import to_uint8
+    from .images import save_grid
 
-    prompts = _prompts(args)
+    prompts = command_prompts(args)
     if args.lora and not (Path(args.lora) / WEIGHTS_NAME).is_file():
         raise FileNotFoundError(f"No LoRA adapter in {args.lora}: the folder must hold {WEIGHTS_NAME} "
                                 "(made by `minitune finetune`).")
     scorers, metric = _scorers(args)
-    pipe = _pipe(args)
+    pipe = load_model(args)
     if args.lora:
         load_adapter(pipe, args.lora)
     category = args.category
@@ -209,88 +161,61 @@ def cmd_evaluate(args):
         print(f"wrote {out}/eval.json, images.npy and grid.png")
 
 
-def cmd_experiment(args):
-    from dataclasses import replace
-
-    from .experiment import PRESETS, publish, run_experiment
-    from .results import git_commit
-
-    _shapes_only(args, "on other models run `minitune build`, `finetune` and `evaluate`")
-    cfg = PRESETS[args.preset]
-    overrides = {k: v for k, v in (("selectors", args.selectors and tuple(args.selectors)), ("rounds", args.rounds),
-                                   ("renoise_samples", args.renoise_samples),
-                                   ("contrast_samples", args.contrast_samples), ("objective", args.objective),
-                                   ("dpo_beta", args.dpo_beta), ("pairing", args.pairing), ("sampler", args.sampler),
-                                   ("steps", args.steps))
-                 if v is not None}
-    t0, commit = time.time(), git_commit()  # the code that runs, whatever changes while it does
-    data = run_experiment(args.output_dir, replace(cfg, **overrides), model=None if args.model == "toy" else args.model,
-                          device=args.device)
-    print((Path(args.output_dir) / "results.md").read_text())
-    print(f"wrote {args.output_dir}/results.json, results.md and figures/ in {time.time() - t0:.0f} s")
-    if args.results_dir:
-        wall = sum(data["timings"].values())
-        paths = publish(data, args.results_dir, model=args.model, command="minitune " + " ".join(sys.argv[1:]),
-                        wall_s=wall, commit=commit, figures=Path(args.output_dir) / "figures")
-        print(f"wrote {paths[0]} and {paths[1]}")
-
-
-def _build_judge(args, shapes: bool):
+def _build_judge(args):
     """The external judge of `build --scorer` (None without it); its scores make the "judge" set."""
     if args.scorer is None:
-        if getattr(args, "selector", None) == "judge":
-            raise ValueError("--selector judge needs a judge: add --scorer blip-vqa, clipscore or oracle.")
+        if "judge" in args.selectors:
+            raise ValueError(f"The judge selector needs a judge: add --scorer {' or '.join(_judge_names())}.")
         return None
-    if args.scorer == "oracle":
-        from .evaluate import oracle_scorer
+    return make_judge(args, args.scorer)
 
-        if not shapes:
-            raise ValueError(f"The oracle judges only the Shapes world, and {args.model} is not a Shapes pipeline; "
-                             "use --scorer blip-vqa or clipscore.")
-        return oracle_scorer
-    from .judges import make_scorer
 
-    return make_scorer(args.scorer, device=_device(args), model_id=args.judge_model)
+def _build_prompts(args, world) -> list[str]:
+    """`build`'s training prompts: the --prompts file, else the model's world's (checked before the model loads)."""
+    from .selection import read_prompts
+
+    if not (args.prompts or world):
+        raise ValueError(f"Give the training prompts for {args.model} with --prompt-file, a text file with one prompt per "
+                         "line (as T2I-CompBench's color_train.txt).")
+    prompts = read_prompts(args.prompts) if args.prompts else world.train_prompts(args.n_prompts, seed=args.seed)
+    for p in prompts if world else ():
+        world.check_prompt(p)
+    return prompts
 
 
 def cmd_build(args):
     from accelerate import PartialState
 
     from .io import markdown_table
-    from .models import check_model, is_shapes_model
-    from .selection import build, check_top_k, load_records, read_prompts, train_prompts
-    from .toy import world
+    from .models import check_model, world_of
+    from .selection import build, check_top_k, load_records
 
     check_top_k(args.top_k, args.candidates)  # before the model loads
     check_model(args.model)
-    shapes = is_shapes_model(args.model)
-    if not (args.prompts or shapes):
-        raise ValueError(f"Give the training prompts for {args.model} with --prompts, a text file with one prompt per "
-                         "line (as T2I-CompBench's color_train.txt).")
-    prompts = read_prompts(args.prompts) if args.prompts else train_prompts(args.n_prompts, seed=args.seed)
-    for p in prompts if shapes else ():
-        world.parse(p)
-    selectors = [args.selector] + ((["random", "oracle"] if shapes else ["random"]) if args.controls else [])
-    judge = _build_judge(args, shapes)
+    world = world_of(args.model)
+    prompts = _build_prompts(args, world)
+    selectors = [*args.selectors, *(["random", *(world.controls if world else ())] if args.controls else [])]
+    judge = _build_judge(args)
     if judge is not None and "judge" not in selectors:
         selectors.append("judge")
-    pipe = _pipe(args)  # also fills in the model's default guidance and steps
+    pipe = load_model(args)
+    guidance, steps = sampling_of(pipe, args.cfg, args.steps)
     paths = build(pipe, prompts, args.output_dir, args.candidates, args.top_k, selectors=selectors,
-                  guidance_scale=args.cfg, num_inference_steps=args.steps, seed=args.seed, batch_size=args.batch_size,
+                  guidance_scale=guidance, num_inference_steps=steps, seed=args.seed, batch_size=args.batch_size,
                   renoise_samples=args.renoise_samples, contrast_samples=args.contrast_samples,
                   keep_latents=args.keep_latents, model=args.model, pairs=args.pairs, pairing=args.pairing,
                   judge=judge)
     if not PartialState().is_main_process:
         return
-    print(f"{len(prompts)} prompts × {args.candidates} candidates, top-{args.top_k} per prompt; CFG {args.cfg}, "
-          f"{args.steps} steps of {type(pipe.scheduler).__name__}, seed {args.seed}\n")
-    keys = ("mi", "strict", "soft") if shapes else ("mi",)
+    print(f"{len(prompts)} prompts × {args.candidates} candidates, top-{args.top_k} per prompt; CFG {guidance}, "
+          f"{steps} steps of {type(pipe.scheduler).__name__}, seed {args.seed}\n")
+    keys = ("mi", *(world.verdicts if world else ()))
     rows = []
     for path in paths.values():
         _, records = load_records(path)
         mean = [sum(r[key] for r in records) / len(records) for key in keys]
         rows.append([str(path), len(records), f"{mean[0]:.1f}", *(f"{100 * m:.1f}" for m in mean[1:])])
-    columns = ["folder", "images", "mean MI (nats)", *(["strict %", "soft %"] if shapes else [])]
+    columns = ["folder", "images", "mean MI (nats)", *(f"{k} %" for k in keys[1:])]
     print(markdown_table(rows, columns, align="l" + "r" * (len(columns) - 1)))
 
 
@@ -313,13 +238,12 @@ def cmd_finetune(args):
     from accelerate import PartialState
 
     from .finetune import FinetuneConfig, best_checkpoint, check_objective, finetune, load_finetune_set
-    from .models import is_shapes_model
 
     options = _finetune_options(args)
     data = load_finetune_set(args.data_dir)  # a bad set is reported before the model loads
     check_objective(FinetuneConfig(**options), data)
-    judge = _build_judge(args, is_shapes_model(args.model)) if options.get("val_prompts") else None
-    pipe = _pipe(args)
+    judge = make_judge(args, args.scorer) if options.get("val_prompts") and args.scorer else None
+    pipe = load_model(args)
     out = finetune(pipe, data, args.output_dir, device=args.device, judge=judge, **options)
     if PartialState().is_main_process:  # once, also under `accelerate launch`
         last = (out / "loss.csv").read_text().splitlines()[-1].split(",")
@@ -336,7 +260,7 @@ def cmd_finetune(args):
 
 
 def cmd_sweep(args):
-    from .sweep import parse_param, run_sweep
+    from .tools.sweep import parse_param, run_sweep
 
     params = dict(parse_param(text) for text in args.param)
     table = run_sweep(args.notebook, params, args.output_dir, metric=args.metric, x=args.x, kernel_name=args.kernel)
@@ -346,7 +270,7 @@ def cmd_sweep(args):
 
 
 def cmd_compare(args):
-    from .compare import build_study, build_viewer, screenshot
+    from .tools.compare import build_study, build_viewer, screenshot
 
     out = args.output or str(Path(args.output_dir[0]) / ("study" if args.study else "viewer"))
     if args.study:
@@ -361,7 +285,7 @@ def cmd_compare(args):
 
 
 def cmd_study_report(args):
-    from .study import report
+    from .tools.study import report
 
     md, data, problems = report(args.votes, seed=args.seed, n_boot=args.n_boot)
     print(md)
@@ -375,6 +299,37 @@ def cmd_study_report(args):
         print(f"minitune study-report: skipped: {problem}", file=sys.stderr)
     if problems:
         raise ValueError(f"{len(problems)} of {len(args.votes)} vote files were left out (above); the table counts the others.")
+
+
+class _Deprecated(argparse.Action):
+    """An old spelling kept for one release: it sets the new option's value and prints a one-line note."""
+
+    def __init__(self, option_strings, dest, new: str, **kwargs):
+        super().__init__(option_strings, dest, **kwargs)
+        self.new = new
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"minitune: note: {option_string} is deprecated and goes in the next release; use {self.new}.",
+              file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def add_alias(p, old: str, new: str, dest: str, **kwargs) -> None:
+    """`old` as a deprecated spelling of the option `new` (stored in `dest`), hidden from --help."""
+    p.add_argument(old, dest=dest, action=_Deprecated, new=new, default=argparse.SUPPRESS, help=argparse.SUPPRESS,
+                   **kwargs)
+
+
+def add_sample_steps_arg(p, help_text: str = STEPS_HELP) -> None:
+    """--sample-steps (and the old --steps): the sampling steps, stored as `steps`."""
+    p.add_argument("--sample-steps", dest="steps", type=int, help=help_text)
+    add_alias(p, "--steps", "--sample-steps", "steps", type=int)
+
+
+def add_recipe_arg(p, choices, help_text: str, default=None) -> None:
+    """--recipe (and the old --preset): the named settings of a command, stored as `recipe`."""
+    p.add_argument("--recipe", choices=list(choices), default=default, help=help_text)
+    add_alias(p, "--preset", "--recipe", "recipe", choices=list(choices))
 
 
 def _model_args(p):
@@ -394,15 +349,21 @@ def _sampling_args(p, per_category=70):
     p.add_argument("--per-category", type=int, default=per_category, help=f"test prompts per category (default {per_category})")
     p.add_argument("--n-per-prompt", type=int, default=4)
     p.add_argument("--guidance-scale", type=float, help=GUIDANCE_HELP)
-    p.add_argument("--steps", type=int, help=STEPS_HELP)
-    _sampler_arg(p)
+    add_sample_steps_arg(p)
+    add_sampler_arg(p)
     _channels_last_arg(p)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
 
 
+def _judge_names() -> list[str]:
+    from .judges import available_judges
+
+    return list(available_judges())
+
+
 def _judge_args(p, scorer_help):
-    p.add_argument("--scorer", choices=["oracle", "blip-vqa", "clipscore"], help=scorer_help)
+    p.add_argument("--scorer", choices=_judge_names(), help=scorer_help)
     p.add_argument("--judge-model", help="the judge's weights: a folder or hub id (default: Salesforce/blip-vqa-base "
                    "for blip-vqa, openai/clip-vit-base-patch32 for clipscore; tiny: a random tiny one, to try the commands)")
 
@@ -412,14 +373,14 @@ def _channels_last_arg(p):
                    "convolutions, the same images up to rounding (book/results/unet_throughput.md)")
 
 
-def _sampler_arg(p, default_help="the model's own scheduler"):
+def add_sampler_arg(p, default_help="the model's own scheduler"):
     from .sampling import SAMPLERS
 
     p.add_argument("--sampler", choices=list(SAMPLERS), help=f"the sampler, built from the model's scheduler config "
                    f"(default: {default_help}); book/results/sampler.md compares them")
 
 
-def _pairing_arg(p, when: str, default=None):
+def add_pairing_arg(p, when: str, default=None):
     from .selection import PAIRINGS
 
     p.add_argument("--pairing", choices=list(PAIRINGS), default=default, help="the rejected candidate of each kept "
@@ -427,39 +388,7 @@ def _pairing_arg(p, when: str, default=None):
                    f"negative (nearest); {when}")
 
 
-def _add_toy_train(sub) -> None:
-    p = sub.add_parser("toy-train", help="train the Shapes-world base model from scratch (resumable)")
-    p.add_argument("--output-dir", default="runs/base")
-    p.add_argument("--steps", type=int, default=1500)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--checkpoint-every", type=int, default=250)
-    p.add_argument("--snr-gamma", type=float, help="Min-SNR-γ loss weighting (e.g. 5; default: plain ε-loss)")
-    p.add_argument("--channels", type=int, nargs=3, default=[32, 64, 64], metavar="C",
-                   help="UNet channels at 32×32, 16×16 and 8×8")
-    p.add_argument("--width", type=int, default=64, help="text-encoder width (= the UNet's cross-attention dimension)")
-    p.add_argument("--caption-noise", type=float, default=0.0,
-                   help="fraction of training images that leave out one object their caption names (loose captions)")
-    p.add_argument("--category-weights", type=float, nargs=5, metavar="W",
-                   help="share of the batches for color, shape, spatial, count and complex prompts (default: equal)")
-    p.add_argument("--single-object-share", type=float, default=0.0, help="share of the training prompts replaced by "
-                   "one-object prompts, as a web corpus holds mostly pictures of one thing")
-    p.add_argument("--warmup", type=int, default=50, help="steps of linear learning-rate warm-up before the cosine decay")
-    p.add_argument("--init-from", help="start from this saved Shapes pipeline's weights (same --channels and --width), "
-                   "e.g. to train a second stage on another data mix")
-    p.set_defaults(func=cmd_toy_train)
-
-
-def _add_toy_ship(sub) -> None:
-    p = sub.add_parser("toy-ship", help="copy a trained base model (with config and curve) into the package")
-    p.add_argument("--run-dir", default="runs/base")
-    p.add_argument("--step", type=int, help="which saved step (default: the last)")
-    p.add_argument("--dest", help="destination folder (default: the package's weights folder)")
-    p.set_defaults(func=cmd_toy_ship)
-
-
-def _add_sampling_command(sub, name: str, summary: str, func, output: str, per_category: int = 70):
+def add_sampling_command(sub, name: str, summary: str, func, output: str, per_category: int = 70):
     """A command that samples a model on held-out prompts (:func:`_sampling_args`) and may write `output`;
     returns its parser, for the command's own options."""
     p = sub.add_parser(name, help=summary)
@@ -469,82 +398,74 @@ def _add_sampling_command(sub, name: str, summary: str, func, output: str, per_c
     return p
 
 
-def _add_toy_eval(sub) -> None:
-    _add_sampling_command(sub, "toy-eval", "sample a Shapes model on held-out prompts and print the oracle's tables",
-                          cmd_toy_eval, "report.md, records.json and grid.png")
-
-
 def _add_mi(sub) -> None:
-    _add_sampling_command(sub, "mi", "sample N candidates per prompt and rank them by trajectory MI (with the oracle's "
+    add_sampling_command(sub, "mi", "sample N candidates per prompt and rank them by trajectory MI (with the oracle's "
                           "verdict)", cmd_mi, "ranked.png", per_category=1)
 
 
 def _add_evaluate(sub) -> None:
-    p = _add_sampling_command(sub, "evaluate", "judge a model (optionally with a LoRA adapter) on held-out prompts",
+    p = add_sampling_command(sub, "evaluate", "judge a model (optionally with a LoRA adapter) on held-out prompts",
                               cmd_evaluate, "eval.json and grid.png")
     p.add_argument("--lora", help="a LoRA folder to load with pipe.load_lora_weights")
-    _preset_arg(p)
+    _recipe_arg(p)
     _judge_args(p, "the judge (default: oracle for the Shapes model, blip-vqa otherwise)")
     p.add_argument("--category", help="the category of every prompt, for the report's columns (e.g. color for "
                    "T2I-CompBench's color_val.txt; default: the Shapes grammar's, else 'other')")
 
 
-def _add_experiment(sub) -> None:
-    p = sub.add_parser("experiment", help="the whole MI-TUNE experiment: pool, MI/random/oracle sets, LoRA, evaluation")
-    p.add_argument("--preset", choices=["tiny", "full"], default="full")
-    p.add_argument("--output-dir", default="outputs/experiment")
-    p.add_argument("--model", default="toy", help="'toy' (the shipped base model) or a saved Shapes pipeline folder; "
-                   "the experiment needs the Shapes world's oracle (real models: build, finetune and evaluate)")
-    p.add_argument("--selectors", nargs="+", choices=["mi", "mi_renoise", "mi_contrast"],
-                   help="MI signals, one fine-tuned arm each")
-    p.add_argument("--rounds", type=int, help="self-training rounds")
-    p.add_argument("--renoise-samples", type=int, help="re-noising MI samples per candidate (needed by mi_renoise)")
-    p.add_argument("--contrast-samples", type=int, help="contrast MI samples per candidate and prompt (needed by mi_contrast)")
-    p.add_argument("--objective", choices=["mse", "dpo"],
-                   help="fine-tune on each arm's top-k (mse, the paper) or by Diffusion-DPO on its preference pairs (dpo)")
-    p.add_argument("--dpo-beta", type=float, help="DPO's β (with --objective dpo)")
-    _pairing_arg(p, "with --objective dpo, default: the preset's")
-    _sampler_arg(p, "the preset's")
-    p.add_argument("--steps", type=int, help="sampling steps for the pool and the evaluations (default: the preset's)")
-    p.add_argument("--results-dir", help="also write experiment.json and experiment.md here (e.g. book/results), "
-                   "headed with the model, commit, command and wall time")
-    p.add_argument("--device", default="auto")
-    p.set_defaults(func=cmd_experiment)
+SAMPLES_HELP = {"renoise_samples": "re-noising MI samples per candidate",
+                "contrast_samples": "contrast MI samples per candidate and prompt"}
+
+
+def add_samples_args(p, default=None) -> None:
+    """One --<signal>-samples option for each selector that needs MI samples per candidate (selection.SELECTORS)."""
+    from .selection import SELECTORS, sample_options
+
+    for signal, option in sample_options(SELECTORS).items():
+        off = "0: off; " if default == 0 else ""
+        p.add_argument("--" + option.replace("_", "-"), type=int, default=default,
+                       help=f"{SAMPLES_HELP[option]} ({off}the {signal} selector needs at least 2)")
 
 
 def _add_build(sub) -> None:
+    from .selection import SELECTORS
+
     p = sub.add_parser("build", help="build the MI-filtered fine-tuning set: N candidates per prompt, top-k by MI (resumable)")
     _model_args(p)
-    p.add_argument("--prompts", "--prompt-file", dest="prompts",
+    p.add_argument("--prompt-file", dest="prompts",
                    help="a UTF-8 text file with one prompt per line, blank and # lines skipped, a repeated prompt kept "
-                   "once (default: Shapes-world training prompts)")
-    p.add_argument("--n-prompts", type=int, default=64, help="training prompts to draw when no --prompts file is given")
-    _preset_arg(p)
+                   "once (default: the model's world's training prompts)")
+    add_alias(p, "--prompts", "--prompt-file", "prompts")
+    p.add_argument("--n-prompts", type=int, default=64, help="training prompts to draw when no --prompt-file is given")
+    _recipe_arg(p)
     p.add_argument("--candidates", type=int, default=16, help="N, candidates sampled per prompt")
     p.add_argument("--top-k", type=int, default=1, help="k, candidates kept per prompt")
-    p.add_argument("--cfg", "--guidance-scale", dest="cfg", type=float, help=GUIDANCE_HELP)
-    p.add_argument("--steps", type=int, help=STEPS_HELP)
-    _sampler_arg(p)
+    p.add_argument("--guidance-scale", dest="cfg", type=float, help=GUIDANCE_HELP)
+    add_alias(p, "--cfg", "--guidance-scale", "cfg", type=float)
+    add_sample_steps_arg(p)
+    add_sampler_arg(p)
     _channels_last_arg(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--renoise-samples", type=int, default=0,
-                   help="re-noising MI samples per candidate (0: off; the mi_renoise selector needs at least 2)")
-    p.add_argument("--contrast-samples", type=int, default=0,
-                   help="contrast MI samples per candidate and prompt (0: off; the mi_contrast selector needs at least 2)")
-    p.add_argument("--selector", choices=["mi", "mi_renoise", "mi_contrast", "random", "oracle", "judge"], default="mi")
+    add_samples_args(p, default=0)
+    p.add_argument("--selectors", nargs="+", choices=list(SELECTORS), default=["mi"],
+                   help="how to rank each prompt's candidates, one set each (default: mi)")
+    add_alias(p, "--selector", "--selectors", "selectors", choices=list(SELECTORS), nargs=1)
     _judge_args(p, "also score every candidate with this judge and write its top-k set (judge/), an external-judge "
                 "control arm as GORS in T2I-CompBench")
-    p.add_argument("--controls", action="store_true", help="also write the random-k and oracle top-k sets of the same pool")
+    p.add_argument("--controls", action="store_true", help="also write the random-k set of the same pool, and the "
+                   "oracle top-k set where the model's world has an oracle")
     p.add_argument("--keep-latents", action="store_true", help="also store latents and prompt embeddings (safetensors)")
     p.add_argument("--pairs", action="store_true", help="preference sets for `finetune --objective dpo`: each kept "
                    "candidate paired with a lower one of its prompt (needs --candidates ≥ 2 × --top-k)")
-    _pairing_arg(p, "with --pairs", default="extremes")
+    add_pairing_arg(p, "with --pairs", default="extremes")
     p.add_argument("--output-dir", default="runs/build", help="gets pool/ and one folder per selected set")
-    p.set_defaults(func=cmd_build)
+    p.set_defaults(func=cmd_build, resumable=True)
 
 
 def _add_finetune(sub) -> None:
+    from .finetune import OBJECTIVES
+
     p = sub.add_parser("finetune", help="train a LoRA adapter on a fine-tuning set (resumable; diffusers LoRA format)")
     p.add_argument("--data-dir", required=True, help="the set: PNG images and metadata.jsonl (as `minitune build` writes)")
     p.add_argument("--output-dir", required=True, help="gets pytorch_lora_weights.safetensors, checkpoints, loss.csv, samples/")
@@ -552,12 +473,14 @@ def _add_finetune(sub) -> None:
     p.add_argument("--rank", type=int, default=32)
     p.add_argument("--alpha", type=float, help="LoRA alpha (default: the rank)")
     p.add_argument("--dora", action="store_true", help="train a DoRA (weight-decomposed) adapter")
-    p.add_argument("--steps", type=int, help="training steps (default: the model family's, 500; 2000 for SD3)")
+    p.add_argument("--train-steps", dest="steps", type=int,
+                   help="training steps (default: the model family's, 500; 2000 for SD3)")
+    add_alias(p, "--steps", "--train-steps", "steps", type=int)
     p.add_argument("--batch-size", type=int, help="global batch, split over accelerate processes (default: the model "
                    "family's, 32; 1 for SD3)")
     p.add_argument("--grad-accum", type=int, default=1, help="micro-batches per process and step (the same update "
                    "in less memory); the batch size must be a multiple of processes × this")
-    _preset_arg(p)
+    _recipe_arg(p)
     p.add_argument("--lr", type=float, help="learning rate (default: the model family's, 1e-4; 5e-6 for SD3)")
     p.add_argument("--prompt-dropout", type=float, default=0.0, help="fraction of prompts replaced by the empty prompt")
     p.add_argument("--seed", type=int, default=0)
@@ -565,7 +488,7 @@ def _add_finetune(sub) -> None:
     p.add_argument("--checkpoint-every", type=int, default=250)
     p.add_argument("--sample-prompts", type=int, default=4, help="prompts in each validation sample grid (0: no grids)")
     p.add_argument("--init-adapter", help="continue from this adapter folder (e.g. the previous self-training round)")
-    p.add_argument("--objective", choices=["mse", "dpo"], default="mse", help="mse: the diffusion loss on the set's "
+    p.add_argument("--objective", choices=list(OBJECTIVES), default="mse", help="mse: the diffusion loss on the set's "
                    "images; dpo: Diffusion-DPO on a preference set (`minitune build --pairs`) against the starting model")
     p.add_argument("--dpo-beta", type=float, default=2000.0, help="DPO's β: larger keeps the adapter closer to the model")
     p.add_argument("--latents", choices=["vae", "saved"], help="vae: encode the set's images (default); saved: the "
@@ -580,7 +503,7 @@ def _add_finetune(sub) -> None:
     p.add_argument("--precondition", action="store_true", default=None,
                    help="SD3: the loss on the implied clean latent, as the official RFMI script")
     _judge_args(p, "the judge of the validation images (the best checkpoint is its highest)")
-    p.set_defaults(func=cmd_finetune)
+    p.set_defaults(func=cmd_finetune, resumable=True)
 
 
 def _add_sweep(sub) -> None:
@@ -603,7 +526,8 @@ def _add_compare(sub) -> None:
     p.add_argument("--output", metavar="PAGE_DIR", help="where the page goes (default: OUTPUT_DIR/viewer or OUTPUT_DIR/study)")
     p.add_argument("--study", action="store_true", help="the blind study: per prompt two arms' images, sides drawn from --seed")
     p.add_argument("--arms", nargs="+", help="the study's arms, by name (default: all); every pair of them is compared")
-    p.add_argument("--prompts", type=int, help="prompts in the study (default: all), drawn with --seed")
+    p.add_argument("--n-prompts", dest="prompts", type=int, help="prompts in the study (default: all), drawn with --seed")
+    add_alias(p, "--prompts", "--n-prompts", "prompts", type=int)
     p.add_argument("--seed", type=int, default=0, help="the study's random draws (pairs, seeds, sides)")
     p.add_argument("--seeds", type=int, help="the viewer's seeds per prompt: the first SEEDS (default: all), for a smaller page")
     p.add_argument("--title", help="the page's title")
@@ -623,48 +547,58 @@ def _add_study_report(sub) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="minitune", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_toy_train, _add_toy_ship, _add_toy_eval, _add_mi, _add_evaluate, _add_experiment, _add_build,
-                _add_finetune, _add_sweep, _add_compare, _add_study_report):
+    from .plugins import registry
+
+    for add in (_add_mi, _add_evaluate, _add_build, _add_finetune, _add_sweep, _add_compare, _add_study_report,
+                *registry().commands):
         add(sub)
     return parser
 
 
+def _recipe_of(argv: list[str]) -> tuple[str | None, str | None, str | None]:
+    """The command, the --recipe (or old --preset) and the --model named in `argv`, read before the real parse."""
+    pre = argparse.ArgumentParser(add_help=False, exit_on_error=False)
+    pre.add_argument("command", nargs="?")
+    pre.add_argument("--recipe", "--preset")
+    pre.add_argument("--model")
+    try:
+        known, _ = pre.parse_known_args(argv)
+    except argparse.ArgumentError:  # the real parse reports it
+        return None, None, None
+    return known.command, known.recipe, known.model
+
+
 def _parse(argv):
-    """Parse `argv`; a --preset's values become the defaults of its command, below any option given."""
-    from .recipes import preset_defaults
+    """Parse `argv` once; a recipe's values are the defaults of its command, below any option given."""
+    from .recipes import PRESETS, preset_defaults
 
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
-    args.recipe_family = _recipe_family(args)
-    defaults = preset_defaults(getattr(args, "recipe", None), args.command, args.recipe_family)
-    if defaults:
+    command, recipe, model = _recipe_of(argv)
+    if recipe in PRESETS:  # the experiment's own recipes are its configs, not these
         sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-        sub.choices[args.command].set_defaults(**defaults)
-        family, args = args.recipe_family, parser.parse_args(argv)
-        args.recipe_family = family
-    return args
+        if command in sub.choices:
+            family = _recipe_family(model)
+            sub.choices[command].set_defaults(**preset_defaults(recipe, command, family), recipe_family=family)
+    return parser.parse_args(argv)
 
 
-def _recipe_family(args) -> str | None:
-    """The family (class name) a --preset is read for: the model's, where its model_index.json can be read."""
+def _recipe_family(model) -> str | None:
+    """The family (class name) a recipe is read for: the model's, where its model_index.json can be read."""
     from .families import family_named
-    from .models import pipeline_class
+    from .models import DEFAULT_MODEL, pipeline_class
 
-    if not getattr(args, "recipe", None):
-        return None
-    family = family_named(pipeline_class(args.model, remote=True))
+    family = family_named(pipeline_class(model or DEFAULT_MODEL, remote=True))
     return family.__name__ if family else None
 
 
-def _preset_arg(p):
+def _recipe_arg(p):
     from .recipes import PRESETS
 
-    p.add_argument("--preset", dest="recipe", choices=list(PRESETS), help="named settings (paper: the official "
-                   "MI-TUNE recipe for SD 2.1 and SDXL on a GPU, paper-sd3 the official RFMI recipe for SD3, see "
-                   "minitune.recipes); options given here override them")
+    add_recipe_arg(p, PRESETS, "named settings (paper: the official MI-TUNE recipe for SD 2.1 and SDXL on a GPU, "
+                   "paper-sd3 the official RFMI recipe for SD3, see minitune.recipes); options given here override them")
 
 
-RESUMABLE = ("toy-train", "experiment", "build", "finetune")  # the commands whose folders a rerun continues
 INTERRUPTED = 130  # the shell's status for a command stopped by Ctrl-C (128 + SIGINT)
 
 
@@ -677,7 +611,7 @@ def main(argv=None) -> int:
         print(f"minitune {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        again = "resume" if args.command in RESUMABLE else "start again"
+        again = "resume" if getattr(args, "resumable", False) else "start again"  # a rerun continues its folder
         print(f"\nminitune {args.command}: interrupted; rerun the same command to {again}.", file=sys.stderr)
         return INTERRUPTED
     return 0

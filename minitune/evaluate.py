@@ -1,7 +1,7 @@
 """Judge a model: alignment with bootstrap confidence intervals, well-formedness, diversity, MI.
 
-In the Shapes world the judge is the exact oracle (:func:`minitune.toy.world.evaluate`). Other
-judges plug in as *scorers*: a callable ``(images, prompts) -> {name: per-image values}`` (e.g.
+In the Shapes world the judge is the exact oracle (:mod:`minitune.toy.scoring`). Every judge
+plugs in as a *scorer*: a callable ``(images, prompts) -> {name: per-image values}`` (e.g.
 a CLIP score for real models). Images come from :func:`minitune.sampling.sample_with_mi` with one
 seed per (prompt, candidate), so two models evaluated with the same seed start from the same
 noise and their per-prompt scores can be compared pairwise.
@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import numpy as np
 import torch
@@ -22,18 +22,7 @@ import torch
 from .families import family_of
 from .io import judge_record, markdown_table, model_record
 
-if TYPE_CHECKING:
-    from .toy import world
-
 Scorer = Callable[[torch.Tensor, list], dict]
-
-
-def _world():
-    """The Shapes world, imported when one of its judges or tables is asked for: the rest of this module
-    serves any pipeline and does not load the toy."""
-    from .toy import world
-
-    return world
 
 
 def bootstrap_ci(values, n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
@@ -45,17 +34,6 @@ def bootstrap_ci(values, n_boot: int = 2000, seed: int = 0, level: float = 0.95)
     return float(np.quantile(means, a)), float(np.quantile(means, 1 - a))
 
 
-def oracle_scorer(images, prompts) -> dict:
-    """The Shapes world's exact judge: strict, soft and well-formed per image, its coloured area (pixels,
-    how much it draws), and 1.0 / 0.0 for each of
-    the oracle's failure modes (``world.FAILURE_MODES``, e.g. "extra object"), so that their rates are
-    summarised like any other metric."""
-    world = _world()
-    ev = world.evaluate(images, list(prompts))
-    scores = {k: np.array([r[k] for r in ev.records], float) for k in ("strict", "soft", "well_formed", "area")}
-    return scores | {m: np.array([m in r["failures"] for r in ev.records], float) for m in world.FAILURE_MODES}
-
-
 def diversity(images: torch.Tensor) -> float:
     """Mean pairwise RMS pixel distance (images in [-1, 1] mapped to [0, 1]) among a group of images."""
     x = ((images.float().clamp(-1, 1) + 1) / 2).flatten(1)
@@ -64,14 +42,6 @@ def diversity(images: torch.Tensor) -> float:
         return float("nan")
     d = torch.cdist(x, x) / x.shape[1] ** 0.5
     return float(d.sum() / (n * (n - 1)))
-
-
-def _category(prompt: str) -> str:
-    world = _world()
-    try:
-        return world.parse(prompt).category
-    except ValueError:
-        return "other"
 
 
 @dataclass
@@ -96,10 +66,9 @@ class EvalResult:
         return {p: float(np.mean(v)) for p, v in groups.items()}
 
     def categories(self) -> list[str]:
-        """The Shapes world's categories in their order, then any others (e.g. given by ``category_of``), then "all"."""
-        present = {r["category"] for r in self.records}
-        known = [c for c in _world().CATEGORIES if c in present]
-        return known + sorted(present - set(known)) + ["all"]
+        """The categories in the order of their first record (a world's evaluation prompts come category by
+        category), then "all"."""
+        return [*dict.fromkeys(r["category"] for r in self.records), "all"]
 
     def summary(self) -> dict:
         """{category: {metric: mean, metric + "_ci": (lo, hi), "n_images", "diversity", "mi"}}."""
@@ -147,6 +116,10 @@ def load_adapter(pipe, folder) -> None:
                          "load it on the model it was trained on.") from None
 
 
+def _other(prompt: str) -> str:
+    return "other"
+
+
 def evaluate_pipeline(pipe, prompts: list[str], n_per_prompt: int = 4, *, guidance_scale: float | None = None,
                       num_inference_steps: int | None = None, seed: int = 0, batch_size: int = 64,
                       scorers: dict[str, Scorer] | None = None, category_of: Callable[[str], str] | None = None,
@@ -158,8 +131,8 @@ def evaluate_pipeline(pipe, prompts: list[str], n_per_prompt: int = 4, *, guidan
     scorers: name -> scorer; by default the pipeline's own, ``pipe.default_scorers()`` (the Shapes
     pipeline's: its oracle), none for a pipeline without them (diversity and mean MI are always
     reported). Metric names of several scorers must not clash.
-    category_of: prompt -> the category its row is reported under (default: the Shapes grammar's
-    category, "other" for a prompt it cannot parse).
+    category_of: prompt -> the category its row is reported under (default: the pipeline's own,
+    ``pipe.category_of``, as the Shapes grammar reads it; "other" for a pipeline without one).
     """
     from .sampling import sample_with_mi
     from .selection import sampler_name
@@ -171,7 +144,7 @@ def evaluate_pipeline(pipe, prompts: list[str], n_per_prompt: int = 4, *, guidan
     cands = sample_with_mi(pipe, prompts, n_per_prompt, guidance_scale=guidance_scale,
                            num_inference_steps=num_inference_steps, seed=seed, batch_size=batch_size,
                            progress=progress)
-    category_of = category_of or _category
+    category_of = category_of or getattr(pipe, "category_of", None) or _other
     records = [{"prompt": p, "seed": s, "category": category_of(p), "mi": float(m)}
                for p, s, m in zip(cands.prompts, cands.seeds, cands.mi)]
     for name, scorer in scorers.items():
@@ -183,8 +156,16 @@ def evaluate_pipeline(pipe, prompts: list[str], n_per_prompt: int = 4, *, guidan
     div = {p: diversity(g) for p, g in zip(prompts, cands.images.split(n_per_prompt))}
     settings = {"n_prompts": len(prompts), "n_per_prompt": n_per_prompt, "guidance_scale": guidance_scale,
                 "num_inference_steps": num_inference_steps, "seed": seed, **model_record(pipe),
-                "sampler": sampler_name(pipe.scheduler), "judges": {name: judge_record(s) for name, s in scorers.items()}}
+                "sampler": sampler_name(pipe.scheduler), "judges": {name: judge_record(s) for name, s in scorers.items()},
+                **_failure_modes(scorers)}
     return EvalResult(records, div, settings), cands
+
+
+def _failure_modes(scorers: dict) -> dict:
+    """{"failure_modes": [...]}, the metrics that are failure modes of a judge that names them (the Shapes oracle:
+    ``scorer.failure_modes``), for the pages that list an image's failures; {} when no judge names any."""
+    modes = [m for s in scorers.values() for m in getattr(s, "failure_modes", ())]
+    return {"failure_modes": modes} if modes else {}
 
 
 def paired_delta(a: EvalResult, b: EvalResult, metric: str, category: str) -> tuple[float, tuple[float, float]]:
@@ -218,33 +199,11 @@ def comparison_table(results: dict[str, EvalResult], metric: str = "strict", bas
     return markdown_table(rows, columns, align="l" + "r" * (len(columns) - 1))
 
 
-def alignment_table(ev: world.Evaluation) -> str:
-    """Markdown table: per category n, strict (95 % CI), soft, well-formed."""
-    world = _world()
-    groups = {c: [r for r in ev.records if r["category"] == c] for c in world.CATEGORIES}
-    groups["all"] = ev.records
-    rows = []
-    for name, rs in groups.items():
-        if not rs:
-            continue
-        strict = [r["strict"] for r in rs]
-        lo, hi = bootstrap_ci(strict)
-        rows.append([name, len(rs), f"{100 * np.mean(strict):.1f} ({100 * lo:.1f}–{100 * hi:.1f})",
-                     f"{100 * np.mean([r['soft'] for r in rs]):.1f}", f"{100 * np.mean([r['well_formed'] for r in rs]):.1f}"])
-    return markdown_table(rows, ["category", "images", "strict % (95 % CI)", "soft %", "well-formed %"], align="lrrrr")
-
-
-def failure_table(ev: world.Evaluation) -> str:
-    """Markdown table: % of images of each category showing each failure mode."""
-    world = _world()
-    rows = [[c, *(f"{100 * r[m]:.1f}" for m in world.FAILURE_MODES)] for c, r in ev.failure_rates().items()]
-    return markdown_table(rows, ["category", *world.FAILURE_MODES], align="l" + "r" * len(world.FAILURE_MODES))
-
-
 # --------------------------------------------------------------------------- selection signals
 
 
-def _grouped(name: str, values) -> np.ndarray:
+def as_grouped(name: str, values) -> np.ndarray:
+    """`values` as a [prompts, candidates] float array, or one sentence on why it is not one."""
     a = np.asarray(values, float)
     if a.ndim != 2 or a.shape[1] < 1:
         raise ValueError(f"{name} must be a [prompts, candidates] array, got shape {a.shape}; "
@@ -257,7 +216,7 @@ def within_prompt_spearman(x, y) -> float:
     prompts. Ties get average ranks; prompts where x or y is constant are left out (nan if none is left)."""
     from scipy.stats import rankdata
 
-    x, y = _grouped("x", x), _grouped("y", y)
+    x, y = as_grouped("x", x), as_grouped("y", y)
     if x.shape != y.shape:
         raise ValueError(f"x and y must have the same [prompts, candidates] shape, got {x.shape} and {y.shape}.")
     rx, ry = rankdata(x, axis=1), rankdata(y, axis=1)
@@ -274,7 +233,7 @@ def best_of_n(values, key, ns) -> np.ndarray:
     Candidate k of a prompt has the same seed whatever N is (:func:`~minitune.sampling.candidate_seed`),
     so the first n of N candidates are exactly what sampling n would give. A random key gives a random
     pick, the no-selection reference."""
-    values, key = _grouped("values", values), _grouped("key", key)
+    values, key = as_grouped("values", values), as_grouped("key", key)
     if values.shape != key.shape:
         raise ValueError(f"values and key must have the same shape, got {values.shape} and {key.shape}.")
     rows = np.arange(len(values))
@@ -293,13 +252,13 @@ def selection_table(signals: dict, strict, soft, area=None) -> str:
     expected score of a random pick (the mean over all candidates), soft score of the top-1, strict score
     of the bottom-1, and the within-prompt Spearman ρ with the soft score and, if given, the coloured area.
     """
-    strict, soft = _grouped("strict", strict), _grouped("soft", soft)
+    strict, soft = as_grouped("strict", strict), as_grouped("soft", soft)
     chance = float(strict.mean())
     columns = ["signal", "top-1 strict % (95 % CI)", "×random", "top-1 soft %", "bottom-1 strict %", "ρ(soft)",
                *(["ρ(area)"] if area is not None else [])]
     rows = []
     for name, key in signals.items():
-        key = _grouped(name, key)
+        key = as_grouped(name, key)
         top = best_of_n(strict, key, [key.shape[1]])[0]
         lo, hi = bootstrap_ci(top)
         ratio = f"{top.mean() / chance:.2f}" if chance > 0 else "–"
@@ -311,61 +270,3 @@ def selection_table(signals: dict, strict, soft, area=None) -> str:
             cells.append(f"{within_prompt_spearman(key, area):+.2f}")
         rows.append([name, *cells])
     return markdown_table(rows, columns, align="l" + "r" * (len(columns) - 1))
-
-
-def _failure_sets(failures) -> list[list[set]]:
-    rows = [[set(f) for f in row] for row in failures]
-    if not rows or len({len(r) for r in rows}) != 1 or not rows[0]:
-        raise ValueError("failures must be a [prompts, candidates] nested list of each candidate's failure modes "
-                         "(the oracle records' 'failures'), the same number of candidates for every prompt.")
-    return rows
-
-
-def top1_failure_table(signals: dict, failures) -> str:
-    """Markdown: what each selection signal's top-1 picks get wrong.
-
-    ``failures`` is [P, N]: each candidate's list of failure modes (``world.FAILURE_MODES``; empty when
-    aligned). A row gives, for one signal ([P, N], higher = keep), the % of its top-1 picks that show each
-    mode (modes can co-occur); the first row is the rate among all candidates, what a random pick shows.
-    """
-    world = _world()
-    rows = _failure_sets(failures)
-    modes = world.FAILURE_MODES
-    P, N = len(rows), len(rows[0])
-    everyone = [f for row in rows for f in row]
-    picks = {"all candidates": everyone}
-    for name, key in signals.items():
-        key = _grouped(name, key)
-        if key.shape != (P, N):
-            raise ValueError(f"{name} has shape {key.shape} but failures has {P} prompts × {N} candidates.")
-        picks[f"top-1 by {name}"] = [rows[p][i] for p, i in enumerate(key.argmax(1))]
-    table = [[name, *(f"{100 * np.mean([m in f for f in fs]):.0f}" for m in modes), f"{100 * np.mean([not f for f in fs]):.0f}"]
-             for name, fs in picks.items()]
-    return markdown_table(table, ["picks", *modes, "none"], align="l" + "r" * (len(modes) + 1))
-
-
-def pairwise_failure_table(signals: dict, failures) -> str:
-    """Markdown: does each signal rank an aligned candidate above one with a single, given failure?
-
-    For every failure mode m, all same-prompt pairs (a candidate without failures, a candidate whose only
-    failure is m) are compared; a cell is the % of pairs in which the signal scores the aligned one higher
-    (ties count half). 50 % means the signal is blind to that failure, below 50 % that it rewards it.
-    The last row gives the number of pairs. Modes without pairs show –.
-    """
-    world = _world()
-    rows = _failure_sets(failures)
-    modes = world.FAILURE_MODES
-    pairs = {m: [(p, g, b) for p, row in enumerate(rows) for g, fg in enumerate(row) if not fg
-                 for b, fb in enumerate(row) if fb == {m}] for m in modes}
-    table = []
-    for name, key in signals.items():
-        key = _grouped(name, key)
-        if key.shape != (len(rows), len(rows[0])):
-            raise ValueError(f"{name} has shape {key.shape} but failures has {len(rows)} prompts × {len(rows[0])} candidates.")
-        cells = []
-        for m in modes:
-            wins = [1.0 if key[p, g] > key[p, b] else 0.5 if key[p, g] == key[p, b] else 0.0 for p, g, b in pairs[m]]
-            cells.append(f"{100 * np.mean(wins):.0f}" if wins else "–")
-        table.append([name, *cells])
-    table.append(["pairs", *(len(pairs[m]) for m in modes)])
-    return markdown_table(table, ["signal", *modes], align="l" + "r" * len(modes))

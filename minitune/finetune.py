@@ -504,7 +504,7 @@ def _micro_batch(run: _Run) -> int:
 def _validate(run: _Run, step: int, val_draws, sample_prompts: list[str]) -> None:
     """The held-out loss (fixed draws) into validation.csv, a sample grid into samples/ and the validation prompts'
     images (judged into val_scores.csv when the run has a judge), all in micro-batches."""
-    from .plotting import save_grid
+    from .images import save_grid
     from .sampling import sample_with_mi
 
     val_i, val_t, val_noise = val_draws
@@ -528,7 +528,7 @@ def _validate(run: _Run, step: int, val_draws, sample_prompts: list[str]) -> Non
 
 def _validation_images(run: _Run, step: int) -> None:
     """The validation prompts' images at this step (samples/val-<step>.png) and, with a judge, their mean score."""
-    from .plotting import save_grid
+    from .images import save_grid
     from .sampling import sample_with_mi
 
     cfg = run.cfg

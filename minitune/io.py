@@ -31,6 +31,11 @@ from typing import Callable, Iterable
 PARTIAL = ".partial"  # the suffix of a file or folder still being written
 
 
+def slug(name: str) -> str:
+    """`name` as a file name: lower case, each character that is not a letter or digit a "-", none at the ends."""
+    return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
+
+
 def atomic_write(path: str | os.PathLike, data: str | bytes) -> Path:
     """Write `data` to `path` through a temporary name in the same folder, then rename it into place, so a
     reader (or a run killed half-way) never sees a partial file."""

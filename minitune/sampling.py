@@ -54,9 +54,8 @@ def use_sampler(pipe, name: str | None):
 def use_channels_last(pipe):
     """Store the denoiser's weights channels-last (NHWC), which PyTorch's CPU convolutions run faster; returns `pipe`.
 
-    On 2 CPU threads the shipped UNet's guided forward runs 1.26× faster at batch 64 with ε̂ within
-    1e-6 (relative) of the default layout (``book/results/unet_throughput.md``). The numbers of a
-    run change only by that rounding, so the documented results keep the default layout.
+    ``book/results/unet_throughput.md`` measures how much faster, and how close ε̂ stays to the default
+    layout; a run's numbers change only by that rounding, so the documented results keep the default layout.
     """
     net = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
     if net is None:

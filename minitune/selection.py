@@ -38,7 +38,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Callable
 
 import torch
 from safetensors.torch import load as load_tensors
@@ -50,19 +52,51 @@ from .io import PARTIAL, atomic_write, claim, judge_record, model_record, write_
 from .images import to_uint8
 from .sampling import check_sampling, sample_with_mi
 
-SELECTORS = ("mi", "mi_renoise", "mi_contrast", "random", "oracle", "judge")
 # how a preference set finds each chosen candidate's rejected one: "extremes" the r-th worst of the prompt,
 # "nearest" the best candidate left out of the top k that scores strictly lower (a hard negative)
 PAIRINGS = ("extremes", "nearest")
 _POOL_PARAMS = ("model", "model_fingerprint", "dtype", "pipeline", "sampler", "n_candidates", "guidance_scale",
                 "num_inference_steps", "seed", "renoise_samples", "contrast_samples", "keep_latents", "oracle")
-_SELECTION_KEY = {
-    "mi": lambda r: r["mi"],
-    "mi_renoise": lambda r: r["mi_renoise"],
-    "mi_contrast": lambda r: r["mi_contrast"],
-    "oracle": lambda r: (r["soft"], r["strict"]),
-    "judge": lambda r: r["judge"],
+
+
+@dataclass(frozen=True)
+class Selector:
+    """One way to rank a prompt's candidates (higher first).
+
+    key: a candidate record's score (None: a seeded random order); fields: the pool fields it reads;
+    needs: the pool setting that must be on for the pool to hold them (a build option with ``_samples``:
+    the MI samples per candidate, at least 2); missing: the sentence for a pool without them;
+    signal: an MI signal the model measures itself (an arm of the experiment)."""
+
+    key: Callable[[dict], object] | None
+    fields: tuple[str, ...] = ()
+    needs: str | None = None
+    missing: str = ""
+    signal: bool = False
+
+
+SELECTORS: dict[str, Selector] = {
+    "mi": Selector(lambda r: r["mi"], ("mi",), signal=True),
+    "mi_renoise": Selector(lambda r: r["mi_renoise"], ("mi_renoise",), "renoise_samples", signal=True,
+                           missing="The pool has no re-noising MI; build it with renoise_samples of at least 2 "
+                                   "to select by mi_renoise."),
+    "mi_contrast": Selector(lambda r: r["mi_contrast"], ("mi_contrast",), "contrast_samples", signal=True,
+                            missing="The pool has no contrast MI; build it with contrast_samples of at least 2 "
+                                    "to select by mi_contrast."),
+    "random": Selector(None),
+    "oracle": Selector(lambda r: (r["soft"], r["strict"]), ("soft", "strict"), "oracle",
+                       missing="The oracle selector needs a Shapes-world pool, and this one comes from {pipeline}."),
+    "judge": Selector(lambda r: r["judge"], ("judge",), "judge",
+                      missing="The pool has no judge's scores; build it with a judge (`minitune build --scorer ...`) "
+                              "to select by judge."),
 }
+SIGNALS = tuple(name for name, sel in SELECTORS.items() if sel.signal)
+
+
+def sample_options(selectors) -> dict[str, str]:
+    """{selector: its MI-samples option} for those of `selectors` that need MI samples per candidate."""
+    return {name: SELECTORS[name].needs for name in selectors
+            if SELECTORS[name].needs and SELECTORS[name].needs.endswith("_samples")}
 
 
 # --------------------------------------------------------------------------- prompts
@@ -92,24 +126,6 @@ def read_prompts(path) -> list[str]:
             f"note: {path.name} lists {len(listed) - len(prompts)} prompt(s) again; each is kept once, "
             f"{len(prompts)} prompts in all.")
     return prompts
-
-
-def train_prompts(n: int, seed: int = 0) -> list[str]:
-    """n distinct Shapes-world training prompts, the categories taking turns (seeded)."""
-    from .toy import world
-
-    total = len(world.prompts("train"))
-    if not 1 <= n <= total:
-        raise ValueError(f"n_prompts must lie in 1..{total} (the Shapes world's training prompts), got {n}.")
-    gen = torch.Generator().manual_seed(seed)
-    queues = []
-    for category in world.CATEGORIES:
-        pool = world.prompts("train", category)
-        queues.append([pool[i] for i in torch.randperm(len(pool), generator=gen).tolist()])
-    out = []
-    while len(out) < n:
-        out += [q.pop() for q in queues if q][: n - len(out)]
-    return out
 
 
 # --------------------------------------------------------------------------- files and folders
@@ -206,9 +222,7 @@ def load_records(folder) -> tuple[dict, list[dict]]:
                          "rerun it with the same parameters to finish it.")
     required = {"file_name", "text", "mi", "seed", "prompt_index", "candidate"}
     required |= {"rank"} if manifest["kind"] == "set" else set()
-    required |= {"mi_renoise"} if manifest.get("renoise_samples") else set()
-    required |= {"mi_contrast"} if manifest.get("contrast_samples") else set()
-    required |= {"strict", "soft"} if manifest.get("oracle") else set()
+    required |= {f for sel in SELECTORS.values() if sel.needs and manifest.get(sel.needs) for f in sel.fields}
     records = []
     for number, line in enumerate(meta.read_text().splitlines(), 1):
         try:
@@ -479,17 +493,9 @@ def _set_manifest(pool: dict, pool_dir: Path, out_dir: Path, k: int, by: str, se
     if pairs and 2 * k > pool["n_candidates"]:
         raise ValueError(f"{k} preference pairs per prompt need {2 * k} distinct candidates, but the pool has "
                          f"{pool['n_candidates']} per prompt; lower k or build a larger pool.")
-    if by == "mi_renoise" and not pool["renoise_samples"]:
-        raise ValueError("The pool has no re-noising MI; build it with renoise_samples of at least 2 "
-                         "to select by mi_renoise.")
-    if by == "mi_contrast" and not pool.get("contrast_samples"):
-        raise ValueError("The pool has no contrast MI; build it with contrast_samples of at least 2 "
-                         "to select by mi_contrast.")
-    if by == "judge" and not pool.get("judge"):
-        raise ValueError("The pool has no judge's scores; build it with a judge (`minitune build --scorer ...`) "
-                         "to select by judge.")
-    if by == "oracle" and not pool["oracle"]:
-        raise ValueError(f"The oracle selector needs a Shapes-world pool, and this one comes from {pool['pipeline']}.")
+    needs = SELECTORS[by].needs
+    if needs and not pool.get(needs):
+        raise ValueError(SELECTORS[by].missing.format(pipeline=pool["pipeline"]))
     return {
         "kind": "set", "selector": by, "k": k, **({"selection_seed": seed} if by == "random" else {}),
         **({"pairs": True} if pairs else {}), **({"pairing": pairing} if pairs and pairing != "extremes" else {}),
@@ -507,7 +513,7 @@ def _ranked(records: list[dict], by: str, seed: int) -> list[list[dict]]:
     if by == "random":
         gen = torch.Generator().manual_seed(seed)
         return [[g[j] for j in torch.randperm(len(g), generator=gen).tolist()] for g in groups.values()]
-    return [sorted(g, key=_SELECTION_KEY[by], reverse=True) for g in groups.values()]
+    return [sorted(g, key=SELECTORS[by].key, reverse=True) for g in groups.values()]
 
 
 def _rejected(group: list[dict], k: int, by: str, pairing: str) -> list[dict]:
@@ -518,7 +524,7 @@ def _rejected(group: list[dict], k: int, by: str, pairing: str) -> list[dict]:
     of random picks for the random selector)."""
     if pairing == "extremes":
         return [group[-1 - r] for r in range(k)]
-    key, free, out = _SELECTION_KEY.get(by), list(group[k:]), []  # the random selector has no key
+    key, free, out = SELECTORS[by].key, list(group[k:]), []  # the random selector has no key
     for chosen in group[:k]:
         lower = [c for c in free if key and key(c) < key(chosen)]
         out.append(lower[0] if lower else free[-1])
@@ -574,7 +580,7 @@ def _set_row(rank: int, record: dict, rejected: dict | None, by: str) -> dict:
     if rejected is not None:
         row.update({f"rejected_{key}": v for key, v in rejected.items() if key not in ("text", "prompt_index")})
         if by != "random":
-            row["tie"] = _SELECTION_KEY[by](record) == _SELECTION_KEY[by](rejected)
+            row["tie"] = SELECTORS[by].key(record) == SELECTORS[by].key(rejected)
     return row
 
 
@@ -590,33 +596,68 @@ def _set_latents(pool_dir: Path, rows: list[dict]) -> dict:
     return {name: torch.stack(v) for name, v in tensors.items()}
 
 
-def build(pipe, prompts: list[str], output_dir, n_candidates: int = 16, top_k: int = 1, *, selectors=("mi",),
-          guidance_scale: float | None = None, num_inference_steps: int | None = None, seed: int = 0, batch_size: int = 64,
-          renoise_samples: int = 0, contrast_samples: int = 0, near_misses: dict[str, list[str]] | None = None,
-          keep_latents: bool = False, model: str | None = None, pairs: bool = False, pairing: str = "extremes",
-          judge=None, progress: bool = True) -> dict[str, Path]:
+@dataclass(frozen=True)
+class BuildConfig:
+    """The settings of :func:`build`: N candidates per prompt, k kept per prompt and selector, the sampling,
+    the extra MI signals' samples per candidate, and the sets' form (latents kept, preference pairs)."""
+
+    n_candidates: int = 16
+    top_k: int = 1
+    selectors: tuple[str, ...] = ("mi",)
+    guidance_scale: float | None = None
+    num_inference_steps: int | None = None
+    seed: int = 0
+    batch_size: int = 64
+    renoise_samples: int = 0
+    contrast_samples: int = 0
+    near_misses: dict[str, list[str]] | None = None
+    keep_latents: bool = False
+    model: str | None = None
+    pairs: bool = False
+    pairing: str = "extremes"
+
+
+def build_config(config: BuildConfig | None = None, **options) -> BuildConfig:
+    """`config` (default: :class:`BuildConfig`'s defaults) with the given options replaced; an option that is
+    not a setting is one sentence."""
+    unknown = sorted(set(options) - set(BuildConfig.__dataclass_fields__))
+    if unknown:
+        raise ValueError(f"build has no option {unknown[0]!r}; the options are BuildConfig's fields "
+                         f"({', '.join(BuildConfig.__dataclass_fields__)}).")
+    return replace(config or BuildConfig(), **options)
+
+
+def build(pipe, prompts: list[str], output_dir, n_candidates: int | None = None, top_k: int | None = None, *,
+          config: BuildConfig | None = None, judge=None, progress: bool = True, **options) -> dict[str, Path]:
     """The MI-TUNE data step: the pool in ``output_dir/pool`` and one top-k set per selector in
     ``output_dir/<selector>``; returns their paths by name ("pool", "mi", ...).
+
+    Settings are those of :class:`BuildConfig`, as a config and/or keywords that override it, e.g.
+    ``build(pipe, prompts, "runs/sd", n_candidates=8, top_k=1, num_inference_steps=50)``.
 
     Every argument is checked and every folder claimed before the first candidate is sampled, so a
     mistake costs no sampling and overwrites nothing. See :func:`build_pool` and :func:`select`;
     ``seed`` also seeds the random selector; ``pairs`` makes preference sets, paired by ``pairing`` (see
-    :func:`select`).
-    Rerun with the same arguments to resume.
+    :func:`select`); ``judge`` scores every candidate for the "judge" selector. Rerun with the same
+    arguments to resume.
     """
+    given = {k: v for k, v in (("n_candidates", n_candidates), ("top_k", top_k)) if v is not None}
+    cfg = build_config(config, **given, **options)
     out = Path(output_dir)
-    pool = _pool_manifest(pipe, prompts, n_candidates=n_candidates, guidance_scale=guidance_scale,
-                          num_inference_steps=num_inference_steps, seed=seed, batch_size=batch_size,
-                          renoise_samples=renoise_samples, keep_latents=keep_latents, model=model,
-                          contrast_samples=contrast_samples, near_misses=near_misses, judge=judge)
+    pool = _pool_manifest(pipe, prompts, n_candidates=cfg.n_candidates, guidance_scale=cfg.guidance_scale,
+                          num_inference_steps=cfg.num_inference_steps, seed=cfg.seed, batch_size=cfg.batch_size,
+                          renoise_samples=cfg.renoise_samples, keep_latents=cfg.keep_latents, model=cfg.model,
+                          contrast_samples=cfg.contrast_samples, near_misses=cfg.near_misses, judge=judge)
     folders = {"pool": (out / "pool", pool)}
-    for by in dict.fromkeys(selectors):
-        folders[by] = (out / by, _set_manifest(pool, out / "pool", out / by, top_k, by, seed, pairs, pairing))
+    for by in dict.fromkeys(cfg.selectors):
+        folders[by] = (out / by, _set_manifest(pool, out / "pool", out / by, cfg.top_k, by, cfg.seed, cfg.pairs,
+                                               cfg.pairing))
     _claim_all(folders.values())
-    _fill_pool(pipe, out / "pool", pool, batch_size, progress, judge)
+    _fill_pool(pipe, out / "pool", pool, cfg.batch_size, progress, judge)
     if not _processes().is_main_process:  # the other processes of `accelerate launch` only sample
         return {name: folder for name, (folder, _) in folders.items()}
     for by in folders:
         if by != "pool":
-            select(out / "pool", out / by, top_k, by, seed=seed, pairs=pairs, pairing=pairing, progress=progress)
+            select(out / "pool", out / by, cfg.top_k, by, seed=cfg.seed, pairs=cfg.pairs, pairing=cfg.pairing,
+                   progress=progress)
     return {name: folder for name, (folder, _) in folders.items()}

@@ -7,7 +7,7 @@ import pytest
 from minitune import cli
 from minitune.cli import main
 from minitune.finetune import ADAPTER, FinetuneConfig, lora_config, save_adapter
-from minitune.tiny import tiny_sd_pipeline, tiny_sdxl_pipeline
+from minitune.testing import tiny_sd_pipeline, tiny_sdxl_pipeline
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import torch
 
 from minitune import mi
 from minitune.families import denoiser_for
-from minitune.plotting import show_maps
+from minitune.tools.plotting import show_maps
 from minitune.toy import world
 
 PROMPT = "a red circle and a blue square"

@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 
 from minitune.cli import main
-from minitune.compare import build_study, build_viewer, image_uri, load_arms, page_data
-from minitune.evaluate import EvalResult, oracle_scorer
-from minitune.study import report
+from minitune.tools.compare import build_study, build_viewer, image_uri, load_arms, page_data
+from minitune.evaluate import EvalResult
+from minitune.tools.study import report
 from minitune.toy import world
+from minitune.toy.scoring import oracle_scorer
 
 PROMPTS = world.eval_prompts(1)  # one held-out prompt per category
 SEEDS = (11, 12)
@@ -31,7 +32,7 @@ def fake_eval(broken):
     scores = oracle_scorer(images, prompts)
     records = [{"prompt": p, "seed": s, "category": world.parse(p).category, "mi": 10.0 + k}
                | {m: float(v[k]) for m, v in scores.items()} for k, (_, p, s) in enumerate(rows)]
-    return EvalResult(records, settings={"seed": 0}), images
+    return EvalResult(records, settings={"seed": 0, "failure_modes": list(world.FAILURE_MODES)}), images
 
 
 def write_experiment(folder, previews_only=False):
@@ -295,7 +296,7 @@ def test_compare_refuses_what_is_not_an_evaluation(tmp_path, experiment, capsys)
         err = capsys.readouterr().err
         assert word in err and one_sentence(err), err
     for args, word in ((["--study", "--arms", "nobody"], "No arm named"), (["--study", "--arms", "base"], "at least two"),
-                       (["--study", "--prompts", "99"], "--prompts must be"), (["--seeds", "0"], "--seeds must")):
+                       (["--study", "--n-prompts", "99"], "--n-prompts must be"), (["--seeds", "0"], "--seeds must")):
         assert main(["compare", str(experiment), "--output", str(tmp_path / "page"), *args]) == 2
         err = capsys.readouterr().err
         assert word in err and one_sentence(err), err
@@ -311,7 +312,7 @@ def test_compare_saves_a_screenshot(tmp_path, experiment, browser_paths):
 
 
 def test_experiment_keeps_images_only_where_sampling_again_reproduces_its_records(tmp_path):
-    from minitune.experiment import _keep_images
+    from minitune.toy.experiment import _keep_images
 
     res, images = fake_eval(set())
     tensors = world.to_tensor(images)
@@ -325,7 +326,8 @@ def test_experiment_keeps_images_only_where_sampling_again_reproduces_its_record
 
 
 def test_evaluate_keeps_the_images_the_viewer_shows(tmp_path, capsys):
-    args = ["evaluate", "--prompt", "one cyan square", "--prompt", "two red circles", "--n-per-prompt", "2", "--steps", "2"]
+    args = ["evaluate", "--prompt", "one cyan square", "--prompt", "two red circles", "--n-per-prompt", "2",
+            "--sample-steps", "2"]
     for sampler, name in (("ddpm", "ddpm"), ("dpmpp-sde", "sde")):
         assert main(args + ["--sampler", sampler, "--output-dir", str(tmp_path / "runs" / name)]) == 0
     assert np.load(tmp_path / "runs" / "sde" / "images.npy").shape == (4, 32, 32, 3)

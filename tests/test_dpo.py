@@ -160,13 +160,13 @@ def test_cli_builds_pairs_and_trains_by_dpo(tmp_path, capsys):
 
     tiny_toy().save_pretrained(tmp_path / "model")
     build = ["build", "--model", str(tmp_path / "model"), "--n-prompts", "2", "--candidates", "2", "--top-k", "1",
-             "--steps", "2", "--controls", "--pairs", "--output-dir", str(tmp_path / "b")]
+             "--sample-steps", "2", "--controls", "--pairs", "--output-dir", str(tmp_path / "b")]
     assert main(build) == 0
     assert all("rejected_file_name" in r for r in load_records(tmp_path / "b" / "oracle")[1])
     assert main([*build[:-2], "--pairing", "nearest", "--output-dir", str(tmp_path / "n")]) == 0
     assert load_records(tmp_path / "n" / "oracle")[0]["pairing"] == "nearest"
     tune = ["finetune", "--model", str(tmp_path / "model"), "--data-dir", str(tmp_path / "b" / "mi"), "--rank", "2",
-            "--steps", "2", "--batch-size", "2", "--validate-every", "0", "--sample-prompts", "0", "--device", "cpu"]
+            "--train-steps", "2", "--batch-size", "2", "--validate-every", "0", "--sample-prompts", "0", "--device", "cpu"]
     assert main([*tune, "--output-dir", str(tmp_path / "o"), "--objective", "dpo", "--dpo-beta", "100"]) == 0
     assert "load_lora_weights" in capsys.readouterr().out
     assert main([*tune, "--output-dir", str(tmp_path / "p")]) == 2  # a preference set needs the dpo objective

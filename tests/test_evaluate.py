@@ -2,9 +2,10 @@ import numpy as np
 import pytest
 import torch
 
-from minitune.evaluate import EvalResult, comparison_table, diversity, evaluate_pipeline, oracle_scorer
-from minitune.tiny import tiny_sd_pipeline
+from minitune.evaluate import EvalResult, comparison_table, diversity, evaluate_pipeline
+from minitune.testing import tiny_sd_pipeline
 from minitune.toy import world
+from minitune.toy.scoring import oracle_scorer
 
 from conftest import PROMPTS
 

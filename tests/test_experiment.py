@@ -5,8 +5,8 @@ from dataclasses import replace
 
 import pytest
 
-from minitune.experiment import PRESETS, run_experiment
 from minitune.toy import world
+from minitune.toy.experiment import PRESETS, run_experiment
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +54,7 @@ def test_the_pool_scores_only_what_the_selectors_rank_by(tmp_path):
 
 
 def test_arms_and_published_results(tiny_run, tmp_path):
-    from minitune.experiment import publish
+    from minitune.toy.experiment import publish
 
     out, data = tiny_run
     arms = data["arms"]
@@ -79,7 +79,7 @@ def test_arms_and_published_results(tiny_run, tmp_path):
 
 
 def test_renders_reference_is_the_worlds_truth():
-    from minitune.experiment import renders_reference
+    from minitune.toy.experiment import renders_reference
     from minitune.toy import world
 
     cfg = replace(PRESETS["tiny"], eval_per_category=2, eval_images=3)

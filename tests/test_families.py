@@ -11,7 +11,7 @@ from minitune.families import StableDiffusion, StableDiffusionXL, family_of
 from minitune.families.sd3 import StableDiffusion3
 from minitune.finetune import finetune
 from minitune.sampling import sample_with_mi
-from minitune.tiny import tiny_sd3_pipeline, tiny_sd_pipeline, tiny_sdxl_pipeline
+from minitune.testing import tiny_sd3_pipeline, tiny_sd_pipeline, tiny_sdxl_pipeline
 from minitune.toy.family import Shapes
 
 PROMPT = "a red circle and a blue square"

@@ -14,7 +14,7 @@ from PIL import Image
 from minitune.cli import main
 from minitune.finetune import (ADAPTER, WEIGHTS_NAME, FinetuneConfig, finetune, load_finetune_set, lora_config,
                                save_adapter)
-from minitune.tiny import tiny_sd_pipeline, tiny_sdxl_pipeline
+from minitune.testing import tiny_sd_pipeline, tiny_sdxl_pipeline
 from minitune.toy import world
 from minitune.toy.pipeline import ShapesPipeline, build_components
 

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from minitune.evaluate import evaluate_pipeline, oracle_scorer
-from minitune.judges import JUDGES, BlipVqaJudge, ClipScoreJudge, make_scorer, noun_phrases, to_uint8_list, vqa_question
-from minitune.tiny import tiny_blip_vqa_judge, tiny_clipscore_judge
+from minitune.evaluate import evaluate_pipeline
+from minitune.judges import BlipVqaJudge, ClipScoreJudge, available_judges, make_scorer, noun_phrases, to_uint8_list, vqa_question
+from minitune.testing import tiny_blip_vqa_judge, tiny_clipscore_judge
+from minitune.toy.scoring import oracle_scorer
 
 PROMPTS = ["a red book and a yellow vase", "a cat", "two red circles and a blue square",
            "a dog on the left of a car", "a green triangle", "three blue squares"]
@@ -170,7 +171,7 @@ def test_bad_input_raises_one_clear_sentence(request, images, judge_name, case):
 
 
 def test_make_scorer_builds_each_judge_by_name():
-    assert set(JUDGES) == {"oracle", "blip-vqa", "clipscore"}
+    assert set(available_judges()) == {"oracle", "blip-vqa", "clipscore"}
     assert make_scorer("oracle") is oracle_scorer
     assert isinstance(make_scorer("blip-vqa", "cpu", model_id="tiny"), BlipVqaJudge)
     assert isinstance(make_scorer("clipscore", "cpu", model_id="tiny"), ClipScoreJudge)

@@ -142,7 +142,7 @@ def test_training_from_saved_weights(tmp_path):
 
 
 def test_toy_train_cli_takes_init_from_and_warmup(capsys, tmp_path):
-    args = ["toy-train", "--steps", "1", "--batch-size", "2", "--checkpoint-every", "1", "--width", "32",
+    args = ["toy-train", "--train-steps", "1", "--batch-size", "2", "--checkpoint-every", "1", "--width", "32",
             "--channels", "16", "16", "16", "--warmup", "1"]
     assert main([*args, "--output-dir", str(tmp_path / "a")]) in (0, None)
     capsys.readouterr()

@@ -8,7 +8,7 @@ import pytest
 
 from minitune.cli import main
 from minitune.selection import read_prompts
-from minitune.tiny import tiny_sd_pipeline
+from minitune.testing import tiny_sd_pipeline
 
 COLOR_TRAIN = Path(__file__).parent / "data" / "color_train_head.txt"  # see data/README.md
 

@@ -5,8 +5,8 @@ import re
 import pytest
 from diffusers import StableDiffusionPipeline
 
-from minitune.results import README
-from minitune.tiny import tiny_sd_pipeline
+from minitune.tools.results import README
+from minitune.testing import tiny_sd_pipeline
 
 BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
 

@@ -13,8 +13,8 @@ import torch
 from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 
 from minitune.cli import main
-from minitune.models import check_weights, is_shapes_model, load_pipeline, resolve_dtype
-from minitune.tiny import tiny_sd_pipeline, tiny_sdxl_pipeline
+from minitune.models import check_weights, load_pipeline, resolve_dtype, world_of
+from minitune.testing import tiny_sd_pipeline, tiny_sdxl_pipeline
 from minitune.toy.pipeline import WEIGHTS_DIR
 
 PROMPTS = "a red book and a yellow vase\na blue bench\na green car\none yellow vase\na cat on the left of a dog\n"
@@ -36,7 +36,7 @@ def _last_error(capsys) -> str:
 
 
 def test_load_pipeline_takes_toy_folders_and_dtypes(folders):
-    assert is_shapes_model("toy") and not is_shapes_model(folders / "sd") and not is_shapes_model("owner/name")
+    assert world_of("toy") is not None and world_of(folders / "sd") is None and world_of("owner/name") is None
     assert type(load_pipeline("toy", device="cpu")).__name__ == "ShapesPipeline"
     pipe = load_pipeline(folders / "sd", device="cpu", dtype="bf16")
     assert type(pipe).__name__ == "StableDiffusionPipeline" and pipe.unet.dtype == torch.bfloat16
@@ -92,7 +92,7 @@ def test_shapes_only_commands_and_prompt_files_are_checked(capsys, folders):
     assert main(["mi", "--model", sd, "--steps", "2"]) == 2
     assert "--prompt-file" in _last_error(capsys)
     assert main(["build", "--model", sd, "--steps", "2", "--output-dir", str(folders / "y")]) == 2
-    assert "--prompts" in _last_error(capsys)
+    assert "--prompt-file" in _last_error(capsys)
     assert not (folders / "y").exists() and not (folders / "x").exists()
 
 
@@ -190,7 +190,7 @@ def test_the_paper_preset_sets_defaults_that_options_override(folders, tmp_path,
 
 def test_a_saved_sd3_pipeline_from_the_command_line(tmp_path, capsys):
     """Rectified flow end to end: MI ranking, a pool with re-noising MI, the transformer's LoRA, a judged evaluation."""
-    from minitune.tiny import tiny_sd3_pipeline
+    from minitune.testing import tiny_sd3_pipeline
 
     tiny_sd3_pipeline().save_pretrained(tmp_path / "sd3")
     (tmp_path / "p.txt").write_text("a red book\na blue bench\n")

@@ -15,7 +15,7 @@ from minitune.families.sd3 import StableDiffusion3
 from minitune.finetune import best_checkpoint, finetune, validation_prompts
 from minitune.models import resolve_dtype
 from minitune.recipes import category_scorer, check_family, preset_defaults
-from minitune.tiny import tiny_sd3_pipeline, tiny_sd_pipeline, tiny_sdxl_pipeline
+from minitune.testing import tiny_sd3_pipeline, tiny_sd_pipeline, tiny_sdxl_pipeline
 from minitune.toy.family import Shapes
 
 RESULTS = Path(__file__).resolve().parent.parent / "book" / "results"

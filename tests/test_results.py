@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from minitune.plotting import plot_arm_deltas
-from minitune.results import README, RESULTS_DIR, arm_sentences, published, readme_blocks, sync_readme
+from minitune.tools.plotting import plot_arm_deltas
+from minitune.tools.results import README, RESULTS_DIR, arm_sentences, published, readme_blocks, sync_readme
 
 ARMS = {"base": {"name": "base", "strict": 0.2, "delta_strict": 0.0, "delta_ci": [0.0, 0.0], "well_formed": 0.9,
                  "area": 200.0},
@@ -34,7 +34,7 @@ def test_readme_blocks_equal_the_files():
     blocks = readme_blocks(README.read_text())
     assert "experiment" in blocks
     for name, content in blocks.items():
-        assert content == published(name)[1], f"README block {name} is stale: run python -m minitune.results"
+        assert content == published(name)[1], f"README block {name} is stale: run python -m minitune.tools.results"
 
 
 def test_sync_readme_rewrites_blocks_only(tmp_path):

@@ -13,7 +13,7 @@ from minitune.io import folder_fingerprint
 from minitune.models import load_pipeline
 from minitune.sampling import use_sampler
 from minitune.selection import build, build_pool
-from minitune.tiny import tiny_blip_vqa_judge, tiny_sd_pipeline
+from minitune.testing import tiny_blip_vqa_judge, tiny_sd_pipeline
 
 PROMPTS = ["a red car"]
 SMALL = dict(guidance_scale=7.5, num_inference_steps=2, progress=False)

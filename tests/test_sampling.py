@@ -7,7 +7,7 @@ import torch
 from minitune import mi
 from minitune.families import denoiser_for
 from minitune.sampling import SAMPLERS, candidate_seed, sample_with_mi, use_sampler
-from minitune.tiny import tiny_sd_pipeline, tiny_sdxl_pipeline
+from minitune.testing import tiny_sd_pipeline, tiny_sdxl_pipeline
 from minitune.toy import world
 
 from conftest import PROMPTS

@@ -12,7 +12,7 @@ from minitune.families.sd3 import StableDiffusion3 as SD3Denoiser
 from minitune.finetune import WEIGHTS_NAME, FinetuneSet, finetune, load_adapter
 from minitune.sampling import sample_with_mi
 from minitune.sampling import sample_with_mi as sample_any
-from minitune.tiny import tiny_sd3_pipeline
+from minitune.testing import tiny_sd3_pipeline
 
 PROMPTS = ["a red circle", "a blue square left of a green triangle"]
 

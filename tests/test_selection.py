@@ -12,9 +12,10 @@ from minitune.cli import main
 from minitune.families import denoiser_for
 from minitune.mi import contrast_mi
 from minitune.sampling import candidate_seed, sample_with_mi
-from minitune.selection import build, build_pool, load_records, pool_complete, read_prompts, select, train_prompts
-from minitune.tiny import tiny_sd_pipeline
+from minitune.selection import build, build_pool, load_records, pool_complete, read_prompts, select
+from minitune.testing import tiny_sd_pipeline
 from minitune.toy import world
+from minitune.toy.world import train_prompts
 
 PROMPTS = ["a red circle and a blue square", "three green triangles", "a yellow square left of a cyan circle"]
 KW = dict(num_inference_steps=2, guidance_scale=4.0, seed=0, progress=False)
@@ -255,15 +256,15 @@ def test_missing_or_corrupt_folders_are_named(built, tmp_path):
 
 def test_cli_build(tmp_path, capsys):
     out = tmp_path / "run"
-    args = ["build", "--n-prompts", "2", "--candidates", "3", "--steps", "2", "--controls", "--output-dir", str(out)]
+    args = ["build", "--n-prompts", "2", "--candidates", "3", "--sample-steps", "2", "--controls", "--output-dir", str(out)]
     assert main(args) == 0
     table = capsys.readouterr().out
     assert all(f"{out / name} | {n} |" in table for name, n in (("pool", 6), ("mi", 2), ("random", 2), ("oracle", 2)))
     manifest = json.loads((out / "mi" / "manifest.json").read_text())
     assert (manifest["model"], manifest["n_candidates"], manifest["k"], manifest["guidance_scale"]) == ("toy", 3, 1, 2.0)
     (tmp_path / "bad.txt").write_text("a red circle and a blue square\na purple circle and a red square\n")
-    for bad, needle in ((["--top-k", "4"], "top-k must be"), (["--prompts", str(tmp_path / "bad.txt")], "purple"),
-                        (["--cfg", "7"], "other parameters")):
+    for bad, needle in ((["--top-k", "4"], "top-k must be"), (["--prompt-file", str(tmp_path / "bad.txt")], "purple"),
+                        (["--guidance-scale", "7"], "other parameters")):
         assert main(args + bad) == 2
         err = capsys.readouterr().err  # (model loading may draw progress bars before the error)
         assert err.splitlines()[-1].startswith("minitune build: error: ") and needle in err.splitlines()[-1]

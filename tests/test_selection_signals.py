@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
-from minitune.evaluate import (best_of_n, pairwise_failure_table, selection_table, top1_failure_table,
-                               within_prompt_spearman)
+from minitune.evaluate import best_of_n, selection_table, within_prompt_spearman
+from minitune.toy.scoring import pairwise_failure_table, top1_failure_table
 
 
 def test_within_prompt_spearman_matches_scipy_and_skips_constant_prompts():

@@ -7,7 +7,7 @@ import nbformat
 import pytest
 
 from minitune.cli import main
-from minitune.sweep import grid, markdown_table, parse_param, run_name
+from minitune.tools.sweep import grid, markdown_table, parse_param, run_name
 
 
 def test_parse_param_splits_outside_brackets_and_reads_literals():

@@ -22,7 +22,7 @@ import torch
 
 from benchmarks import harness
 from minitune.cli import main as minitune
-from minitune.tiny import tiny_sd_pipeline, tiny_sdxl_pipeline
+from minitune.testing import tiny_sd_pipeline, tiny_sdxl_pipeline
 
 PROMPTS = "a red book and a yellow vase\na blue bench on the left of a green car\n"
 
@@ -43,13 +43,14 @@ def check_family(root: Path, kind: str, dtype: str, device: str) -> list[tuple[s
     model, work = root / kind, root / f"{kind}-{dtype}"
     common = ["--model", str(model), "--dtype", dtype, "--device", device]
     steps = [
-        ("mi", ["mi", *common, "--prompt-file", str(root / "prompts.txt"), "--n-per-prompt", "4", "--steps", "10"]),
-        ("build", ["build", *common, "--prompts", str(root / "prompts.txt"), "--candidates", "4", "--steps", "10",
+        ("mi", ["mi", *common, "--prompt-file", str(root / "prompts.txt"), "--n-per-prompt", "4", "--sample-steps", "10"]),
+        ("build", ["build", *common, "--prompt-file", str(root / "prompts.txt"), "--candidates", "4", "--sample-steps", "10",
                    "--scorer", "blip-vqa", "--judge-model", "tiny", "--output-dir", str(work / "build")]),
         ("finetune", ["finetune", *common, "--data-dir", str(work / "build" / "mi"), "--output-dir", str(work / "lora"),
-                      "--rank", "4", "--steps", "5", "--batch-size", "2", "--validate-every", "0", "--sample-prompts", "0"]),
+                      "--rank", "4", "--train-steps", "5", "--batch-size", "2", "--validate-every", "0",
+                      "--sample-prompts", "0"]),
         ("evaluate", ["evaluate", *common, "--prompt-file", str(root / "prompts.txt"), "--lora", str(work / "lora"),
-                      "--scorer", "blip-vqa", "--judge-model", "tiny", "--n-per-prompt", "2", "--steps", "10",
+                      "--scorer", "blip-vqa", "--judge-model", "tiny", "--n-per-prompt", "2", "--sample-steps", "10",
                       "--output-dir", str(work / "eval")]),
     ]
     rows = []
@@ -93,7 +94,7 @@ def time_model(root: Path, model: str, device: str, out: harness.Report) -> dict
     """`minitune mi` on `model`: 8 images of one prompt at 50 steps, timed (loading included)."""
     (root / "one.txt").write_text("a red book and a yellow vase\n")
     code, seconds, _ = run(["mi", "--model", model, "--device", device, "--prompt-file", str(root / "one.txt"),
-                            "--n-per-prompt", "8", "--steps", "50", "--batch-size", "8"])
+                            "--n-per-prompt", "8", "--sample-steps", "50", "--batch-size", "8"])
     out(f"\n{model}: 8 images × 50 steps in {seconds:.1f} s ({seconds / 8:.2f} s per image, load included)")
     return {"model": model, "exit": code, "seconds": seconds}
 

@@ -28,7 +28,7 @@ from minitune.evaluate import evaluate_pipeline
 from minitune.finetune import finetune
 from minitune.io import markdown_table
 from minitune.sampling import sample_with_mi
-from minitune.tiny import _tokenizer, tiny_sd3_pipeline, tiny_sd_pipeline, tiny_sdxl_pipeline
+from minitune.testing import _tokenizer, tiny_sd3_pipeline, tiny_sd_pipeline, tiny_sdxl_pipeline
 
 PROMPTS = ["a red circle and a blue square", "two green triangles", "a yellow square left of a cyan circle",
            "a magenta circle above a red triangle"]

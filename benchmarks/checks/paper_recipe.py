@@ -1,7 +1,7 @@
 """The paper's recipe as minitune runs it, beside the official code's, setting by setting, for SD 2.1, SDXL and SD3.5.
 
 Each minitune value is read from the preset (:mod:`minitune.recipes`), the model family's defaults and the
-fine-tuning defaults, which is what ``--preset paper`` (``paper-sd3`` for SD3) runs; each official value is the one
+fine-tuning defaults, which is what ``--recipe paper`` (``paper-sd3`` for SD3) runs; each official value is the one
 the official scripts (Chao0511/mitune: construct_finetuning_dataset/, run_finetuning/, run_inference/ and the
 commands of its README) use. A value that differs needs a reason in :data:`REASONS`, or the script stops: the table
 shows no unexplained difference. Nothing is measured, so no model is needed.
@@ -133,7 +133,7 @@ def recipe_rows() -> list[dict]:
                 theirs = _official(step, setting, label)
                 same = ours == theirs
                 if not same and (step, setting) not in REASONS:
-                    raise ValueError(f"--preset {preset} on {label} runs {setting} = {ours!r} at {step} where the "
+                    raise ValueError(f"--recipe {preset} on {label} runs {setting} = {ours!r} at {step} where the "
                                      f"official code uses {theirs!r}; give the reason in REASONS or fix the preset.")
                 rows.append({"model": label, "preset": preset, "step": step, "setting": setting, "minitune": ours,
                              "official": theirs, "difference": "" if same else REASONS[(step, setting)]})
@@ -142,12 +142,12 @@ def recipe_rows() -> list[dict]:
 
 def markdown(rows: list[dict]) -> str:
     """One table per model: setting, minitune's value, the official one and the reason for a difference."""
-    parts = ["Every setting of `--preset paper` (SD 2.1, SDXL) and `--preset paper-sd3` (SD3.5) beside the official "
+    parts = ["Every setting of `--recipe paper` (SD 2.1, SDXL) and `--recipe paper-sd3` (SD3.5) beside the official "
              "code's (Chao0511/mitune); the last column explains each difference. The official README passes "
              "`--use_dora` to the SD 2 script as well, which does not read it: SD 2.1 trains a plain LoRA there."]
     for label in FAMILIES:
         mine = [r for r in rows if r["model"] == label]
-        parts.append(f"### {label} (`--preset {mine[0]['preset']}`)")
+        parts.append(f"### {label} (`--recipe {mine[0]['preset']}`)")
         parts.append(markdown_table([[r["step"], r["setting"], r["minitune"], r["official"], r["difference"]]
                                      for r in mine], ["step", "setting", "minitune", "official", "difference"]))
     return "\n\n".join(parts)

@@ -2,7 +2,7 @@
 
     python -m benchmarks.checks.sd3_bf16_check [--model FOLDER] [--n 4] [--steps 28] [--device auto] [--results STEM]
 
-Without ``--model`` it builds the tiny random SD3 pipeline (minitune.tiny) and also compares the bf16
+Without ``--model`` it builds the tiny random SD3 pipeline (minitune.testing) and also compares the bf16
 values with an fp32 run of the same pipeline (MI relative difference, latent difference); with a
 local diffusers folder of an SD3/SD3.5 model it loads it in bf16 and reports times only. It prints
 one line per check and exits non-zero if a value is not finite or the bf16/fp32 MI differ by more
@@ -20,7 +20,7 @@ from minitune import flow, resolve_device
 from minitune.families.sd3 import StableDiffusion3
 from minitune.finetune import FinetuneSet, finetune
 from minitune.sampling import sample_with_mi
-from minitune.tiny import tiny_sd3_pipeline
+from minitune.testing import tiny_sd3_pipeline
 
 PROMPTS = ["a red circle", "a blue square left of a green triangle"]
 

@@ -21,7 +21,8 @@ import torch
 
 from benchmarks import harness
 from minitune import resolve_device
-from minitune.selection import build, train_prompts
+from minitune.selection import build
+from minitune.toy.world import train_prompts
 
 GOAL = 0.9  # raw UNet time / build time
 

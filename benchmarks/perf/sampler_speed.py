@@ -25,7 +25,7 @@ from benchmarks import harness
 from minitune import GUIDANCE_SCALE
 from minitune.evaluate import bootstrap_ci
 from minitune.sampling import SAMPLERS, sample_with_mi, use_sampler
-from minitune.sweep import markdown_table
+from minitune.tools.sweep import markdown_table
 from minitune.toy import world
 
 GOAL = 2.0  # candidates per minute at equal alignment, against the reference (twice DDPM-25's)

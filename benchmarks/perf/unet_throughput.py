@@ -23,7 +23,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks import harness
 from minitune.families import denoiser_for
-from minitune.sweep import markdown_table
+from minitune.tools.sweep import markdown_table
 from minitune.toy import world
 
 STEPS = 10  # sampling steps of the full preset (dpmpp-sde)

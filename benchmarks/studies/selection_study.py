@@ -51,10 +51,10 @@ from benchmarks import harness
 from minitune import GUIDANCE_SCALE
 from minitune import mi as M
 from minitune.families import denoiser_for
-from minitune.evaluate import (best_of_n, pairwise_failure_table, selection_table, top1_failure_table,
-                               within_prompt_spearman)
+from minitune.evaluate import best_of_n, selection_table, within_prompt_spearman
 from minitune.sampling import Candidates, sample_with_mi
 from minitune.toy import world
+from minitune.toy.scoring import pairwise_failure_table, top1_failure_table
 
 
 def renoise_scores(pipe, cands, n_samples, seed, chunk=64):

@@ -54,13 +54,15 @@ import numpy as np
 from PIL import Image
 
 from benchmarks import harness
-from minitune.evaluate import EvalResult, comparison_table, evaluate_pipeline, oracle_scorer, paired_delta
-from minitune.experiment import ExperimentConfig
+from minitune.evaluate import EvalResult, comparison_table, evaluate_pipeline, paired_delta
 from minitune.finetune import WEIGHTS_NAME, finetune, load_finetune_set
 from minitune.io import atomic_write
 from minitune.sampling import SAMPLERS, use_sampler
-from minitune.selection import PAIRINGS, build_pool, load_records, pool_complete, select, train_prompts
+from minitune.selection import PAIRINGS, build_pool, load_records, pool_complete, select
 from minitune.toy import world
+from minitune.toy.experiment import ExperimentConfig
+from minitune.toy.scoring import oracle_scorer
+from minitune.toy.world import train_prompts
 
 
 def judge(images, prompts) -> dict:

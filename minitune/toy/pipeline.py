@@ -21,34 +21,21 @@ import torch
 from diffusers import DDPMScheduler, DiffusionPipeline, ImagePipelineOutput, UNet2DConditionModel
 from diffusers.loaders import StableDiffusionLoraLoaderMixin
 from diffusers.utils.torch_utils import randn_tensor
-from tokenizers import Tokenizer
-from tokenizers.models import WordLevel
-from tokenizers.pre_tokenizers import WhitespaceSplit
-from tokenizers.processors import TemplateProcessing
 from transformers import CLIPTextConfig, CLIPTextModel, PreTrainedTokenizerFast
 
 from .. import GUIDANCE_SCALE
-from ..evaluate import oracle_scorer
+from ..text import word_tokenizer
+from .scoring import category_of, oracle_scorer
 from . import world
 from .family import Shapes
 
 WEIGHTS_DIR = Path(__file__).parent / "weights" / "shapes-base"
 MAX_LENGTH = 12
-SPECIAL = ["<pad>", "<bos>", "<eos>", "<unk>"]
 
 
 def build_tokenizer() -> PreTrainedTokenizerFast:
     """A word-level tokenizer: one id per Shapes-world word, padded to MAX_LENGTH."""
-    vocab = {w: i for i, w in enumerate(SPECIAL + world.VOCAB)}
-    tok = Tokenizer(WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = WhitespaceSplit()
-    tok.post_processor = TemplateProcessing(
-        single="<bos> $A <eos>", special_tokens=[("<bos>", vocab["<bos>"]), ("<eos>", vocab["<eos>"])]
-    )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token="<pad>", bos_token="<bos>", eos_token="<eos>", unk_token="<unk>",
-        model_max_length=MAX_LENGTH,
-    )
+    return word_tokenizer(world.VOCAB, MAX_LENGTH)
 
 
 def build_components(seed: int = 0, width: int = 64, channels=(32, 64, 64)) -> dict:
@@ -78,12 +65,13 @@ class ShapesPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
     LoRA adapters load, fuse and unload as in Stable Diffusion (``load_lora_weights``,
     ``fuse_lora``, ``unload_lora_weights``), on the UNet and the text encoder.
 
-    The Shapes world plugs into minitune through its family (the class attribute ``minitune_family``,
-    :class:`~minitune.toy.family.Shapes`) and four methods that the core looks up by name (with
-    ``getattr``) and never by importing this module: ``check_prompt`` (the grammar, so that a prompt
-    the oracle cannot judge is refused before any sampling), ``near_misses`` (rival prompts for the
-    contrast signal), ``oracle`` (the exact judge's
-    verdict per image, stored in a candidate pool) and ``default_scorers`` (the judges of an evaluation).
+    The Shapes world plugs into minitune through its plug-in (:mod:`minitune.toy.plugin`), its family
+    (the class attribute ``minitune_family``, :class:`~minitune.toy.family.Shapes`) and five methods that
+    the core looks up by name (with ``getattr``) and never by importing this module: ``check_prompt``
+    (the grammar, so that a prompt the oracle cannot judge is refused before any sampling),
+    ``near_misses`` (rival prompts for the contrast signal), ``oracle`` (the exact judge's verdict per
+    image, stored in a candidate pool), ``default_scorers`` (the judges of an evaluation) and
+    ``category_of`` (the row an evaluation reports a prompt under).
     A pipeline without them (Stable Diffusion, SDXL, SD3) gets the generic behaviour: the family of
     its pipeline class, any prompt, no oracle, near misses and judges given by the caller.
     """
@@ -123,6 +111,10 @@ class ShapesPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
     def default_scorers(self) -> dict:
         """The judges of :func:`minitune.evaluate.evaluate_pipeline` when the caller names none: the oracle."""
         return {"oracle": oracle_scorer}
+
+    def category_of(self, prompt: str) -> str:
+        """The category an evaluation reports `prompt` under: the grammar's, "other" where it cannot parse it."""
+        return category_of(prompt)
 
     def encode_prompt(self, prompts: list[str], device=None) -> torch.Tensor:
         """Prompt embeddings [B, MAX_LENGTH, width] for the UNet's cross-attention."""

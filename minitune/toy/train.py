@@ -228,7 +228,7 @@ def _save_ema(pipe: ShapesPipeline, params, ema, folder: Path):
 
 def ship(run_dir: str | os.PathLike, step: int | None = None, dest: str | os.PathLike | None = None) -> Path:
     """Copy a trained pipeline with its config, loss log and training curve into the package."""
-    from ..plotting import plot_training_curve
+    from ..tools.plotting import plot_training_curve
     from .pipeline import WEIGHTS_DIR
 
     run = Path(run_dir)

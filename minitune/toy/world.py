@@ -322,6 +322,22 @@ def eval_prompts(per_category: int = 70, seed: int = 0, split: str = "test") -> 
     return out
 
 
+def train_prompts(n: int, seed: int = 0) -> list[str]:
+    """n distinct Shapes-world training prompts, the categories taking turns (seeded)."""
+    total = len(prompts("train"))
+    if not 1 <= n <= total:
+        raise ValueError(f"n_prompts must lie in 1..{total} (the Shapes world's training prompts), got {n}.")
+    gen = torch.Generator().manual_seed(seed)
+    queues = []
+    for category in CATEGORIES:
+        pool = prompts("train", category)
+        queues.append([pool[i] for i in torch.randperm(len(pool), generator=gen).tolist()])
+    out = []
+    while len(out) < n:
+        out += [q.pop() for q in queues if q][: n - len(out)]
+    return out
+
+
 # --------------------------------------------------------------------------- rendering
 
 

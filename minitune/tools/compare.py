@@ -10,7 +10,7 @@ no server, no network, it opens from ``file://`` and embeds in the book.
 - The study (:func:`build_study`) shows per prompt two images of two arms on the same seed, left
   and right drawn from a recorded seed, arm names hidden; the rater answers which matches the prompt
   better (or tie). Votes stay in the browser's storage, one entry per study and rater, and leave as
-  a JSON file that :mod:`minitune.study` turns into the win / tie / loss table.
+  a JSON file that :mod:`minitune.tools.study` turns into the win / tie / loss table.
 
 The study page holds its key (which arm is on which side), so that a vote file is complete on its
 own: the arms are hidden from the eye, not from a rater who reads the page's source.
@@ -29,8 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..io import atomic_write, slug
 from .compare_page import CSS, JS, PAGE
-from .io import atomic_write
 
 VOTES_FORMAT = "minitune-study-votes"
 VERDICTS = ("strict", "soft", "well_formed")  # shown first, in this order, where a record has them
@@ -45,6 +45,7 @@ class Arm:
     records: list[dict]
     images: np.ndarray
     image_of: list[int | None]
+    failure_modes: tuple[str, ...] = ()  # the metrics that are a judge's failure modes (e.g. the Shapes oracle's)
 
 
 def _read_eval(path: Path) -> dict:
@@ -60,12 +61,13 @@ def _read_eval(path: Path) -> dict:
 
 def _arm(name: str, json_path: Path, images_path: Path, preview_path: Path | None = None) -> Arm:
     """Load one evaluation with its images (all of them, else the experiment's preview of each prompt's first seed)."""
-    records = _read_eval(json_path)["records"]
+    data = _read_eval(json_path)
+    records, modes = data["records"], tuple(data.get("settings", {}).get("failure_modes", ()))
     if images_path.is_file():
         images = np.load(images_path)
         if len(images) != len(records):
             raise ValueError(f"{images_path} holds {len(images)} images for {len(records)} records; evaluate again.")
-        return Arm(name, records, images, list(range(len(records))))
+        return Arm(name, records, images, list(range(len(records))), modes)
     if preview_path is not None and preview_path.is_file():
         images, first = np.load(preview_path), {}  # prompt -> (its row in the preview, its first seed)
         for r in records:
@@ -73,19 +75,17 @@ def _arm(name: str, json_path: Path, images_path: Path, preview_path: Path | Non
         image_of = [first[r["prompt"]][0] if first[r["prompt"]][1] == r["seed"] else None for r in records]
         if len(images) != len(first):
             raise ValueError(f"{preview_path} holds {len(images)} previews for {len(first)} prompts; evaluate again.")
-        return Arm(name, records, images, image_of)
+        return Arm(name, records, images, image_of, modes)
     raise FileNotFoundError(f"{json_path} has no images beside it ({images_path.name}); run the evaluation again "
                             "with this version of minitune, which keeps them.")
 
 
 def _experiment_arms(folder: Path) -> list[Arm]:
     """The arms of an experiment's output folder, in the order of its results (base first)."""
-    from .experiment import _slug
-
     files = sorted((folder / "eval").glob("*.json"))
     names = {}
     if (folder / "results.json").is_file():
-        names = {_slug(n): n for n in json.loads((folder / "results.json").read_text()).get("summaries", {})}
+        names = {slug(n): n for n in json.loads((folder / "results.json").read_text()).get("summaries", {})}
     order = list(names)
     files.sort(key=lambda f: (order.index(f.stem) if f.stem in order else len(order), f.stem))
     return [_arm(names.get(f.stem, f.stem), f, f.with_suffix(".images.npy"), f.with_suffix(".preview.npy")) for f in files]
@@ -133,16 +133,14 @@ def image_uri(image: np.ndarray, max_side: int = 256) -> str:
 
 def _cell(arm: Arm, i: int, uris: dict) -> dict:
     """One image's entry: its data URI (None if not kept), verdicts, MI and failure modes."""
-    from .toy import world
-
     r, row = arm.records[i], arm.image_of[i]
     if row is not None and (arm.name, row) not in uris:
         uris[arm.name, row] = image_uri(arm.images[row])
-    fixed = {"prompt", "seed", "category", "mi", *world.FAILURE_MODES}
+    fixed = {"prompt", "seed", "category", "mi", *arm.failure_modes}
     metrics = [k for k in VERDICTS if k in r] + [k for k in r if k not in fixed and k not in VERDICTS]
     return {"img": None if row is None else uris[arm.name, row], "mi": r.get("mi"),
             "verdicts": {k: r[k] for k in metrics if isinstance(r[k], (int, float))},
-            "failures": [m for m in world.FAILURE_MODES if r.get(m)]}
+            "failures": [m for m in arm.failure_modes if r.get(m)]}
 
 
 def page_data(arms: list[Arm], max_seeds: int | None = None) -> dict:
@@ -207,7 +205,7 @@ def study_trials(data: dict, arms: list[str], seed: int = 0, n_prompts: int | No
     if not usable:
         raise ValueError("No prompt has an image under every arm of the study; compare evaluations of the same prompts.")
     if n_prompts is not None and not 1 <= n_prompts <= len(usable):
-        raise ValueError(f"--prompts must be between 1 and {len(usable)} (the prompts every arm drew), got {n_prompts}.")
+        raise ValueError(f"--n-prompts must be between 1 and {len(usable)} (the prompts every arm drew), got {n_prompts}.")
     order = rng.permutation(len(usable))[: n_prompts or len(usable)]
     which = rng.permutation(np.arange(len(order)) % len(pairs))
     trials = []

@@ -22,14 +22,17 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from . import GUIDANCE_SCALE, resolve_device
-from .evaluate import EvalResult, paired_delta, comparison_table, evaluate_pipeline, oracle_scorer
-from .finetune import OBJECTIVES
-from .images import to_uint8
-from .io import atomic_write, claim, markdown_table
-from .results import write_result
-from .sampling import SAMPLERS, use_sampler
-from .selection import check_pairing
+from .. import GUIDANCE_SCALE, resolve_device
+from ..evaluate import EvalResult, comparison_table, evaluate_pipeline, paired_delta
+from ..finetune import OBJECTIVES, WEIGHTS_NAME, finetune, load_finetune_set
+from ..images import to_uint8
+from ..io import atomic_write, claim, markdown_table, slug
+from ..tools.results import write_result
+from ..sampling import SAMPLERS, use_sampler
+from ..selection import SIGNALS, build_pool, check_pairing, pool_complete, sample_options, select
+from .pipeline import load_pipeline
+from .scoring import oracle_scorer
+from .world import FAILURE_MODES, eval_prompts, render_batch, train_prompts
 
 
 @dataclass(frozen=True)
@@ -72,20 +75,15 @@ PRESETS = {
     "tiny": ExperimentConfig(n_prompts=4, candidates=3, top_k=1, steps=3, selectors=("mi", "mi_renoise", "mi_contrast"),
                              renoise_samples=2, contrast_samples=2, finetune_steps=3, finetune_batch=2,
                              eval_per_category=1, eval_images=2),
-    # chosen on training-split dev prompts. The recipe (benchmarks/studies/self_training_check.py): the paper's (mse, 150
-    # steps, 10 % prompt dropout) lowers alignment for every selector, the oracle's included; DPO on the same pool
-    # raises it. The sampler (benchmarks/perf/sampler_speed.py): DPM-Solver++ (SDE) at 10 steps aligns as DDPM-25 does,
-    # within the paired interval of 128 dev prompts (a loss of a few points would not show), at 2.4× the candidates
-    # per minute, which buys 80 prompts instead of 64; the contrast's 4 samples (not 8) keep the run within 90
-    # minutes on 2 cores. The pairs (book/results/dpo_pairs_dev_*): 2 per prompt beat 1 and 4, and a pool of 32
-    # candidates gained no more than 16, nor 120 prompts more than 80, on the dev prompts; a hard negative as the
-    # rejected candidate (pairing "nearest") gained the most of all, if by less than the interval
+    # chosen on training-split dev prompts, each choice by the run that measured it: the objective (DPO rather
+    # than the paper's mse) by book/results/self_training_dev.md, the sampler and its steps by
+    # book/results/sampler.md (the faster sampler buys more prompts in the same time), the contrast's samples to
+    # fit the run in 90 minutes on 2 cores, the pairs, pool size and pairing by book/results/dpo_pairs_dev_*
     "full": ExperimentConfig(n_prompts=80, contrast_samples=4, sampler="dpmpp-sde", steps=10, objective="dpo",
                              pairing="nearest", finetune_steps=200, prompt_dropout=0.0, cfg_sweep=()),
 }
 
 CONTROLS = ("random", "oracle")
-SIGNALS = ("mi", "mi_renoise", "mi_contrast")
 ARM_NAMES = {"mi": "MI-TUNE (paper MI)", "mi_renoise": "MI-TUNE (re-noise MI)", "mi_contrast": "MI-TUNE (contrast MI)",
              "random": "random-k", "oracle": "oracle top-k"}
 
@@ -103,9 +101,9 @@ def _check(cfg: ExperimentConfig) -> None:
     if cfg.objective not in OBJECTIVES:
         raise ValueError(f"Unknown objective {cfg.objective!r}: use one of {', '.join(OBJECTIVES)}.")
     check_pairing(cfg.pairing)
-    for signal, samples in (("mi_renoise", cfg.renoise_samples), ("mi_contrast", cfg.contrast_samples)):
-        if signal in cfg.selectors and samples < 2:
-            raise ValueError(f"The {signal} selector needs {signal[3:]}_samples ≥ 2 (MI samples per candidate).")
+    for signal, option in sample_options(cfg.selectors).items():
+        if getattr(cfg, option) < 2:
+            raise ValueError(f"The {signal} selector needs {option} ≥ 2 (MI samples per candidate).")
 
 
 def _claim(out: Path, cfg: ExperimentConfig, model) -> None:
@@ -129,8 +127,6 @@ class _Context:
 
     def pipeline(self, adapter=None):
         """A fresh base pipeline with the experiment's sampler, and `adapter` loaded if given."""
-        from .toy.pipeline import load_pipeline
-
         pipe = use_sampler(load_pipeline(self.model, device=self.device), self.cfg.sampler)
         pipe.set_progress_bar_config(disable=True)
         if adapter is not None:
@@ -145,16 +141,14 @@ class _Context:
 
 def _rounds(ctx: _Context, arms: tuple[str, ...]) -> dict[str, Path]:
     """Every self-training round: the pool(s), each arm's set and its LoRA; returns each arm's last adapter."""
-    from .finetune import WEIGHTS_NAME, finetune
-    from .selection import build_pool, pool_complete, select, train_prompts
-
     cfg = ctx.cfg
     prompts = train_prompts(cfg.n_prompts, seed=cfg.seed)
     adapters: dict[str, Path | None] = dict.fromkeys(arms)
     # the pool scores only what a selector ranks by: re-noising and contrast MI cost network evaluations
+    wanted = sample_options(cfg.selectors).values()
     pool_args = dict(guidance_scale=cfg.guidance_scale, num_inference_steps=cfg.steps, batch_size=cfg.batch_size,
-                     renoise_samples=cfg.renoise_samples if "mi_renoise" in cfg.selectors else 0,
-                     contrast_samples=cfg.contrast_samples if "mi_contrast" in cfg.selectors else 0, progress=ctx.progress)
+                     progress=ctx.progress, **{option: getattr(cfg, option) if option in wanted else 0
+                                               for option in sample_options(SIGNALS).values()})
     for r in tqdm(range(1, cfg.rounds + 1), desc="rounds", disable=not ctx.progress or cfg.rounds == 1):
         rdir = ctx.out / f"round{r}"
         # round 1: one pool from the base model for every arm; later rounds: each arm samples its own model
@@ -180,14 +174,12 @@ def _rounds(ctx: _Context, arms: tuple[str, ...]) -> dict[str, Path]:
 
 def _evaluate(ctx: _Context, models: dict) -> dict[str, EvalResult]:
     """Judge each model {name: (adapter, guidance)} on the held-out prompts, keeping its records and images."""
-    from .toy.world import eval_prompts
-
     cfg = ctx.cfg
     test_prompts = eval_prompts(cfg.eval_per_category, seed=cfg.seed)
     results: dict[str, EvalResult] = {}
     (ctx.out / "eval").mkdir(exist_ok=True)
     for name, (adapter, g) in tqdm(models.items(), desc="evaluate", disable=not ctx.progress):
-        path, images = ctx.out / "eval" / f"{_slug(name)}.json", ctx.out / "eval" / f"{_slug(name)}.images.npy"
+        path, images = ctx.out / "eval" / f"{slug(name)}.json", ctx.out / "eval" / f"{slug(name)}.images.npy"
         if path.exists() and images.exists():
             results[name] = EvalResult.load(path)
             continue
@@ -200,7 +192,7 @@ def _evaluate(ctx: _Context, models: dict) -> dict[str, EvalResult]:
             _keep_images(images, cands.images, res, results[name])
             continue
         ctx.timings[f"evaluate/{name}"] = time.time() - t0
-        np.save(ctx.out / "eval" / f"{_slug(name)}.preview.npy", to_uint8(cands.images[:: cfg.eval_images]))
+        np.save(ctx.out / "eval" / f"{slug(name)}.preview.npy", to_uint8(cands.images[:: cfg.eval_images]))
         np.save(images, to_uint8(cands.images))
         res.save(path)
         results[name] = res
@@ -258,8 +250,6 @@ def arm_rows(results: dict[str, EvalResult], cfg: ExperimentConfig) -> dict:
 def renders_reference(cfg: ExperimentConfig) -> dict:
     """The world's own renders of the held-out prompts (``eval_images`` layouts of each), judged as the models are:
     how much a model of this world should draw. The base need not match it: it over-draws."""
-    from .toy.world import eval_prompts, render_batch
-
     prompts = [p for p in eval_prompts(cfg.eval_per_category, seed=cfg.seed) for _ in range(cfg.eval_images)]
     scores = oracle_scorer(render_batch(prompts, range(cfg.seed + 1000, cfg.seed + 1000 + len(prompts))), prompts)
     return {"name": "renders of the test prompts", "images": len(prompts),
@@ -306,9 +296,6 @@ def _set_quality(out: Path, cfg: ExperimentConfig, arms) -> dict:
 
     Besides the mean strict, soft, well-formed and MI, each row holds the fraction of images showing each
     of the oracle's failure modes (``world.FAILURE_MODES``), judged again from the set's PNG files."""
-    from .finetune import load_finetune_set
-    from .toy.world import FAILURE_MODES
-
     quality = {}
     for r in range(1, cfg.rounds + 1):
         rdir = out / f"round{r}"
@@ -328,8 +315,6 @@ def _set_quality(out: Path, cfg: ExperimentConfig, arms) -> dict:
 def _failure_rows(label: str, rates: dict) -> str:
     """Markdown: {row name: {failure mode: rate}} as % per oracle failure mode (– where a row lacks one,
     e.g. an evaluation saved before failure modes were recorded)."""
-    from .toy.world import FAILURE_MODES
-
     rows = [[name, *(f"{100 * r[m]:.1f}" if m in r else "–" for m in FAILURE_MODES)] for name, r in rates.items()]
     return markdown_table(rows, [label, *FAILURE_MODES], align="l" + "r" * len(FAILURE_MODES))
 
@@ -342,12 +327,8 @@ def _set_table(rows: dict) -> str:
                           align="lrrrrr")
 
 
-def _slug(name: str) -> str:
-    return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
-
-
 def _report(out: Path, cfg: ExperimentConfig, results: dict[str, EvalResult], timings: dict, sets: dict) -> dict:
-    from .plotting import plot_category_bars, plot_model_grid
+    from ..tools.plotting import plot_category_bars, plot_model_grid
 
     main = {k: v for k, v in results.items() if "CFG" not in k}
     summaries = {k: v.summary() for k, v in results.items()}
@@ -384,7 +365,7 @@ def _report(out: Path, cfg: ExperimentConfig, results: dict[str, EvalResult], ti
     figs = out / "figures"
     figs.mkdir(exist_ok=True)
     plot_category_bars({k: s for k, s in summaries.items() if k in main}, "strict", figs / "categories.png")
-    previews = {k: np.load(out / "eval" / f"{_slug(k)}.preview.npy") for k in main}
+    previews = {k: np.load(out / "eval" / f"{slug(k)}.preview.npy") for k in main}
     test_prompts = list(dict.fromkeys(r["prompt"] for r in results["base"].records))
     plot_model_grid(previews, figs / "before_after.png", n=6, titles=test_prompts)
     return data

@@ -1,4 +1,4 @@
-"""The HTML, CSS and JavaScript of the pages :mod:`minitune.compare` writes (no network, no libraries)."""
+"""The HTML, CSS and JavaScript of the pages :mod:`minitune.tools.compare` writes (no network, no libraries)."""
 
 PAGE = """<!DOCTYPE html>
 <html lang="en">

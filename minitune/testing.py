@@ -1,9 +1,10 @@
-"""Tiny, randomly initialised Stable Diffusion, SDXL and SD3 pipelines built in code.
+"""Tiny, randomly initialised Stable Diffusion, SDXL and SD3 pipelines and learned judges, built in code.
 
 They have the real pipelines' structure (VAE, CLIP text encoders, UNet with cross-attention,
 SDXL's added text/time conditioning) at a few hundred thousand parameters, so that every code
 path for real models runs offline in seconds: in the tests and in the real-models chapter on CPU.
-The tiny learned judges (BLIP-VQA, CLIPScore) at the end do the same for :mod:`minitune.judges`.
+The tiny learned judges (BLIP-VQA, CLIPScore) at the end do the same for :mod:`minitune.judges`,
+which finds them as the judge weights named "tiny" through this module's plug-in, :func:`register`.
 """
 
 from __future__ import annotations
@@ -12,16 +13,20 @@ import torch
 from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
+from .text import word_tokenizer
+
 
 _TEXT = dict(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2, max_position_embeddings=16,
              pad_token_id=0, bos_token_id=1, eos_token_id=2, projection_dim=32)
 
 
-def _tokenizer():
-    """The Shapes model's word-level tokenizer: small, built in code, enough for random text encoders."""
-    from .toy.pipeline import build_tokenizer
+# The words the tiny models' tokenizer knows (the Shapes world's vocabulary, enough for random text encoders).
+WORDS = ("a above and below blue circle circles cyan green left magenta of one red right square squares three triangle "
+         "triangles two yellow").split()
 
-    return build_tokenizer()
+
+def _tokenizer():
+    return word_tokenizer(WORDS, max_length=12)
 
 
 def _vae():
@@ -152,3 +157,9 @@ def tiny_clipscore_judge(seed: int = 0, batch_size: int = 32):
     model = CLIPModel(cfg).eval()
     image_processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
     return ClipScoreJudge(model, CLIPProcessor(image_processor=image_processor, tokenizer=tok), batch_size=batch_size)
+
+
+def register(registry) -> None:
+    """The plug-in: the tiny judges as the weights named "tiny" of the learned judges."""
+    registry.judge_models[("blip-vqa", "tiny")] = tiny_blip_vqa_judge
+    registry.judge_models[("clipscore", "tiny")] = tiny_clipscore_judge

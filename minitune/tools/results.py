@@ -13,9 +13,9 @@ import re
 import subprocess
 from pathlib import Path
 
-from .io import atomic_write
+from ..io import atomic_write
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 RESULTS_DIR = ROOT / "book" / "results"
 README = ROOT / "README.md"
 _BLOCK = re.compile(r"(<!-- results:([\w-]+) -->\n)(.*?)(<!-- /results:\2 -->)", re.S)

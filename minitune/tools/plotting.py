@@ -1,31 +1,12 @@
-"""Figures: image grids (also as PNG files without matplotlib), curves and heat maps."""
+"""Figures: curves, heat maps and image grids in notebooks (grids as PNG files without matplotlib: :mod:`minitune.images`)."""
 
 from __future__ import annotations
 
 import textwrap
 
 import numpy as np
-from PIL import Image
 
-from .images import to_uint8
-
-
-def image_grid(images, cols: int, gap: int = 1) -> np.ndarray:
-    """Tile images (uint8 [B, H, W, 3] or model tensors) into one uint8 image, grey gaps between."""
-    images = to_uint8(images)
-    b, h, w, _ = images.shape
-    rows = -(-b // cols)
-    grid = np.full((rows * (h + gap) - gap, cols * (w + gap) - gap, 3), 64, np.uint8)
-    for i, im in enumerate(images):
-        r, c = divmod(i, cols)
-        grid[r * (h + gap) : r * (h + gap) + h, c * (w + gap) : c * (w + gap) + w] = im
-    return grid
-
-
-def save_grid(path, images, cols: int, scale: int = 4) -> None:
-    """Write an image grid as a PNG, upscaled without smoothing so pixels stay crisp."""
-    grid = image_grid(images, cols)
-    Image.fromarray(grid).resize((grid.shape[1] * scale, grid.shape[0] * scale), Image.NEAREST).save(path)
+from ..images import to_uint8
 
 
 def plot_training_curve(loss_csv, path=None, smooth: int = 25):
@@ -198,7 +179,7 @@ def plot_arm_deltas(arms: dict, path=None, title: str | None = None):
 def key_values(mapping: dict, keys=None) -> str:
     """Markdown: a two-column table of ``keys`` (default: all) of ``mapping``, so that long values (a
     command, a config) wrap on the page instead of running off it as one printed line."""
-    from .io import markdown_table
+    from ..io import markdown_table
 
     rows = []
     for k in mapping if keys is None else keys:

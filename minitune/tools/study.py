@@ -1,6 +1,6 @@
 """The blind study's votes, read back: win / tie / loss per arm pair with bootstrap intervals, and rater agreement.
 
-Vote files are what the study page of :mod:`minitune.compare` downloads: one rater, one study (its id
+Vote files are what the study page of :mod:`minitune.tools.compare` downloads: one rater, one study (its id
 is a hash of the study's trials), one vote per image pair (``left``, ``right`` or ``tie``). A rater's
 several files are merged (the latest vote on a pair counts). Win / tie / loss are the first arm's of
 each pair (in the study's order of arms) against the second; a second table sets each arm against
@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..io import markdown_table
 from .compare import VOTES_FORMAT
-from .io import markdown_table
 
 CHOICES = ("left", "tie", "right")
 

@@ -27,7 +27,7 @@ import math
 import re
 from pathlib import Path
 
-from .io import format_cell, markdown_table  # markdown_table is also imported from here
+from ..io import format_cell, markdown_table  # markdown_table is also imported from here
 
 RESULTS = "results.json"
 RUN_FILE = "sweep_run.json"
