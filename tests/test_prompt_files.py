@@ -34,7 +34,7 @@ def test_a_byte_order_mark_comments_and_blank_lines_are_not_prompts(tmp_path, ca
 
 
 def test_the_readme_paper_commands_on_real_prompts(tmp_path, capsys, caplog):
-    """build, finetune and evaluate with --preset paper on a tiny saved SD folder; two prompts, one listed twice."""
+    """build, finetune and evaluate with --recipe paper on a tiny saved SD folder; two prompts, one listed twice."""
     lines = COLOR_TRAIN.read_bytes().split(b"\r\n")
     twice = next(i for i, line in enumerate(lines) if lines.count(line) == 2)
     (tmp_path / "color_train.txt").write_bytes(b"\r\n".join([lines[0], lines[twice], lines[twice]]) + b"\r\n")
@@ -42,13 +42,13 @@ def test_the_readme_paper_commands_on_real_prompts(tmp_path, capsys, caplog):
     model, prompts, out = str(tmp_path / "sd"), str(tmp_path / "color_train.txt"), tmp_path / "color"
     small = ["--device", "cpu", "--steps", "2"]
     with caplog.at_level(logging.WARNING, logger="minitune"):
-        assert main(["build", "--preset", "paper", "--model", model, "--prompts", prompts, "--controls", "--scorer",
+        assert main(["build", "--recipe", "paper", "--model", model, "--prompts", prompts, "--controls", "--scorer",
                      "blip-vqa", "--judge-model", "tiny", "--candidates", "2", "--output-dir", str(out), *small]) == 0
     assert "lists 1 prompt(s) again" in caplog.text
     manifest = json.loads((out / "pool" / "manifest.json").read_text())
     assert manifest["prompts"] == [lines[0].decode(), lines[twice].decode()] and manifest["n_images"] == 4
     capsys.readouterr()
-    assert main(["finetune", "--preset", "paper", "--model", model, "--data-dir", str(out / "mi"), "--output-dir",
+    assert main(["finetune", "--recipe", "paper", "--model", model, "--data-dir", str(out / "mi"), "--output-dir",
                  str(out / "lora"), "--rank", "2", "--batch-size", "2", "--grad-accum", "1", "--validate-every", "0",
                  "--sample-prompts", "0", "--val-prompt-file", prompts, "--val-prompts", "1", "--val-images", "1",
                  "--checkpoint-every", "1", "--judge-model", "tiny", *small]) == 0
@@ -58,6 +58,6 @@ def test_the_readme_paper_commands_on_real_prompts(tmp_path, capsys, caplog):
     assert (config["config"]["latents"], config["config"]["val_fraction"], config["judge"]["judge"]) == \
         ("saved", 0.0, "blip_vqa")  # the sampler's own latents, every image trained, the judge recorded
     assert (out / "mi" / "latents.safetensors").is_file() and config["data"]["images"] == 2
-    assert main(["evaluate", "--preset", "paper", "--model", model, "--prompt-file", prompts, "--category", "color",
+    assert main(["evaluate", "--recipe", "paper", "--model", model, "--prompt-file", prompts, "--category", "color",
                  "--lora", str(out / "lora"), "--judge-model", "tiny", "--n-per-prompt", "1", *small]) == 0
     assert "judged by blip-vqa" in capsys.readouterr().out

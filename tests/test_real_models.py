@@ -167,23 +167,23 @@ def test_build_keeps_a_judges_top_k(folders, tmp_path, capsys):
 def test_the_paper_preset_sets_defaults_that_options_override(folders, tmp_path, capsys):
     from minitune.cli import _parse
 
-    build = _parse(["build", "--preset", "paper", "--prompts", "p.txt", "--candidates", "3"])
+    build = _parse(["build", "--recipe", "paper", "--prompts", "p.txt", "--candidates", "3"])
     assert (build.candidates, build.top_k, build.steps, build.cfg, build.sampler) == (3, 1, 100, 7.5, "ddpm")
-    tune = _parse(["finetune", "--preset", "paper", "--data-dir", "d", "--output-dir", "o"])
+    tune = _parse(["finetune", "--recipe", "paper", "--data-dir", "d", "--output-dir", "o"])
     assert (tune.rank, tune.alpha, tune.lr, tune.steps, tune.batch_size, tune.grad_accum) == (32, 32.0, 1e-4, 300, 400, 50)
     plain = _parse(["finetune", "--data-dir", "d", "--output-dir", "o"])
     assert (plain.batch_size, plain.grad_accum) == (None, 1)  # the model family's batch, once the model is loaded
     model = str(folders / "sd")
-    assert main(["evaluate", "--preset", "paper", "--model", model, "--prompt-file", str(folders / "prompts.txt"),
+    assert main(["evaluate", "--recipe", "paper", "--model", model, "--prompt-file", str(folders / "prompts.txt"),
                  "--judge-model", "tiny", "--n-per-prompt", "1", "--steps", "2", "--device", "cpu"]) == 0
     assert "judged by blip-vqa" in capsys.readouterr().out
-    assert main(["build", "--preset", "paper", "--model", model, "--prompts", str(folders / "prompts.txt"),
+    assert main(["build", "--recipe", "paper", "--model", model, "--prompts", str(folders / "prompts.txt"),
                  "--candidates", "2", "--steps", "2", "--output-dir", str(tmp_path / "b"), "--device", "cpu"]) == 0
     assert json.loads((tmp_path / "b" / "pool" / "manifest.json").read_text())["guidance_scale"] == 7.5
-    assert main(["finetune", "--preset", "paper", "--model", model, "--data-dir", str(tmp_path / "b" / "mi"),
+    assert main(["finetune", "--recipe", "paper", "--model", model, "--data-dir", str(tmp_path / "b" / "mi"),
                  "--output-dir", str(tmp_path / "l"), "--steps", "1", "--rank", "2", "--batch-size", "4", "--grad-accum", "2",
                  "--validate-every", "0", "--sample-prompts", "0", "--device", "cpu"]) == 0
-    assert main(["finetune", "--preset", "paper", "--model", model, "--data-dir", str(tmp_path / "b" / "mi"),
+    assert main(["finetune", "--recipe", "paper", "--model", model, "--data-dir", str(tmp_path / "b" / "mi"),
                  "--output-dir", str(tmp_path / "l2"), "--batch-size", "30", "--device", "cpu"]) == 2
     assert "multiple of 50" in _last_error(capsys)
 

@@ -44,9 +44,9 @@ def test_each_family_reads_its_own_preset():
     sd3 = preset_defaults("paper-sd3", "finetune")
     assert (sd3["lr"], sd3["batch_size"], sd3["warmup"], sd3["precondition"]) == (5e-6, 240, 400, True)
     assert preset_defaults("paper", "build")["keep_latents"] and preset_defaults("paper-sd3", "evaluate")["dtype"] == "fp16"
-    with pytest.raises(ValueError, match="not StableDiffusion3; use --preset paper-sd3"):
+    with pytest.raises(ValueError, match="not StableDiffusion3; use --recipe paper-sd3"):
         check_family("paper", "StableDiffusion3", None)
-    with pytest.raises(ValueError, match="experiment --preset full"):
+    with pytest.raises(ValueError, match="experiment --recipe full"):
         check_family("paper", "Shapes", None)
     with pytest.raises(ValueError, match="was not known before it was loaded"):
         check_family("paper", "StableDiffusionXL", None)
@@ -64,12 +64,12 @@ def test_each_category_is_judged_by_its_own_metric():
 def test_a_preset_is_read_for_the_saved_models_family(tmp_path, capsys):
     tiny_sdxl_pipeline().save_pretrained(tmp_path / "sdxl")
     tiny_sd3_pipeline().save_pretrained(tmp_path / "sd3")
-    args = _parse(["finetune", "--preset", "paper", "--model", str(tmp_path / "sdxl"), "--data-dir", "d", "--output-dir", "o"])
+    args = _parse(["finetune", "--recipe", "paper", "--model", str(tmp_path / "sdxl"), "--data-dir", "d", "--output-dir", "o"])
     assert args.dora and (args.sample_steps, args.guidance_scale) == (50, 5.0)
     (tmp_path / "p.txt").write_text("a red book\n")
-    assert main(["evaluate", "--preset", "paper", "--model", str(tmp_path / "sd3"), "--prompt-file",
+    assert main(["evaluate", "--recipe", "paper", "--model", str(tmp_path / "sd3"), "--prompt-file",
                  str(tmp_path / "p.txt"), "--judge-model", "tiny", "--device", "cpu"]) == 2
-    assert "use --preset paper-sd3" in capsys.readouterr().err
+    assert "use --recipe paper-sd3" in capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")
@@ -164,7 +164,7 @@ def test_each_preset_runs_through_the_one_finetune_path(kind, preset, tmp_path, 
     preconditioned loss, the validation prompts judged and the best checkpoint named."""
     (tiny_sdxl_pipeline if kind == "sdxl" else tiny_sd3_pipeline)().save_pretrained(tmp_path / kind)
     (tmp_path / "p.txt").write_text("\n".join(PROMPTS) + "\n")
-    common = ["--preset", preset, "--model", str(tmp_path / kind), "--device", "cpu"]
+    common = ["--recipe", preset, "--model", str(tmp_path / kind), "--device", "cpu"]
     assert main(["build", *common, "--prompts", str(tmp_path / "p.txt"), "--candidates", "2", "--steps", "4",
                  "--output-dir", str(tmp_path / "b")]) == 0
     assert (tmp_path / "b" / "mi" / "latents.safetensors").is_file()
