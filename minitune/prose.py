@@ -55,8 +55,9 @@ def compare(name_a: str, a: float, name_b: str, b: float, *, digits: int = 1, sc
 
 def admonition(title: str, body: str, kind: str = "note") -> str:
     """A Jupyter Book admonition box titled `title` around the Markdown `body`; `kind` is its CSS class."""
-    if not title.strip():
-        raise ValueError("An admonition needs a title that says what the box holds.")
+    if not title.strip() or "`" in title:
+        raise ValueError("An admonition needs a title that says what the box holds, without backticks (they would end "
+                         "the fence's title and leave the box unparsed).")
     return f"```{{admonition}} {title}\n:class: {kind}\n{body.strip()}\n```\n"
 
 
@@ -65,7 +66,8 @@ def from_results(name: str | Sequence[str], body: str) -> str:
     names = [name] if isinstance(name, str) else list(name)
     if not names:
         raise ValueError("Name the committed results file(s) that the box quotes.")
-    files = ", ".join(f"`book/results/{n}.json`" for n in names)
+    # no backticks: a backtick fence's title may not contain any (CommonMark), or the box is not parsed
+    files = ", ".join(f"book/results/{n}.json" for n in names)
     return admonition(f"From the committed full run{'s' if len(names) > 1 else ''}: {files}", body, "note")
 
 

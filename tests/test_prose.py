@@ -24,9 +24,11 @@ def test_compare_verb_follows_the_printed_digits():
 
 def test_boxes_and_verdict():
     box = prose.from_results("experiment", "The oracle arm gains.")
-    assert box.startswith("```{admonition} From the committed full run: `book/results/experiment.json`")
+    assert box.startswith("```{admonition} From the committed full run: book/results/experiment.json\n")
     assert box.rstrip().endswith("```")
-    assert "runs: `book/results/a.json`, `book/results/b.json`" in prose.from_results(["a", "b"], "x")
+    assert "runs: book/results/a.json, book/results/b.json\n" in prose.from_results(["a", "b"], "x")
+    with pytest.raises(ValueError, match="backticks"):
+        prose.admonition("`x`", "body")
     assert prose.live_run("x").startswith("```{admonition} Your turn: a small, noisy run\n:class: tip")
     assert prose.verdict(["one", "two", " ", "three"]) == "**Verdict**\n\n- one\n- two\n- three\n"
     with pytest.raises(ValueError):
