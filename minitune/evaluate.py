@@ -177,13 +177,16 @@ def paired_delta(a: EvalResult, b: EvalResult, metric: str, category: str) -> tu
 
 
 def comparison_table(results: dict[str, EvalResult], metric: str = "strict", baseline: str | None = None) -> str:
-    """Markdown: one row per model, `metric` in % (95 % CI) per category, and the paired change vs `baseline`."""
+    """Markdown: one row per model, `metric` in % (95 % CI) per category, and the paired change vs `baseline`
+    (a column only when there is another model to compare with it)."""
     if not results:
         raise ValueError("No evaluations to compare.")
     baseline = baseline or next(iter(results))
     base = results[baseline]
     cats = base.categories()
-    columns = ["model", *cats, f"Δ all vs {baseline} (95 % CI)", "well-formed %", "diversity", "MI"]
+    compared = len(results) > 1
+    columns = ["model", *cats, *([f"Δ all vs {baseline} (95 % CI)"] if compared else []), "well-formed %",
+               "diversity", "MI"]
     rows = []
     for name, res in results.items():
         s = res.summary()
@@ -195,7 +198,7 @@ def comparison_table(results: dict[str, EvalResult], metric: str = "strict", bas
             d, (lo, hi) = paired_delta(base, res, metric, "all")
             delta = f"{100 * d:+.1f} ({100 * lo:+.1f} to {100 * hi:+.1f})"
         wf = f"{100 * s['all']['well_formed']:.1f}" if "well_formed" in s["all"] else "–"
-        rows.append([name, *cells, delta, wf, f"{s['all']['diversity']:.3f}", f"{s['all']['mi']:.1f}"])
+        rows.append([name, *cells, *([delta] if compared else []), wf, f"{s['all']['diversity']:.3f}", f"{s['all']['mi']:.1f}"])
     return markdown_table(rows, columns, align="l" + "r" * (len(columns) - 1))
 
 
@@ -249,12 +252,13 @@ def selection_table(signals: dict, strict, soft, area=None) -> str:
     """Markdown: how well each selection signal ([P, N], higher = keep) picks candidates, by the oracle.
 
     Columns: strict score of the signal's top-1 per prompt in % (95 % CI over prompts), its ratio to the
-    expected score of a random pick (the mean over all candidates), soft score of the top-1, strict score
+    pool mean (the strict score over all candidates, what a random pick scores on average; a seeded random
+    ranking's own row scatters around 1 by luck), soft score of the top-1, strict score
     of the bottom-1, and the within-prompt Spearman ρ with the soft score and, if given, the coloured area.
     """
     strict, soft = as_grouped("strict", strict), as_grouped("soft", soft)
     chance = float(strict.mean())
-    columns = ["signal", "top-1 strict % (95 % CI)", "×random", "top-1 soft %", "bottom-1 strict %", "ρ(soft)",
+    columns = ["signal", "top-1 strict % (95 % CI)", "× pool mean", "top-1 soft %", "bottom-1 strict %", "ρ(soft)",
                *(["ρ(area)"] if area is not None else [])]
     rows = []
     for name, key in signals.items():

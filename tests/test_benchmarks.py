@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from minitune import GUIDANCE_SCALE
+
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # the benchmarks run as modules from the repository root; they are not installed
     sys.path.insert(0, str(ROOT))
@@ -191,10 +193,11 @@ def test_self_training_check_keeps_nearest_pairs_beside_the_extremes(tmp_path, c
                           "--pairing", "nearest", "--out", str(tmp_path)])
     cfg, arms, doses, dpo = check.configure(ap, args)
     study = check.Study(args, cfg, doses, dpo)
-    pool = build_pool(load_pipeline(), study.train, tmp_path / "pool-cfg2", 4, num_inference_steps=2, progress=False)
+    g = f"{GUIDANCE_SCALE:g}"  # the study samples at the Shapes model's documented scale
+    pool = build_pool(load_pipeline(), study.train, tmp_path / f"pool-cfg{g}", 4, num_inference_steps=2, progress=False)
     assert cfg.pairing == "nearest" and check.pool_complete(pool)  # so the study samples nothing more
-    folder = tmp_path / "oracle-nearest-pairs-cfg2" / "set"
-    assert study.pairs(arms) == {"oracle nearest pairs, DPO (CFG 2)": folder}
+    folder = tmp_path / f"oracle-nearest-pairs-cfg{g}" / "set"
+    assert study.pairs(arms) == {f"oracle nearest pairs, DPO (CFG {g})": folder}
     assert check.load_records(folder)[0]["pairing"] == "nearest"
     with pytest.raises(SystemExit) as stop:
         ap.parse_args(["--pairing", "closest"])

@@ -58,6 +58,9 @@ def test_comparison_is_paired_and_round_trips(result, tmp_path):
     table = comparison_table({"base": res, "better": better}, "strict")
     gain = 100 * (1 - res.summary()["all"]["strict"])
     assert f"+{gain:.1f}" in table.splitlines()[-1]
+    # one model has nothing to be compared with: no Δ column
+    alone = comparison_table({"lora": res}, "strict")
+    assert "Δ" not in alone and alone.splitlines()[0].count("|") == alone.splitlines()[-1].count("|")
     other = EvalResult([dict(r, prompt="a blue circle") for r in res.records], res.diversity)
     with pytest.raises(ValueError, match="different prompts"):
         comparison_table({"base": res, "other": other})

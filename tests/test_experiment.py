@@ -65,12 +65,12 @@ def test_arms_and_published_results(tiny_run, tmp_path):
         if arm != "base":
             assert row["delta_strict"] == pytest.approx(row["strict"] - arms["base"]["strict"])
     assert all("share_of_oracle" in arms[a] for a in ("mi", "mi_renoise", "mi_contrast"))
-    js, md = publish(data, tmp_path / "results", model="toy", command="minitune experiment --preset tiny", wall_s=90)
+    js, md = publish(data, tmp_path / "results", model="toy", command="minitune experiment --recipe tiny", wall_s=90)
     written = json.loads(js.read_text())
-    assert written["command"] == "minitune experiment --preset tiny" and written["wall_time_min"] == 1.5
+    assert written["command"] == "minitune experiment --recipe tiny" and written["wall_time_min"] == 1.5
     assert written["model"] == "toy" and written["commit"] and written["arms"] == json.loads(json.dumps(arms))
     text = md.read_text()
-    assert text.startswith("<!-- written by `minitune experiment --preset tiny`") and "| oracle top-k |" in text
+    assert text.startswith("<!-- written by `minitune experiment --recipe tiny`") and "| oracle top-k |" in text
     renders = written["renders"]
     assert renders["strict"] == 1.0 and renders["area"] > 0 and renders["images"] == \
         data["summaries"]["base"]["all"]["n_images"]
