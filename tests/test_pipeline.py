@@ -130,20 +130,16 @@ def test_caption_noise_leaves_an_object_out_of_that_fraction_of_the_training_ima
 
 
 def test_named_samplers_keep_the_prompt_on_the_shipped_model():
-    """DDIM with the model's x0 clipping (the guided x0 clipped, its ε not) drew almost nothing strict; every
-    named sampler has to keep the prompt (book/results/sampler.md has the full measurement)."""
-    from diffusers import DDIMScheduler
-
+    """Every named sampler has to keep the prompt: DDIM without the model's x0 clipping and the few-step SDE sampler
+    align about as often as the pipeline's own DDPM on the same prompts and seeds (book/results/sampler.md measured
+    them, and the clipped DDIM that drew almost nothing strict, on the previous base)."""
     from minitune.sampling import sample_with_mi, use_sampler
 
-    pipe = load_pipeline("toy")  # "toy" names the shipped model, as in the CLI and the notebooks
-    shipped = pipe.scheduler
     prompts = world.sample_prompts("train", 16, seed=3)
     strict = {}
-    for name, steps in (("ddim", 25), ("dpmpp-sde", 10), ("clipped ddim", 25)):
-        pipe.scheduler = DDIMScheduler.from_config(shipped.config) if name == "clipped ddim" else shipped
-        use_sampler(pipe, None if name == "clipped ddim" else name)
+    for name, steps in (("ddpm", 25), ("ddim", 25), ("dpmpp-sde", 10)):
+        pipe = use_sampler(load_pipeline("toy"), name)  # "toy" names the shipped model, as in the CLI and the notebooks
         c = sample_with_mi(pipe, prompts, 2, num_inference_steps=steps, seed=3, progress=False)
         strict[name] = world.evaluate(c.images, c.prompts).strict
-    # 32 images: 7 and 8 strict for the named samplers, 2 for the clipped DDIM (book/results/sampler.md: on 256)
-    assert strict["ddim"] >= 0.15 and strict["dpmpp-sde"] >= 0.15 and strict["clipped ddim"] <= 0.1, strict
+    # 32 images each: a sampler that lost the prompt would draw next to nothing strict
+    assert strict["ddpm"] >= 0.15 and min(strict["ddim"], strict["dpmpp-sde"]) >= strict["ddpm"] / 2, strict
