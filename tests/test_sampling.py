@@ -110,7 +110,10 @@ def test_every_named_sampler_samples_every_family_with_the_same_noise_table(own_
     c = sample_with_mi(pipe, PROMPTS, 2, num_inference_steps=3, seed=1, progress=False)
     assert torch.isfinite(c.images).all() and torch.isfinite(c.mi).all() and len(c.timesteps) == 3
     again = sample_with_mi(pipe, PROMPTS, 2, num_inference_steps=3, seed=1, batch_size=1, progress=False)
-    assert torch.allclose(c.images, again.images, atol=1e-5)  # seeded per candidate, also with step noise (SDE)
+    # seeded per candidate, also with step noise (SDE): another seed would move most pixels by O(1). A batch of
+    # another size moves the last bits of its matmuls, which this random model's huge outputs carry into a few
+    # pixels (up to ~7e-3 in 2 of 12,288 with the multistep solvers)
+    assert torch.allclose(c.images, again.images, atol=1e-2) and torch.allclose(c.mi, again.mi, rtol=1e-5)
 
 
 def test_use_sampler_keeps_or_refuses(toy):

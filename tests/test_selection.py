@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from minitune import selection
+from minitune import GUIDANCE_SCALE, selection
 from minitune.cli import main
 from minitune.families import denoiser_for
 from minitune.mi import contrast_mi
@@ -261,7 +261,8 @@ def test_cli_build(tmp_path, capsys):
     table = capsys.readouterr().out
     assert all(f"{out / name} | {n} |" in table for name, n in (("pool", 6), ("mi", 2), ("random", 2), ("oracle", 2)))
     manifest = json.loads((out / "mi" / "manifest.json").read_text())
-    assert (manifest["model"], manifest["n_candidates"], manifest["k"], manifest["guidance_scale"]) == ("toy", 3, 1, 2.0)
+    settings = (manifest["model"], manifest["n_candidates"], manifest["k"], manifest["guidance_scale"])
+    assert settings == ("toy", 3, 1, GUIDANCE_SCALE)  # the Shapes model's own scale when none is given
     (tmp_path / "bad.txt").write_text("a red circle and a blue square\na purple circle and a red square\n")
     for bad, needle in ((["--top-k", "4"], "top-k must be"), (["--prompt-file", str(tmp_path / "bad.txt")], "purple"),
                         (["--guidance-scale", "7"], "other parameters")):
