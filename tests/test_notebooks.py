@@ -111,6 +111,15 @@ def test_defines_no_functions_or_classes(path):
         assert not defs, f"{path.name} defines {', '.join(n.name for n in defs)}; move it into minitune"
 
 
+CODE_COLUMNS = 77  # what the book's code column shows at 1280 px without scrolling (tests/browser_check.py measures it)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_code_fits_the_page_column(path):
+    long = [line for cell in _cells(path, "code") for line in _source(cell).splitlines() if len(line) > CODE_COLUMNS]
+    assert not long, f"{path.name}: wrap these lines at {CODE_COLUMNS} columns: {long}"
+
+
 @pytest.fixture(scope="module")
 def timings(request):
     """Collects {notebook: {"wall_s", "cpu_s"}}, saves it and prints one line per notebook."""
