@@ -112,3 +112,28 @@ def test_dpo_objective_trains_on_pairs(tmp_path):
     with pytest.raises(ValueError, match="Unknown sampler 'euler': use one of ddpm"):
         run_experiment(tmp_path / "bad", replace(cfg, sampler="euler"), progress=False)
     assert not (tmp_path / "bad").exists()  # refused before anything is written
+
+
+def test_a_second_recipe_reuses_the_pool_and_the_base_evaluation(tiny_run, tmp_path):
+    from minitune.toy.experiment import publish, reuse_from
+
+    out, data = tiny_run
+    dpo = replace(PRESETS["tiny"], objective="dpo", cfg_sweep=())
+    second = run_experiment(tmp_path / "dpo", dpo, progress=False, pool_from=out)
+    assert second["reused"] == {"from": str(out), "what": ["pool", "base evaluation"]}
+    assert (tmp_path / "dpo" / "round1" / "pool" / "metadata.jsonl").read_text() == \
+        (out / "round1" / "pool" / "metadata.jsonl").read_text()
+    # the pool and the base row are the first run's, not made again: no timing for either
+    assert json.dumps(second["summaries"]["base"]) == json.dumps(data["summaries"]["base"])
+    assert not any(k.startswith("round1/pool") or k == "evaluate/base" for k in second["timings"])
+    assert "from " + str(out) in (tmp_path / "dpo" / "results.md").read_text()
+    js, _ = publish(second, tmp_path / "results", model="toy", command="minitune experiment", wall_s=60,
+                    name="experiment_dpo")
+    assert json.loads(js.read_text())["reused"]["what"] == ["pool", "base evaluation"]
+    # another evaluation setting: the pool is still shared, the base is judged again
+    assert reuse_from(out, tmp_path / "eval1", replace(dpo, eval_images=1)) == ["pool"]
+    assert not (tmp_path / "eval1" / "eval").exists()
+    with pytest.raises(ValueError, match="other settings .*candidates 3 → 4"):
+        run_experiment(tmp_path / "bigger", replace(dpo, candidates=4), progress=False, pool_from=out)
+    with pytest.raises(ValueError, match="no config.json"):
+        run_experiment(tmp_path / "none", dpo, progress=False, pool_from=tmp_path / "nowhere")

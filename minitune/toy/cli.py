@@ -75,13 +75,13 @@ def cmd_experiment(args):
                  if v is not None}
     t0, commit = time.time(), git_commit()  # the code that runs, whatever changes while it does
     data = run_experiment(args.output_dir, replace(cfg, **overrides), model=None if args.model == "toy" else args.model,
-                          device=args.device)
+                          device=args.device, pool_from=args.pool_from)
     print((Path(args.output_dir) / "results.md").read_text())
     print(f"wrote {args.output_dir}/results.json, results.md and figures/ in {time.time() - t0:.0f} s")
     if args.results_dir:
         wall = sum(data["timings"].values())
         paths = publish(data, args.results_dir, model=args.model, command="minitune " + " ".join(sys.argv[1:]),
-                        wall_s=wall, commit=commit, figures=Path(args.output_dir) / "figures")
+                        wall_s=wall, commit=commit, figures=Path(args.output_dir) / "figures", name=args.results_name)
         print(f"wrote {paths[0]} and {paths[1]}")
 
 
@@ -163,6 +163,10 @@ def _add_experiment(sub) -> None:
     add_sample_steps_arg(p, "sampling steps for the pool and the evaluations (default: the recipe's)")
     p.add_argument("--results-dir", help="also write experiment.json and experiment.md here (e.g. book/results), "
                    "headed with the model, commit, command and wall time")
+    p.add_argument("--results-name", default="experiment",
+                   help="the results files' name in --results-dir (e.g. experiment_paper_recipe)")
+    p.add_argument("--pool-from", help="a finished experiment's output folder whose candidate pool (and base evaluation, "
+                   "where made with the same settings) this one reuses, e.g. to change only the fine-tuning recipe")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_experiment, resumable=True)
 

@@ -82,7 +82,15 @@ PRESETS = {
     # the pairs, pool size and pairing by book/results/dpo_pairs_dev_* (measured on the previous base)
     "full": ExperimentConfig(n_prompts=80, contrast_samples=4, sampler="ddpm", steps=25, objective="dpo",
                              pairing="nearest", finetune_steps=200, prompt_dropout=0.0, cfg_sweep=()),
+    # the paper's recipe (the denoising loss on each arm's top-k, prompt dropout 0.1) on the full recipe's pool
+    # and evaluation: `--recipe paper --pool-from` the full run's folder changes only the fine-tuning
+    "paper": ExperimentConfig(n_prompts=80, contrast_samples=4, sampler="ddpm", steps=25, cfg_sweep=()),
 }
+
+# what the shared pool and the base model's evaluation depend on (reuse_from)
+POOL_SETTINGS = ("n_prompts", "candidates", "selectors", "renoise_samples", "contrast_samples", "guidance_scale",
+                 "sampler", "steps", "seed", "batch_size")
+EVAL_SETTINGS = ("eval_per_category", "eval_images", "guidance_scale", "sampler", "steps", "seed", "batch_size")
 
 CONTROLS = ("random", "oracle")
 ARM_NAMES = {"mi": "MI-TUNE (paper MI)", "mi_renoise": "MI-TUNE (re-noise MI)", "mi_contrast": "MI-TUNE (contrast MI)",
@@ -113,6 +121,43 @@ def _claim(out: Path, cfg: ExperimentConfig, model) -> None:
         return f"{out} holds an experiment with other settings ({changes}); use a new output folder or the same settings."
     claim(out / "config.json", {"config": asdict(cfg), "model": str(model or "toy")}, refuse,
           view=lambda s: {**s["config"], "model": s["model"]})
+
+
+def reuse_from(source, out, cfg: ExperimentConfig, model=None) -> list[str]:
+    """Copy into `out` the first round's candidate pool and the base model's evaluation of the finished
+    experiment in `source`, where both were made with `cfg`'s settings for them (POOL_SETTINGS,
+    EVAL_SETTINGS) and the same model; returns what was copied.
+
+    An experiment that changes only how the adapters are fine-tuned (the objective, its steps, prompt
+    dropout) then ranks the same candidates and compares with the same base row, and skips the two
+    most expensive stages. Refuses, in one sentence, a source made with other settings."""
+    source, out = Path(source), Path(out)
+    try:
+        saved = json.loads((source / "config.json").read_text())
+    except FileNotFoundError:
+        raise ValueError(f"{source} holds no experiment (no config.json) to reuse a pool from.") from None
+    mine = asdict(cfg)
+    if saved["model"] != str(model or "toy"):
+        raise ValueError(f"{source} was run on {saved['model']}, not {model or 'toy'}: its pool cannot be reused.")
+    if not pool_complete(source / "round1" / "pool"):
+        raise ValueError(f"{source} has no finished pool yet: finish that experiment first, or drop --pool-from.")
+    copied = []
+    wanted = {"pool": (POOL_SETTINGS, [source / "round1" / "pool"]),
+              "base evaluation": (EVAL_SETTINGS, sorted((source / "eval").glob("base.*")))}
+    for what, (names, paths) in wanted.items():
+        differ = [f"{k} {saved['config'].get(k)} → {mine[k]}" for k in names
+                  if json.loads(json.dumps(mine[k])) != saved["config"].get(k)]
+        if differ:
+            if what == "pool":
+                raise ValueError(f"{source}'s pool was made with other settings ({', '.join(differ)}).")
+            continue  # the base model is evaluated again, with this experiment's settings
+        for path in paths:
+            target = out / path.relative_to(source)
+            if not target.exists():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                (shutil.copytree if path.is_dir() else shutil.copyfile)(path, target)
+        copied.append(what)
+    return copied
 
 
 @dataclass
@@ -201,11 +246,17 @@ def _evaluate(ctx: _Context, models: dict) -> dict[str, EvalResult]:
 
 
 def run_experiment(output_dir, cfg: ExperimentConfig = PRESETS["full"], *, model=None, device: str = "auto",
-                   progress: bool = True) -> dict:
-    """Run (or continue) the experiment in `output_dir`; returns the content of ``results.json``."""
+                   progress: bool = True, pool_from=None) -> dict:
+    """Run (or continue) the experiment in `output_dir`; returns the content of ``results.json``.
+
+    `pool_from`: a finished experiment's folder whose pool (and base evaluation) this one reuses
+    (:func:`reuse_from`)."""
     _check(cfg)
     out = Path(output_dir)
     _claim(out, cfg, model)
+    if pool_from is not None:
+        reused = reuse_from(pool_from, out, cfg, model)
+        _write_json(out / "reused.json", {"from": str(pool_from), "what": reused})
     ctx = _Context(out, cfg, model, resolve_device(device), progress)
     arms = (*cfg.selectors, *CONTROLS)
     adapters = _rounds(ctx, arms)
@@ -258,22 +309,22 @@ def renders_reference(cfg: ExperimentConfig) -> dict:
 
 
 def publish(data: dict, results_dir, *, model: str, command: str, wall_s: float, commit: str | None = None,
-            figures=None) -> tuple[Path, Path]:
-    """Write ``experiment.json`` and ``experiment.md`` into `results_dir` (the book's results), headed with the
+            figures=None, name: str = "experiment") -> tuple[Path, Path]:
+    """Write ``{name}.json`` and ``{name}.md`` into `results_dir` (the book's results), headed with the
     model, the commit (default: the current one), the command and the wall time, from an experiment's
     ``results.json`` content; `figures`, the experiment's figures folder, adds copies of its category bars
-    and before/after grid as ``experiment-*.png``."""
+    and before/after grid as ``{name}-*.png``."""
     folder = Path(results_dir)
     folder.mkdir(parents=True, exist_ok=True)
     body = {"config": data["config"], "arms": data["arms"], "sets": data["sets"], "summaries": data["summaries"],
-            **({"renders": data["renders"]} if "renders" in data else {})}
-    before = json.loads((folder / "experiment.json").read_text()) if (folder / "experiment.json").is_file() else {}
+            **{k: data[k] for k in ("renders", "reused") if k in data}}
+    before = json.loads((folder / f"{name}.json").read_text()) if (folder / f"{name}.json").is_file() else {}
     if before and json.loads(json.dumps(body)) == {k: before.get(k) for k in body}:
         commit = before["commit"]  # the same measurements published again keep the commit that made them
     if figures is not None:
-        for name in ("categories", "before_after"):
-            if (Path(figures) / f"{name}.png").is_file():
-                shutil.copyfile(Path(figures) / f"{name}.png", folder / f"experiment-{name.replace('_', '-')}.png")
+        for fig in ("categories", "before_after"):
+            if (Path(figures) / f"{fig}.png").is_file():
+                shutil.copyfile(Path(figures) / f"{fig}.png", folder / f"{name}-{fig.replace('_', '-')}.png")
     renders = data.get("renders")
     rows = []
     for arm, r in data["arms"].items():
@@ -289,7 +340,7 @@ def publish(data: dict, results_dir, *, model: str, command: str, wall_s: float,
     columns = ["arm", "strict %", "Δ strict vs base (95 % CI)", "well-formed %", "coloured px",
                *(["coloured px vs renders"] if renders else []), "share of oracle's gain"]
     table = markdown_table(rows, columns, align="l" + "r" * (len(columns) - 1))
-    return write_result(folder / "experiment", body, table, model=model, command=command, wall_s=wall_s, commit=commit)
+    return write_result(folder / name, body, table, model=model, command=command, wall_s=wall_s, commit=commit)
 
 
 def _set_quality(out: Path, cfg: ExperimentConfig, arms) -> dict:
@@ -341,12 +392,16 @@ def _report(out: Path, cfg: ExperimentConfig, results: dict[str, EvalResult], ti
               for a in cfg.selectors}
     data = {"config": asdict(cfg), "timings": timings, "summaries": summaries, "closed_fraction": closed, "sets": sets,
             "arms": arm_rows(results, cfg), "renders": renders_reference(cfg)}
+    if (out / "reused.json").is_file():
+        data["reused"] = json.loads((out / "reused.json").read_text())
     _write_json(out / "results.json", data)
     md = (f"# MI-TUNE in the Shapes world\n\n{len(results['base'].per_prompt('strict'))} held-out test prompts × "
           f"{cfg.eval_images} images, CFG {cfg.guidance_scale:g}, {cfg.sampler} {cfg.steps} steps; "
           f"pool of {cfg.n_prompts} training prompts × {cfg.candidates} candidates, top {cfg.top_k}; "
           f"LoRA rank {cfg.rank}, {cfg.finetune_steps} steps, "
-          f"{cfg.rounds} round(s).\n\n## Strict alignment % (95 % CI over prompts)\n\n"
+          f"{cfg.rounds} round(s)"
+          + (f"; {' and '.join(data['reused']['what'])} from {data['reused']['from']}" if "reused" in data else "")
+          + ".\n\n## Strict alignment % (95 % CI over prompts)\n\n"
           f"{comparison_table(main, 'strict', 'base')}\n\nThe world's own renders of these prompts draw "
           f"{data['renders']['area']:.0f} coloured px per image ({summaries['base']['all']['area']:.0f} for the base).\n\n"
           f"## Soft alignment %\n\n{comparison_table(main, 'soft', 'base')}\n\n"
