@@ -65,9 +65,12 @@ upgrade-check:
 repository:
 	python3 tests/repository.py --set "$(URL)" $(if $(BRANCH),--branch "$(BRANCH)")
 
-# The README's main job: base → candidate pool → MI / random / oracle sets → LoRA → evaluation.
+# The README's main job: base → candidate pool → MI / random / oracle sets → LoRA → evaluation; then the
+# paper's recipe (the denoising loss on the top-k) on the same pool and base evaluation.
 experiment: setup
 	$(BIN)/minitune experiment --recipe full --output-dir $(OUT)/experiment --results-dir book/results
+	$(BIN)/minitune experiment --recipe paper --pool-from $(OUT)/experiment --output-dir $(OUT)/experiment-paper \
+	  --results-dir book/results --results-name experiment_paper_recipe
 
 # Execute the notebooks that changed (or whose package changed) since their executed copy.
 notebooks: $(EXECUTED_NOTEBOOKS)

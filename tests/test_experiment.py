@@ -65,6 +65,10 @@ def test_arms_and_published_results(tiny_run, tmp_path):
         if arm != "base":
             assert row["delta_strict"] == pytest.approx(row["strict"] - arms["base"]["strict"])
     assert all("share_of_oracle" in arms[a] for a in ("mi", "mi_renoise", "mi_contrast"))
+    for a in ("mi", "mi_renoise", "mi_contrast"):  # paired against random-k on the same prompts and seeds
+        lo, hi = arms[a]["vs_random_ci"]
+        assert lo <= arms[a]["delta_vs_random"] <= hi
+        assert arms[a]["delta_vs_random"] == pytest.approx(arms[a]["strict"] - arms["random"]["strict"])
     js, md = publish(data, tmp_path / "results", model="toy", command="minitune experiment --recipe tiny", wall_s=90)
     written = json.loads(js.read_text())
     assert written["command"] == "minitune experiment --recipe tiny" and written["wall_time_min"] == 1.5

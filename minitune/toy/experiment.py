@@ -284,7 +284,8 @@ def _keep_images(path: Path, images, again: EvalResult, saved: EvalResult) -> No
 
 def arm_rows(results: dict[str, EvalResult], cfg: ExperimentConfig) -> dict:
     """One row per arm, keyed "base", "random", "oracle", "mi", ...: strict, its paired change vs the base with a
-    95 % CI over prompts, well-formed, coloured area and, for the MI arms, their share of the oracle arm's gain."""
+    95 % CI over prompts, well-formed, coloured area and, for the MI arms, their share of the oracle arm's gain
+    and their paired change in strict alignment vs random-k with its CI."""
     base = results["base"]
     ids = {"base": "base", **{ARM_NAMES[a]: a for a in (*cfg.selectors, *CONTROLS)}}
     rows = {}
@@ -296,6 +297,9 @@ def arm_rows(results: dict[str, EvalResult], cfg: ExperimentConfig) -> dict:
     gain = rows["oracle"]["delta_strict"]
     for arm in cfg.selectors:
         rows[arm]["share_of_oracle"] = rows[arm]["delta_strict"] / gain if gain > 0 else None
+        # an MI arm has to beat no selection at all, not only the base: paired on the same prompts and seeds
+        delta, ci = paired_delta(results[ARM_NAMES["random"]], results[ARM_NAMES[arm]], "strict", "all")
+        rows[arm]["delta_vs_random"], rows[arm]["vs_random_ci"] = delta, list(ci)
     return rows
 
 
