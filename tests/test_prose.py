@@ -14,6 +14,16 @@ def test_with_interval_and_reading():
         prose.interval_reading(0.3, 0.1)
 
 
+def test_interval_position_and_overlap():
+    assert prose.interval_position(-0.2, -0.1) == "below zero" and prose.interval_position(0.1, 0.2) == "above zero"
+    assert prose.interval_position(0.0, 0.09) == "with zero at its lower end"
+    assert prose.interval_position(-0.09, 0.0) == "with zero at its upper end"
+    assert prose.interval_position(-0.1, 0.2) == "across zero"
+    with pytest.raises(ValueError, match="lower end"):
+        prose.interval_position(0.3, 0.1)
+    assert prose.overlap((0, 1), (1, 2)) and not prose.overlap((0, 1), (1.5, 2))
+
+
 def test_compare_verb_follows_the_printed_digits():
     assert prose.compare("a", 0.25, "b", 0.5) == "a (25.0 %) is below b (50.0 %)"
     assert prose.compare("a", 0.5, "b", 0.25).endswith("is above b (25.0 %)")

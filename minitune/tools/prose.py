@@ -40,6 +40,20 @@ def interval_reading(lo: float, hi: float) -> str:
     return "no evidence of a change: the interval contains zero"
 
 
+def interval_position(lo: float, hi: float) -> str:
+    """Where an interval lies against zero: ``"below zero"``, ``"above zero"``, ``"across zero"``, or with zero
+    at one end (a bootstrap interval of a difference of counts can end exactly there)."""
+    if lo > hi:
+        raise ValueError(f"The interval's lower end {lo} is above its upper end {hi}; pass (lo, hi) in order.")
+    return ("below zero" if hi < 0 else "above zero" if lo > 0 else "with zero at its lower end" if lo == 0
+            else "with zero at its upper end" if hi == 0 else "across zero")
+
+
+def overlap(a: Sequence[float], b: Sequence[float]) -> bool:
+    """Whether two intervals (lo, hi) share a point."""
+    return a[0] <= b[1] and b[0] <= a[1]
+
+
 def compare(name_a: str, a: float, name_b: str, b: float, *, digits: int = 1, scale: float = 100.0,
             unit: str = " %") -> str:
     """One value against another in a sentence whose verb follows the numbers.
