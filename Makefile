@@ -3,6 +3,9 @@
 # GPU the CPU build from PyTorch's CPU wheel index, or from the configured index where that one cannot
 # be reached, so that pip never pulls a multi-GB CUDA build there; with a GPU, the configured index's.
 VENV ?= .venv
+# the Python the virtual environment is made from; constraints.txt states the oldest one its pins install on
+PYTHON ?= python3
+PY_FLOOR := $(shell sed -n 's/^\# python >= \([0-9.]*\).*/\1/p' constraints.txt)
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 OUT ?= outputs
@@ -33,7 +36,9 @@ MATHJAX := node_modules/.package-lock.json
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml constraints.txt
-	test -x $(PY) || python3 -m venv $(VENV)
+	test -x $(PY) || { $(PYTHON) -c 'import sys; sys.exit(sys.version_info[:3] < tuple(map(int, "$(PY_FLOOR)".split("."))))' \
+	  || { echo "constraints.txt needs Python $(PY_FLOOR) or newer, and $(PYTHON) is $$($(PYTHON) -V 2>&1 | cut -d' ' -f2): run make with PYTHON=a-newer-python3"; exit 1; }; \
+	  $(PYTHON) -m venv $(VENV); }
 	$(call install_torch,$(PY),torch==$(TORCH))
 	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev,book]"
 	touch $@
@@ -52,7 +57,7 @@ lock:
 # moved against constraints.txt, then runs $(UPGRADE_TESTS) (e.g. UPGRADE_TESTS=tests/test_sd3.py) and reports
 # what breaks. Where all pass, `make lock VENV=$(UPGRADE_VENV)` pins the new versions.
 upgrade-check:
-	rm -rf $(UPGRADE_VENV) && python3 -m venv $(UPGRADE_VENV)
+	rm -rf $(UPGRADE_VENV) && $(PYTHON) -m venv $(UPGRADE_VENV)
 	$(call install_torch,$(UPGRADE_VENV)/bin/python,torch)
 	$(UPGRADE_VENV)/bin/python -m pip install --quiet --upgrade --upgrade-strategy eager -e ".[dev,book]"
 	@echo "newest versions against constraints.txt:" && $(UPGRADE_VENV)/bin/python tests/lockfile.py --diff

@@ -20,6 +20,7 @@ from importlib import metadata
 from pathlib import Path
 
 from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
@@ -32,7 +33,11 @@ HEADER = """\
 # (python tests/lockfile.py --write) from the environment that passed `make test`, on Python {python}.
 # `make setup` installs with `pip install -c constraints.txt -e ".[dev,book]"`; pyproject.toml keeps
 # the lower bounds, and tests/test_lockfile.py checks that the two agree.
+# python >= {floor}: the oldest Python that every pinned version installs on (make setup checks it)
 """
+FLOOR_PREFIX = "# python >= "
+# the Pythons a lock can ask for, oldest first: each minor release from 3.10 with its patch releases
+PYTHONS = [f"3.{minor}.{patch}" for minor in range(10, 16) for patch in range(0, 21)]
 
 
 def project() -> dict:
@@ -78,12 +83,40 @@ def closure(extras=EXTRAS) -> dict[str, str]:
     return found
 
 
+def requires_python(names) -> dict[str, str]:
+    """{name: Requires-Python} of the installed distributions `names` that declare one."""
+    out = {}
+    for name in names:
+        spec = metadata.distribution(name).metadata.get("Requires-Python")
+        if spec:
+            out[name] = spec
+    return out
+
+
+def python_floor(specs: dict[str, str]) -> str:
+    """The oldest Python (of PYTHONS) that every Requires-Python in `specs` admits."""
+    sets = [SpecifierSet(s) for s in specs.values()]
+    for version in PYTHONS:
+        if all(s.contains(version, prereleases=True) for s in sets):
+            return version
+    raise ValueError(f"No Python from {PYTHONS[0]} to {PYTHONS[-1]} satisfies every pin: {specs}")
+
+
+def stated_floor(path=LOCK) -> str:
+    """The Python floor that a constraints file's header states."""
+    for line in Path(path).read_text().splitlines():
+        if line.startswith(FLOOR_PREFIX):
+            return line[len(FLOOR_PREFIX):].split(":", 1)[0].strip()
+    raise ValueError(f"{path} states no Python floor (a line {FLOOR_PREFIX!r}...): rewrite it with `make lock`.")
+
+
 def public(version: str) -> str:
     return Version(version).public
 
 
 def render(pins: dict[str, str]) -> str:
-    return HEADER.format(python=".".join(map(str, sys.version_info[:2]))) + "".join(
+    floor = python_floor(requires_python(pins))
+    return HEADER.format(python=".".join(map(str, sys.version_info[:2])), floor=floor) + "".join(
         f"{name}=={public(v)}\n" for name, v in sorted(pins.items()))
 
 

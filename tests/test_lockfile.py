@@ -2,6 +2,7 @@
 
 import json
 import re
+import subprocess
 
 import pytest
 from packaging.requirements import Requirement
@@ -26,6 +27,32 @@ def test_disagreements_name_the_missing_and_the_out_of_bounds():
     assert found == ["torch is pinned at 2.1.0, outside pyproject.toml's torch>=2.2.",
                      "Diffusers is pinned at 1.0.0, outside pyproject.toml's Diffusers<1,>=0.35.",
                      "numpy is required by pyproject.toml (numpy>=1.24) but not pinned in the lock file."]
+
+
+def test_python_floor_is_the_oldest_python_every_pin_admits():
+    assert lockfile.python_floor({"a": ">=3.10", "b": ">=3.11.5", "c": "!=3.12.0,>=3.9"}) == "3.11.5"
+    assert lockfile.python_floor({}) == "3.10.0"
+    with pytest.raises(ValueError, match="satisfies every pin"):
+        lockfile.python_floor({"a": "<3.10", "b": ">=3.11"})
+
+
+def test_the_lock_states_the_python_its_pins_install_on():
+    """The header's floor is the oldest Python that every pinned version installs on (read from the installed
+    packages' metadata, so where this environment is the locked one)."""
+    pins = lockfile.read()
+    if lockfile.diff(pins, lockfile.closure()) and not under_ci():
+        pytest.skip("this environment differs from constraints.txt; `make setup` installs the locked versions")
+    assert lockfile.stated_floor() == lockfile.python_floor(lockfile.requires_python(pins))
+
+
+def test_make_setup_refuses_a_python_older_than_the_lock(tmp_path):
+    """Before it makes a virtual environment, `make setup` checks the Python against the lock's floor and says
+    what to do in one sentence, creating nothing."""
+    venv = tmp_path / "venv"
+    done = subprocess.run(["make", "-s", "setup", f"VENV={venv}", "PY_FLOOR=99.0.0"], cwd=ROOT, capture_output=True,
+                          text=True)
+    assert done.returncode != 0 and not venv.exists()
+    assert "constraints.txt needs Python 99.0.0 or newer" in done.stdout and "PYTHON=" in done.stdout
 
 
 def test_read_takes_pins_only(tmp_path):
